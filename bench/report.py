@@ -1,0 +1,167 @@
+"""Markdown report from the raw results of bench/run.py."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from statistics import median
+from typing import Any
+
+from servers import Spec
+
+MiB = 2**20
+CLIENT_CORES_LIMIT = 0.7
+
+# workload -> (primary metric, higher is better, extra metrics)
+METRICS: dict[str, tuple[str, bool, list[str]]] = {
+    "stream": ("MB/s", True, []),
+    "chunked": ("MB/s", True, []),
+    "small": ("uploads/s", True, ["p50 ms", "p99 ms"]),
+    "small-cwu": ("uploads/s", True, ["p50 ms", "p99 ms"]),
+    "head": ("req/s", True, ["p50 ms", "p99 ms"]),
+    "memory": ("peak MiB", False, ["idle MiB"]),
+}
+
+
+def describe(workload: str, p: dict[str, Any]) -> str:
+    mib = lambda n: f"{n / MiB:g} MiB" if n < 1024 * MiB else f"{n / 1024 / MiB:g} GiB"  # noqa: E731
+    return {
+        "stream": f"POST, then one PATCH of {mib(p['stream_size'])} sent by curl (`-T`); "
+        "MB/s = bytes / curl's `time_total` of the PATCH; HEAD must then report the full offset.",
+        "chunked": f"POST, then {mib(p['chunked_size'])} in {mib(p['chunk'])} PATCHes on one "
+        "keep-alive connection (blocking socket, `sendfile`); MB/s over the PATCHes.",
+        "small": f"{p['small_n']} uploads of {p['small_size'] // 1024} KiB, {p['small_conc']} at a "
+        "time on keep-alive connections, each a POST then a PATCH; latency is per upload.",
+        "small-cwu": f"as small, but each upload is a single POST with the body "
+        "(creation-with-upload).",
+        "head": f"HEAD on one upload from {p['head_conc']} keep-alive connections for "
+        f"{p['head_secs']:g} s; one request in flight per connection.",
+        "memory": f"RSS summed over the server's process tree, sampled every 50 ms while "
+        f"{p['mem_n']} uploads of {mib(p['mem_size'])} are PATCHed at once; idle = just before.",
+    }[workload]
+
+
+def _out(cmd: list[str]) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (res.stdout or res.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "n/a"
+
+
+def machine_info() -> dict[str, Any]:
+    def grep(path: str, key: str) -> str:
+        with open(path) as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith(key)), "?")
+
+    mem_kib = int(grep("/proc/meminfo", "MemTotal").split()[0])
+    return {
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu": grep("/proc/cpuinfo", "model name"),
+            "memory": f"{mem_kib / 2**20:.1f} GiB",
+            "kernel": f"{platform.system()} {platform.release()}",
+        },
+    }
+
+
+def versions(specs: list[Spec]) -> dict[str, str]:
+    v = {"python (harness, client)": platform.python_version()}
+    v["curl"] = _out(["curl", "--version"]).split(" (")[0].removeprefix("curl ")
+    for spec in specs:
+        v.update(spec.versions())
+    try:
+        import uvloop
+
+        v["uvloop (client)"] = uvloop.__version__
+    except ImportError:
+        v["uvloop (client)"] = "not installed (plain asyncio)"
+    return v
+
+
+def _fmt(x: float) -> str:
+    if x != x:  # NaN
+        return "—"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str:
+    recs = raw["records"]
+    m = raw["machine"]
+    out = [
+        "# Benchmarks: pytusd and its peers",
+        "",
+        f"Generated {raw['started'].replace('T', ' ')} by `{raw['command']}` "
+        f"({raw['rounds']} round{'s' * (raw['rounds'] != 1)}; in each round every workload "
+        "runs on every server in turn, A B C A B C …"
+        + (", **quick mode: reduced sizes, smoke test only**" if raw["quick"] else "") + ").",
+        "",
+        f"Machine: {m['cpu']}, {m['nproc']} cores (nproc), {m['memory']} RAM, {m['kernel']}. "
+        "Client and server share these cores.",
+        "",
+        "Versions: " + "; ".join(f"{k} {v}" for k, v in raw["versions"].items()) + ".",
+        "",
+    ]
+    notes: list[str] = []
+    for name, why in raw["skipped"].items():
+        notes.append(f"**{name} skipped**: {why.splitlines()[0]}")
+    for name, ns in raw["notes"].items():
+        notes += [f"{name}: {n}" for n in ns]
+
+    for wl in workloads:
+        key, higher, extras = METRICS[wl]
+        out += [f"## {wl}", "", describe(wl, raw["params"]), ""]
+        base = [r["metrics"][key] for r in recs
+                if r["workload"] == wl and r["server"] == "pytusd" and key in r["metrics"]]
+        base_med = median(base) if base else None
+        cols = [f"{key} median", "min", "max", "× pytusd", *[f"{e} (median)" for e in extras],
+                "server CPU s", "client CPU s", "client cores", "failures"]
+        out += ["| server | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for srv in servers:
+            rows = [r for r in recs if r["workload"] == wl and r["server"] == srv]
+            if not rows:
+                continue
+            vals = [r["metrics"][key] for r in rows if key in r["metrics"]]
+            fails = sum(r["failures"] for r in rows)
+            cores = median(r["client_cpu"] / r["wall"] for r in rows if r["wall"])
+            cells = [_fmt(median(vals)), _fmt(min(vals)), _fmt(max(vals))] if vals else ["—"] * 3
+            cells.append(f"{median(vals) / base_med:.2f}" if vals and base_med else "—")
+            for e in extras:
+                ev = [r["metrics"][e] for r in rows if e in r["metrics"]]
+                cells.append(_fmt(median(ev)) if ev else "—")
+            cells += [
+                _fmt(median(r["server_cpu"] for r in rows)),
+                _fmt(median(r["client_cpu"] for r in rows)),
+                f"{cores:.2f}" + (" ⚠" if cores > CLIENT_CORES_LIMIT else ""),
+                str(fails) if fails else "0",
+            ]
+            label = f"{srv} (reference)" if srv == "nginx" else srv
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+            if cores > CLIENT_CORES_LIMIT:
+                notes.append(f"{wl}/{srv}: the client used {cores:.2f} cores (> "
+                             f"{CLIENT_CORES_LIMIT}); the result may be client-bound.")
+            errors = sorted({r["error"] for r in rows if r["error"]})
+            notes += [f"{wl}/{srv}: {e}" for e in errors[:3]]
+        out += ["", "Lower is better." if not higher else "Higher is better.", ""]
+
+    out += [
+        "## How to read this",
+        "",
+        "- Median, min and max are over the rounds; `× pytusd` is the median divided by "
+        "pytusd's median (pytusd = 1.00; for memory, > 1 means more memory than pytusd).",
+        "- MB/s is 10^6 bytes per second. Latencies are per upload (small) or per request (head).",
+        "- server CPU s: user+system CPU seconds of the server's process tree during the workload "
+        "(/proc/<pid>/stat); client CPU s: the harness process plus curl. client cores = client "
+        f"CPU s / wall time; ⚠ marks more than {CLIENT_CORES_LIMIT} core, i.e. the client may "
+        "have been the bottleneck on this 2-core machine.",
+        "- nginx is a reference for the machine's limit, not a tus server: it writes each request "
+        "body to a file and answers fixed tus-looking headers (POST 201 + Location, PATCH 204, "
+        "HEAD 200) without tus logic; its offsets are not verified and its HEAD never touches "
+        "disk, so head and small are upper bounds rather than like-for-like.",
+        "- Memory is RSS summed over processes; pages shared by forked workers count once per "
+        "process.",
+    ]
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"

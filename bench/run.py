@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Benchmark pytusd and its peers side by side, alternating servers round by round.
+
+    python bench/run.py [--quick] [--rounds N] [--workloads stream,chunked,...]
+                        [--servers pytusd,pytusd-w2,tus-node,tuspyserver,nginx]
+                        [--out docs/benchmarks.md]
+
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import clients
+import report
+import servers
+from clients import Metrics, Target
+
+MiB = 2**20
+WORKLOADS = ["stream", "chunked", "small", "small-cwu", "head", "memory"]
+
+
+@dataclass(frozen=True)
+class Params:
+    stream_size: int = 1024 * MiB
+    chunked_size: int = 512 * MiB
+    chunk: int = 8 * MiB
+    small_n: int = 2000
+    small_size: int = 64 * 1024
+    small_conc: int = 16
+    head_secs: float = 10.0
+    head_conc: int = 16
+    mem_n: int = 32
+    mem_size: int = 64 * MiB
+
+
+QUICK = replace(
+    Params(), stream_size=128 * MiB, chunked_size=64 * MiB, small_n=300,
+    head_secs=2.0, mem_size=8 * MiB,
+)
+
+
+@dataclass
+class Record:
+    round: int
+    workload: str
+    server: str
+    metrics: Metrics = field(default_factory=dict)
+    failures: int = 0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    wall: float = 0.0
+    error: str = ""
+
+
+def source_file(size: int) -> Path:
+    """size random bytes, generated once in the cache."""
+    path = servers.CACHE / "data" / f"random-{size}.bin"
+    if path.exists() and path.stat().st_size == size:
+        return path
+    print(f"[setup] writing {size / MiB:.0f} MiB of random data to {path}", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        for off in range(0, size, 8 * MiB):
+            f.write(os.urandom(min(8 * MiB, size - off)))
+    tmp.rename(path)
+    return path
+
+
+def client_cpu() -> float:
+    """CPU seconds of this process plus its finished children (curl)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def workload_fn(
+    name: str, p: Params, t: Target, src: Path, srv: servers.Running
+) -> Callable[[], tuple[Metrics, int]]:
+    match name:
+        case "stream":
+            return lambda: clients.stream(t, src, p.stream_size)
+        case "chunked":
+            return lambda: clients.chunked(t, src, p.chunked_size, p.chunk)
+        case "small" | "small-cwu":
+            cwu = name == "small-cwu"
+            return lambda: clients.run_async(
+                clients.small(t, p.small_n, p.small_size, p.small_conc, cwu))
+        case "head":
+            return lambda: clients.run_async(clients.head(t, p.head_secs, p.head_conc))
+        case "memory":
+            return lambda: clients.memory(t, src, p.mem_n, p.mem_size, srv.rss)
+    raise ValueError(name)
+
+
+def measure(rnd: int, name: str, srv: servers.Running, p: Params, src: Path) -> Record:
+    rec = Record(rnd, name, srv.name)
+    target = Target("127.0.0.1", srv.port, verify=not srv.spec.reference)
+    fn = workload_fn(name, p, target, src, srv)
+    srv.wipe()
+    os.sync()
+    gc.collect()
+    time.sleep(0.3)
+    c0, s0, t0 = client_cpu(), srv.cpu(), time.perf_counter()
+    try:
+        rec.metrics, rec.failures = fn()
+    except Exception as e:  # noqa: BLE001 - any failure is recorded, the run goes on
+        rec.failures, rec.error = rec.failures + 1, f"{type(e).__name__}: {e}"
+        if not isinstance(e, (OSError, clients.HTTPError)):
+            traceback.print_exc()
+    rec.wall = time.perf_counter() - t0
+    rec.client_cpu, rec.server_cpu = client_cpu() - c0, srv.cpu() - s0
+    srv.wipe()
+    return rec
+
+
+def describe(rec: Record) -> str:
+    vals = ", ".join(f"{v:.1f} {k}" for k, v in rec.metrics.items())
+    cores = rec.client_cpu / rec.wall if rec.wall else 0
+    extra = f" FAILURES={rec.failures} {rec.error}" if rec.failures else ""
+    return (f"  r{rec.round} {rec.workload:9} {rec.server:11} {vals or '-'}"
+            f" | cpu server {rec.server_cpu:.2f}s client {rec.client_cpu:.2f}s"
+            f" ({cores:.2f} cores){extra}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, 1 round (smoke test)")
+    ap.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --quick)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--servers", default=",".join(servers.SPECS))
+    ap.add_argument("--out", default=str(servers.ROOT / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    params = QUICK if args.quick else Params()
+    rounds = args.rounds or (1 if args.quick else 3)
+    workloads = [w for w in args.workloads.split(",") if w]
+    names = [s for s in args.servers.split(",") if s]
+    for bad in [w for w in workloads if w not in WORKLOADS] + [s for s in names if s not in servers.SPECS]:
+        ap.error(f"unknown workload/server {bad!r}")
+    command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
+    started = datetime.now(timezone.utc)
+
+    src = source_file(params.stream_size)
+    running: list[servers.Running] = []
+    skipped: dict[str, str] = {}
+    records: list[Record] = []
+    try:
+        for name in names:
+            try:
+                running.append(servers.start(servers.SPECS[name]))
+                print(f"[start] {name} on port {running[-1].port}", flush=True)
+            except servers.Unavailable as e:
+                skipped[name] = str(e)
+                print(f"[skip] {name}: {e}", flush=True)
+        for rnd in range(1, rounds + 1):
+            print(f"[round {rnd}/{rounds}]", flush=True)
+            for wl in workloads:
+                for i, srv in enumerate(running):
+                    if not srv.alive:
+                        print(f"  {srv.name} died; log tail:\n{srv.log_tail()}", flush=True)
+                        srv.stop()
+                        srv = running[i] = servers.start(srv.spec)
+                        srv.notes.append(f"restarted in round {rnd} before {wl}")
+                    records.append(measure(rnd, wl, srv, params, src))
+                    print(describe(records[-1]), flush=True)
+    finally:
+        for srv in running:
+            srv.stop()
+
+    meta = report.machine_info()
+    meta["versions"] = report.versions([servers.SPECS[n] for n in names if n not in skipped])
+    raw = {
+        "command": command, "started": started.isoformat(timespec="seconds"),
+        "rounds": rounds, "params": asdict(params), "quick": args.quick, **meta,
+        "skipped": skipped, "notes": {s.name: s.notes for s in running if s.notes},
+        "records": [asdict(r) for r in records],
+    }
+    results = servers.CACHE / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(raw, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.render(raw, workloads, names))
+    print(f"[done] report written to {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

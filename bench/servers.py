@@ -1,0 +1,391 @@
+"""The servers under test: installing the peers, starting/stopping, /proc accounting."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CACHE = BENCH / ".cache"
+LOGS = CACHE / "logs"
+
+TUS_NODE_PACKAGES = {"@tus/server": "2.4.5", "@tus/file-store": "2.1.1"}
+TUSPY_REQUIREMENTS = [
+    "tuspyserver==4.4.3",
+    "fastapi==0.165.0",
+    "uvicorn==0.54.0",
+    "uvloop==0.23.0",
+    "httptools==0.9.0",
+]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class Unavailable(Exception):
+    """The server cannot run on this machine; the message says why."""
+
+
+def _out(cmd: list[str]) -> str:
+    """First line of a command's combined output, or '' if it cannot run."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (res.stdout + res.stderr).strip().splitlines()[0] if res.stdout + res.stderr else ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Spec:
+    """How to install and launch one server."""
+
+    name = ""
+    reference = False  # True: no tus logic (offsets are not verified)
+
+    def prepare(self) -> None:
+        """Install whatever is missing into bench/.cache; raise Unavailable."""
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+
+class Pytusd(Spec):
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
+        self.name = "pytusd" if workers is None else f"pytusd-w{workers}"
+        self.exe = Path(sys.executable).parent / "pytusd"
+
+    def prepare(self) -> None:
+        if not self.exe.exists():
+            raise Unavailable(f"{self.exe} not found (is pytusd installed in this venv?)")
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        cmd = [str(self.exe), "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--upload-dir", str(data), "--base-path", "/files/"]
+        return cmd + (["--workers", str(self.workers)] if self.workers else [])
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("pytusd")
+        except PackageNotFoundError:
+            v = "unknown"
+        rev = _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+        return {"pytusd": v + (f" (git {rev})" if re.fullmatch(r"[0-9a-f]+", rev) else "")}
+
+
+class TusNode(Spec):
+    name = "tus-node"
+    dir = CACHE / "node"
+
+    def prepare(self) -> None:
+        node = shutil.which("node")
+        if not node or not shutil.which("npm"):
+            raise Unavailable("node/npm not found")
+        if self._installed() != TUS_NODE_PACKAGES:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            deps = {"private": True, "type": "module", "dependencies": TUS_NODE_PACKAGES}
+            (self.dir / "package.json").write_text(json.dumps(deps, indent=2) + "\n")
+            print(f"[setup] npm install {TUS_NODE_PACKAGES} into {self.dir}", flush=True)
+            res = subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--save-exact"],
+                cwd=self.dir, capture_output=True, text=True,
+            )
+            if res.returncode or self._installed() != TUS_NODE_PACKAGES:
+                raise Unavailable(f"npm install failed: {res.stderr.strip()[-500:]}")
+        # ESM resolves packages relative to the script, so it lives next to node_modules.
+        shutil.copyfile(BENCH / "peers" / "tus_node_server.mjs", self.dir / "server.mjs")
+
+    def _installed(self) -> dict[str, str]:
+        found = {}
+        for pkg in TUS_NODE_PACKAGES:
+            meta = self.dir / "node_modules" / pkg / "package.json"
+            if meta.exists():
+                found[pkg] = json.loads(meta.read_text())["version"]
+        return found
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        return ["node", str(self.dir / "server.mjs"), "127.0.0.1", str(port), str(data)]
+
+    def versions(self) -> dict[str, str]:
+        return {"node": _out(["node", "--version"]), **self._installed()}
+
+
+class Tuspyserver(Spec):
+    name = "tuspyserver"
+    venv = CACHE / "tuspyserver-venv"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    def prepare(self) -> None:
+        stamp = self.venv / "bench-requirements.txt"
+        wanted = "\n".join(TUSPY_REQUIREMENTS) + "\n"
+        if stamp.exists() and stamp.read_text() == wanted and self.python.exists():
+            return
+        print(f"[setup] creating {self.venv} with {' '.join(TUSPY_REQUIREMENTS)}", flush=True)
+        shutil.rmtree(self.venv, ignore_errors=True)
+        steps = [
+            [sys.executable, "-m", "venv", str(self.venv)],
+            [str(self.python), "-m", "pip", "install", "-q", *TUSPY_REQUIREMENTS],
+        ]
+        for cmd in steps:
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode:
+                raise Unavailable(f"{' '.join(cmd[:4])} failed: {res.stderr.strip()[-500:]}")
+        stamp.write_text(wanted)
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        app = BENCH / "peers" / "tuspyserver_app.py"
+        return [str(self.python), str(app), "127.0.0.1", str(port), str(data)]
+
+    def versions(self) -> dict[str, str]:
+        return {r.split("==")[0]: r.split("==")[1] for r in TUSPY_REQUIREMENTS}
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log crit;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    log_not_found off;
+    client_body_temp_path {data};
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port};
+        root {tmp}/empty;
+        location /files/ {{
+            if ($request_method = HEAD) {{
+                add_header Tus-Resumable 1.0.0;
+                add_header Upload-Offset 0;
+                return 200;
+            }}
+            # The mirror module reads the whole body (into a file, kept) before the
+            # content phase; the static handler then fails and error_page answers.
+            client_body_in_file_only on;
+            mirror /_sink;
+            mirror_request_body on;
+            error_page 403 404 405 = @answer;
+        }}
+        location = /_sink {{ internal; return 204; }}
+        location @answer {{
+            if ($request_method = POST) {{
+                add_header Tus-Resumable 1.0.0;
+                add_header Location /files/$request_id;
+                return 201;
+            }}
+            add_header Tus-Resumable 1.0.0;
+            add_header Upload-Offset $content_length;
+            return 204;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx(Spec):
+    name = "nginx"
+    reference = True
+
+    def __init__(self) -> None:
+        self.exe = shutil.which("nginx") or "/usr/sbin/nginx"
+
+    def prepare(self) -> None:
+        if Path(self.exe).exists():
+            return
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise Unavailable("nginx not installed (apt-get install nginx)")
+        print("[setup] apt-get install -y nginx", flush=True)
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "-y", "-q"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run([*apt, "install", "nginx"], env=env, capture_output=True).returncode:
+            subprocess.run([*apt, "update"], env=env, capture_output=True)
+            subprocess.run([*apt, "install", "nginx"], env=env, capture_output=True)
+        self.exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(self.exe).exists():
+            raise Unavailable("apt-get install nginx failed")
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        (tmp / "empty").mkdir(exist_ok=True)
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(user=user, tmp=tmp, data=data, port=port))
+        return [self.exe, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)]
+
+    def versions(self) -> dict[str, str]:
+        return {"nginx": _out([self.exe, "-v"]).removeprefix("nginx version: ")}
+
+
+SPECS: dict[str, Spec] = {
+    s.name: s for s in [Pytusd(), Pytusd(workers=2), TusNode(), Tuspyserver(), Nginx()]
+}
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 = state)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def tree(root: int) -> list[int]:
+    """root and all its live descendants."""
+    pids, i = [root], 0
+    while i < len(pids):
+        try:
+            for tid in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{tid}/children") as f:
+                    pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        i += 1
+    return pids
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user+system) of the tree, including reaped descendants."""
+    ticks = 0
+    for pid in tree(root):
+        st = _stat(pid)
+        if st:
+            ticks += sum(int(x) for x in st[11:15])  # utime stime cutime cstime
+    return ticks / CLK_TCK
+
+
+def tree_rss(root: int) -> int:
+    """Sum of RSS bytes over the tree (shared pages of forked workers count twice)."""
+    return sum(int(st[21]) for pid in tree(root) if (st := _stat(pid))) * PAGE
+
+
+# ---------------------------------------------------------------- running servers
+
+
+@dataclass
+class Running:
+    spec: Spec
+    port: int
+    data: Path
+    tmp: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu(self) -> float:
+        return tree_cpu(self.proc.pid)
+
+    def rss(self) -> int:
+        return tree_rss(self.proc.pid)
+
+    def wipe(self) -> None:
+        """Delete uploaded files (directories stay: servers may rely on them)."""
+        for dirpath, _dirs, files in os.walk(self.data):
+            for f in files:
+                try:
+                    os.unlink(os.path.join(dirpath, f))
+                except OSError:
+                    pass
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.alive:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the session we created
+                self.proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _ready(port: int) -> bool:
+    """Does something answer HTTP on the port?"""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("OPTIONS", "/files/", headers={"Tus-Resumable": "1.0.0"})
+        conn.getresponse().read()
+        return True
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def start(spec: Spec, timeout: float = 60.0) -> Running:
+    """Start the server on a free port with a fresh data dir; raise Unavailable."""
+    spec.prepare()
+    tmp = Path(tempfile.mkdtemp(prefix=f"tusbench-{spec.name}-"))
+    data = tmp / "data"
+    data.mkdir()
+    port = free_port()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{spec.name}.log"
+    cmd = spec.command(port, data, tmp)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp, start_new_session=True,
+        )
+    srv = Running(spec, port, data, tmp, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not srv.alive:
+            break
+        if _ready(port):
+            return srv
+        time.sleep(0.1)
+    srv.stop()
+    raise Unavailable(f"did not start ({' '.join(cmd)}); log {log}:\n{srv.log_tail()}")

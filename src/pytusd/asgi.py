@@ -1,0 +1,260 @@
+"""The ASGI application: mount it in any ASGI framework, or let ``pytusd`` serve it.
+
+This module only translates between ASGI messages and the handler's Request/Response; every rule
+lives in the handler and in ``protocol``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from pytusd.config import Config
+from pytusd.handler import UploadHandler
+from pytusd.hooks.base import Hooks
+from pytusd.locks.base import Locker
+from pytusd.messages import Headers, InterimSender, Request, Response
+from pytusd.stores.base import DataStore
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("pytusd")
+
+#: ASGI extension (our serving layer's) for sending 1xx interim responses other than 100.
+INTERIM_EXTENSION = "pytusd.interim"
+#: ASGI extension (our serving layer's) exposing request trailers once the body is complete.
+TRAILERS_EXTENSION = "pytusd.trailers"
+
+
+class ASGIBody:
+    """A request body read from ASGI ``receive``, which its consumer can be told to stop.
+
+    Stopping must work while the reader is blocked waiting for a client that sends nothing (a
+    connection that died unnoticed), so ``stop`` cancels the waiting task and the iterator swallows
+    exactly that cancellation: cheap per chunk (two attribute writes), no extra task per receive.
+    """
+
+    __slots__ = ("_cancelled_by_stop", "_receive", "_scope", "_stopped", "_task", "_waiting", "complete",
+                 "disconnected")  # fmt: skip
+
+    def __init__(self, receive: Receive, scope: Scope) -> None:
+        self._receive = receive
+        self._scope = scope
+        self._stopped: str | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._waiting = False
+        self._cancelled_by_stop = False
+        self.complete = False
+        self.disconnected = False
+
+    @property
+    def stopped(self) -> str | None:
+        return self._stopped
+
+    def stop(self, reason: str) -> None:
+        if self._stopped is None:
+            self._stopped = reason
+        if self._waiting and self._task is not None and not self._cancelled_by_stop:
+            self._cancelled_by_stop = True
+            self._task.cancel()
+
+    def trailers(self) -> Mapping[str, str] | None:
+        getter = self._scope.get("extensions", {}).get(TRAILERS_EXTENSION, {}).get("get")
+        if getter is None or not self.complete:
+            return None
+        return _join_headers(getter())
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        if self.complete or self.disconnected:
+            return
+        self._task = asyncio.current_task()
+        receive = self._receive
+        while self._stopped is None:
+            self._waiting = True
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if self._cancelled_by_stop and self._task is not None:
+                    self._task.uncancel()
+                    return
+                raise
+            finally:
+                self._waiting = False
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                return
+            chunk = message.get("body", b"")
+            if not message.get("more_body", False):
+                self.complete = True
+                if chunk:
+                    yield chunk
+                return
+            if chunk:
+                yield chunk
+
+
+def _join_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+class TusApp:
+    """The pytusd ASGI application.
+
+    >>> app = TusApp(FileStore("./data"), Config(base_path="/files/"))
+
+    Mounted apps get no lifespan events in most frameworks, so the store is started on the first
+    request as well as on lifespan startup.
+    """
+
+    def __init__(
+        self,
+        store: DataStore,
+        config: Config | None = None,
+        *,
+        locker: Locker | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.config = config or Config()
+        self.store = store
+        self.handler = UploadHandler(store, self.config, locker=locker, hooks=hooks)
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        #: The event loop serving this app (set on start), for signal handlers in other contexts.
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self) -> None:
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            self.loop = asyncio.get_running_loop()
+            await self.store.start()
+            if self.config.expire_after:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+            self._started = True
+
+    async def shutdown(self) -> None:
+        """Stop bodies in flight (they save what they have), then close the store and locker."""
+        self.handler.shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.handler.wait_background()
+        await self.handler.locker.close()
+        await self.store.close()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.expire_interval)
+            try:
+                removed = await self.handler.sweep_expired()
+                if removed:
+                    logger.info("removed %d expired uploads", removed)
+            except Exception:
+                logger.exception("expiration sweep failed")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _path(self, scope: Scope) -> str:
+        path: str = scope["path"]
+        base = self.config.base_path
+        if path.startswith(base) or path + "/" == base:
+            return path
+        return str(scope.get("root_path", "")) + path
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._started:
+            await self.startup()
+        raw = scope["headers"]
+        headers = _join_headers(raw)
+        server = scope.get("server")
+        client = scope.get("client")
+        interim: InterimSender | None = None
+        if INTERIM_EXTENSION in scope.get("extensions", {}):
+            interim = _interim_sender(send)
+        request = Request(
+            method=scope["method"],
+            path=self._path(scope),
+            headers=headers,
+            body=ASGIBody(receive, scope),
+            scheme=scope.get("scheme", "http"),
+            server_host=f"{server[0]}:{server[1]}" if server and server[1] is not None else None,
+            client_addr=f"{client[0]}:{client[1]}" if client else "",
+            query=scope.get("query_string", b"").decode("latin-1"),
+            send_interim=interim,
+            raw_headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw],
+        )
+        response = await self.handler.handle(request)
+        await _send_response(send, response, head=scope["method"] == "HEAD")
+
+
+def _interim_sender(send: Send) -> InterimSender:
+    async def send_interim(status: int, headers: Headers) -> None:
+        await send(
+            {
+                "type": INTERIM_EXTENSION,
+                "status": status,
+                "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+            }
+        )
+
+    return send_interim
+
+
+async def _send_response(send: Send, response: Response, *, head: bool) -> None:
+    body = response.body
+    headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
+    if isinstance(body, bytes):
+        if not any(n == b"content-length" for n, _ in headers):
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else body})
+        return
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    try:
+        if not head:
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        if hasattr(body, "aclose"):
+            await body.aclose()
+    await send({"type": "http.response.body", "body": b""})

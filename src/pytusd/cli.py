@@ -1,0 +1,224 @@
+"""The ``pytusd`` command: flags (each also a ``PYTUSD_*`` environment variable) and serving.
+
+Worker processes are started by uvicorn's supervisor with the spawn method, so each worker builds
+its app from the environment: the parent writes every resolved setting into ``PYTUSD_*`` variables
+and the workers read the same variables through :func:`app_from_env`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytusd import __version__
+from pytusd.asgi import TusApp
+from pytusd.config import Config
+from pytusd.locks.file import FileLocker
+from pytusd.stores.file import FileStore
+
+ENV_PREFIX = "PYTUSD_"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``30m``, ``24h``, ``1h30m``, ``500ms`` or ``0``."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 90s, 30m, 24h)")
+    return total
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``1048576``, ``512K``, ``100M``, ``2G`` (powers of 1024)."""
+    match = re.fullmatch(r"(\d+)\s*([KMGT]i?B?)?", text.strip(), re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (use e.g. 1048576, 512M, 2G)")
+    factor = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[(match.group(2) or " ")[0].strip().upper()]
+    return int(match.group(1)) * factor
+
+
+@dataclass(frozen=True)
+class _Flag:
+    name: str
+    kind: str  # "str", "int", "bool", "duration", "size"
+    default: Any
+    help: str
+
+
+FLAGS: tuple[_Flag, ...] = (
+    _Flag("host", "str", "0.0.0.0", "address to listen on"),
+    _Flag("port", "int", 8080, "port to listen on"),
+    _Flag("base-path", "str", "/files/", "URL path under which uploads live"),
+    _Flag("upload-dir", "str", "./data", "directory for uploads (file storage)"),
+    _Flag("max-size", "size", 0, "largest upload in bytes (0: no limit)"),
+    _Flag("expire-after", "duration", 0.0, "remove unfinished uploads this long after their last write (0: never)"),
+    _Flag("expire-interval", "duration", 60.0, "how often to look for expired uploads"),
+    _Flag("behind-proxy", "bool", False, "trust X-Forwarded-Host/-Proto and Forwarded for URLs"),
+    _Flag("cors-allow-origin", "str", ".*", "regular expression browser origins must match ('' disables CORS)"),
+    _Flag("disable-download", "bool", False, "do not serve GET downloads"),
+    _Flag("disable-termination", "bool", False, "do not allow DELETE (termination extension)"),
+    _Flag("disable-concatenation", "bool", False, "do not offer the concatenation extension"),
+    _Flag("lock-timeout", "duration", 20.0, "how long a request waits for another to release an upload (then 423)"),
+    _Flag("fsync", "bool", False, "fsync every acknowledged write (survives power loss; slower)"),
+    _Flag("workers", "int", 1, "worker processes sharing the same uploads"),
+    _Flag("unix-sock", "str", "", "listen on this Unix socket instead of host/port"),
+    _Flag("log-format", "str", "text", "log format: text or json"),
+    _Flag("log-level", "str", "info", "log level: debug, info, warning, error"),
+)
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.upper().replace("-", "_")
+
+
+def _convert(flag: _Flag, raw: str) -> Any:
+    if flag.kind == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if flag.kind == "int":
+        return int(raw)
+    if flag.kind == "duration":
+        return parse_duration(raw)
+    if flag.kind == "size":
+        return parse_size(raw)
+    return raw
+
+
+def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="pytusd",
+        description="Resumable-upload server (tus 1.0.0). Every flag can also be set as PYTUSD_<FLAG>.",
+    )
+    for flag in FLAGS:
+        default = flag.default
+        env_value = env.get(_env_name(flag.name))
+        if env_value is not None:
+            try:
+                default = _convert(flag, env_value)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"invalid {_env_name(flag.name)}: {exc}")
+        help_text = f"{flag.help} [env {_env_name(flag.name)}; default {flag.default!r}]"
+        option = "--" + flag.name
+        if flag.kind == "bool":
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            converters: dict[str, Callable[[str], Any]] = {"int": int, "duration": parse_duration, "size": parse_size}
+            converter = converters.get(flag.kind, str)
+            parser.add_argument(option, type=converter, default=default, help=help_text)
+    parser.add_argument("--version", action="version", version=f"pytusd {__version__}")
+    return parser
+
+
+def app_from_settings(settings: dict[str, Any]) -> TusApp:
+    config = Config(
+        base_path=settings["base_path"],
+        max_size=settings["max_size"],
+        expire_after=settings["expire_after"],
+        expire_interval=settings["expire_interval"],
+        behind_proxy=settings["behind_proxy"],
+        cors_allow_origin=settings["cors_allow_origin"] or None,
+        disable_download=settings["disable_download"],
+        disable_termination=settings["disable_termination"],
+        disable_concatenation=settings["disable_concatenation"],
+        lock_timeout=settings["lock_timeout"],
+    )
+    directory = settings["upload_dir"]
+    os.makedirs(directory, exist_ok=True)
+    store = FileStore(directory, fsync=settings["fsync"])
+    return TusApp(store, config, locker=FileLocker(directory))
+
+
+def app_from_env() -> TusApp:
+    """App factory for uvicorn in each worker process: settings come from ``PYTUSD_*`` variables."""
+    from pytusd.server import chain_shutdown_signals
+
+    args = build_parser().parse_args([])
+    app = app_from_settings(vars(args))
+    chain_shutdown_signals(app)
+    return app
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _log_config(log_format: str, level: str) -> dict[str, Any]:
+    formatter: dict[str, Any] = (
+        {"()": _JsonFormatter}
+        if log_format == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {
+            "pytusd": {"handlers": ["default"], "level": level.upper(), "propagate": False},
+            "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_format not in ("text", "json"):
+        parser.error("--log-format must be text or json")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    settings = vars(args)
+    # Workers rebuild the app from the environment: hand them exactly what we resolved.
+    for flag in FLAGS:
+        value = settings[flag.name.replace("-", "_")]
+        os.environ[_env_name(flag.name)] = ("1" if value else "0") if flag.kind == "bool" else str(value)
+    os.makedirs(args.upload_dir, exist_ok=True)
+
+    from pytusd.server import serve  # imported late: uvicorn is only needed to serve
+
+    base = Config(base_path=args.base_path).base_path
+    if args.unix_sock:
+        where = f"unix:{args.unix_sock} (path {base})"
+    else:
+        shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+        where = f"http://{shown}:{args.port}{base}"
+    print(f"pytusd {__version__} serving uploads on {where} (data in {os.path.abspath(args.upload_dir)})", flush=True)
+    serve(
+        host=args.host,
+        port=args.port,
+        uds=args.unix_sock or None,
+        workers=args.workers,
+        log_config=_log_config(args.log_format, args.log_level),
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,36 @@
+"""Server settings shared by the handler, the ASGI app and the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Config:
+    #: Public path under which uploads live; always starts and ends with '/'.
+    base_path: str = "/files/"
+    #: Largest upload in bytes; 0 means no limit.
+    max_size: int = 0
+    #: Seconds after the last write at which an unfinished upload expires; 0 means never.
+    expire_after: float = 0.0
+    #: How often the sweeper looks for expired uploads (seconds).
+    expire_interval: float = 60.0
+    #: Trust X-Forwarded-Host/-Proto and Forwarded when building absolute URLs.
+    behind_proxy: bool = False
+    #: Regular expression that browser origins must match for CORS; None disables CORS headers.
+    cors_allow_origin: str | None = ".*"
+    cors_allow_credentials: bool = False
+    cors_max_age: int = 86400
+    disable_download: bool = False
+    disable_termination: bool = False
+    disable_concatenation: bool = False
+    #: Seconds a request waits for another request holding the upload to let go before 423.
+    lock_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        path = "/" + self.base_path.strip("/") + "/"
+        self.base_path = "/" if path == "//" else path
+        if self.max_size < 0:
+            raise ValueError("max_size must be >= 0")
+        if self.expire_after < 0:
+            raise ValueError("expire_after must be >= 0")

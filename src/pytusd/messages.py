@@ -1,0 +1,87 @@
+"""The request and response the handler works with, independent of any web server.
+
+The ASGI app (or any other front end) builds a :class:`Request` and writes the :class:`Response`;
+the handler never sees the transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Headers = list[tuple[str, str]]
+
+
+class Body(Protocol):
+    """A request body as a stream of chunks that its consumer can be asked to end early."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def stop(self, reason: str) -> None:
+        """End the stream at the next chunk boundary (or at once if it is waiting)."""
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the stream was stopped early, or None."""
+
+    @property
+    def disconnected(self) -> bool:
+        """The client went away before the body was complete."""
+
+    @property
+    def complete(self) -> bool:
+        """Every byte of the body was received."""
+
+    def trailers(self) -> Mapping[str, str] | None:
+        """Request trailers, once the body is complete; None if the server cannot read them."""
+
+
+class EmptyBody:
+    """The body of a request that has none."""
+
+    stopped: str | None = None
+    disconnected = False
+    complete = True
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._nothing()
+
+    async def _nothing(self) -> AsyncIterator[bytes]:
+        return
+        yield b""  # pragma: no cover - makes this an async generator
+
+    def stop(self, reason: str) -> None:
+        return None
+
+    def trailers(self) -> Mapping[str, str] | None:
+        return None
+
+
+InterimSender = Callable[[int, Headers], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    #: Percent-decoded path, including the base path.
+    path: str
+    #: Lower-case names; repeated headers joined with ", " (so a repeated number fails to parse).
+    headers: Mapping[str, str]
+    body: Body = field(default_factory=EmptyBody)
+    scheme: str = "http"
+    #: host[:port] the server listens on, used when the request has no Host header.
+    server_host: str | None = None
+    client_addr: str = ""
+    query: str = ""
+    #: Sends a 1xx interim response; None where the web server cannot.
+    send_interim: InterimSender | None = None
+    #: Raw header list for hooks (tusd hooks see every header).
+    raw_headers: Headers = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Headers = field(default_factory=list)
+    body: bytes | AsyncIterator[bytes] = b""

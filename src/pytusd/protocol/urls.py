@@ -1,0 +1,97 @@
+"""Upload IDs, upload URLs and the ``Upload-Concat`` header.
+
+An ID is the single thing that crosses from URLs into stores, so it is validated here once, for
+every source (request path, concatenation URL, hook): nothing that could name a path outside the
+store, break a URL or a header gets through.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+from pytusd.protocol.errors import HTTPError, bad_request
+
+MAX_ID_LENGTH = 255
+_ID_CHARS = re.compile(r"[A-Za-z0-9\-._~%!$'()*+,;=/:@]+")
+#: Characters left unescaped when an ID is put into a URL path (RFC 3986 pchar and '/').
+_URL_SAFE = "/-._~!$'()*+,;=:@"
+
+
+def is_valid_upload_id(upload_id: str) -> bool:
+    """The ID rules of tusd, plus: no empty, ``.`` or ``..`` path segment."""
+    if not upload_id or len(upload_id) > MAX_ID_LENGTH or not _ID_CHARS.fullmatch(upload_id):
+        return False
+    if upload_id.startswith("/") or upload_id.endswith("/"):
+        return False
+    return all(segment not in ("", ".", "..") for segment in upload_id.split("/"))
+
+
+def upload_path(base_path: str, upload_id: str) -> str:
+    """The path of an upload's URL; ``base_path`` ends with '/'."""
+    return base_path + quote(upload_id, safe=_URL_SAFE)
+
+
+def id_from_path(base_path: str, path: str) -> str | None:
+    """The upload ID named by a (percent-decoded) request path, or None if it names none.
+
+    ``base_path`` itself (with or without its trailing slash) is the creation endpoint: ''.
+    """
+    if path == base_path or path + "/" == base_path:
+        return ""
+    if not path.startswith(base_path):
+        return None
+    upload_id = path[len(base_path) :]
+    return upload_id if is_valid_upload_id(upload_id) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """A parsed ``Upload-Concat``: partial, or final with the IDs it joins in order."""
+
+    is_partial: bool
+    partial_ids: tuple[str, ...] = ()
+
+    @property
+    def is_final(self) -> bool:
+        return not self.is_partial
+
+
+MAX_CONCAT_PARTS = 1000
+
+
+def parse_concat(value: str, base_path: str) -> Concat:
+    """Parse ``partial`` or ``final;URL URL ...``.
+
+    URLs may be absolute or relative; either way their path must name an upload below this
+    server's base path (the host of an absolute URL is not trusted to mean anything).
+    """
+    value = value.strip(" ")
+    if value == "partial":
+        return Concat(is_partial=True)
+    if not value.startswith("final;"):
+        raise bad_request("invalid Upload-Concat header: expected 'partial' or 'final;URL ...'")
+    urls = value[len("final;") :].split()
+    if not urls:
+        raise bad_request("invalid Upload-Concat header: a final upload needs partial upload URLs")
+    if len(urls) > MAX_CONCAT_PARTS:
+        raise bad_request("invalid Upload-Concat header: too many partial uploads")
+    ids = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("", "http", "https") or parts.query or parts.fragment:
+            raise bad_request("invalid Upload-Concat header: not an upload URL")
+        upload_id = id_from_path(base_path, unquote(parts.path))
+        if not upload_id:
+            raise HTTPError(400, "invalid Upload-Concat header: a URL does not name an upload on this server")
+        ids.append(upload_id)
+    return Concat(is_partial=False, partial_ids=tuple(ids))
+
+
+def format_concat(concat: Concat | None, base_path: str) -> str | None:
+    if concat is None:
+        return None
+    if concat.is_partial:
+        return "partial"
+    return "final;" + " ".join(upload_path(base_path, pid) for pid in concat.partial_ids)

@@ -1,0 +1,59 @@
+"""Serving the app with uvicorn (uvloop + httptools), one process or several.
+
+Only the piece uvicorn cannot know is added: on SIGTERM/SIGINT, uploads in flight must stop
+reading and save what they have, instead of uvicorn waiting for bodies that may take hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from pytusd.asgi import TusApp
+
+#: Seconds to wait for requests to finish after they were told to stop.
+GRACEFUL_TIMEOUT = 30
+
+
+def chain_shutdown_signals(app: TusApp) -> None:
+    """Make SIGINT/SIGTERM stop the app's uploads, then do what the server did before.
+
+    Called while uvicorn loads the app, i.e. after uvicorn installed its own signal handlers and
+    inside its running loop, in each worker process.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(app.handler.shutdown)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def serve(*, host: str, port: int, uds: str | None, workers: int, log_config: dict[str, Any]) -> None:
+    uvicorn.run(
+        "pytusd.cli:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        uds=uds,
+        workers=workers,
+        log_config=log_config,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        proxy_headers=False,  # the app decides what to trust (--behind-proxy)
+        server_header=False,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
+    )

@@ -1,0 +1,96 @@
+"""The storage contract, after tusd's DataStore.
+
+A store keeps uploads and their info. It never sees HTTP: the handler validates offsets, sizes and
+locks before it calls a store, and holds the upload's lock around every call that changes it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+
+from pytusd.info import UploadInfo
+
+
+class StoreError(Exception):
+    """A store could not do what was asked; the handler answers 5xx without details."""
+
+
+class UploadNotFound(StoreError):
+    """No upload with that ID (never created, terminated or swept)."""
+
+
+class UploadExists(StoreError):
+    """create() was given an ID that is taken (hooks may choose IDs)."""
+
+
+class DataStore(abc.ABC):
+    """Everything a store must do. Optional abilities are announced by :attr:`features`.
+
+    Streams are async iterables of ``bytes``: a store consumes them chunk by chunk and never holds
+    a whole request body in memory.
+    """
+
+    #: Optional abilities: "termination", "concatenation", "creation-defer-length", "download".
+    features: frozenset[str] = frozenset()
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
+        """Open connections or directories; called once before the first request."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what :meth:`start` opened."""
+
+    @abc.abstractmethod
+    async def create(self, info: UploadInfo) -> UploadInfo:
+        """Create an empty upload from ``info`` (id chosen by the caller); return it as stored."""
+
+    @abc.abstractmethod
+    async def get_info(self, upload_id: str) -> UploadInfo:
+        """The upload's info with ``offset`` taken from the data held. Raises UploadNotFound."""
+
+    @abc.abstractmethod
+    async def write_chunk(
+        self,
+        upload_id: str,
+        offset: int,
+        source: AsyncIterable[bytes],
+        *,
+        all_or_nothing: bool = False,
+    ) -> int:
+        """Append what ``source`` yields at ``offset`` (the current offset); return bytes written.
+
+        If ``source`` raises, the bytes it yielded before are kept (the client may resume after
+        them) and the exception propagates, unless ``all_or_nothing``: then none of them become part
+        of the upload, in storage or in a later :meth:`get_info` — this is how a chunk whose
+        checksum fails is discarded. A store makes the bytes durable before it returns.
+        """
+
+    @abc.abstractmethod
+    async def update_info(self, info: UploadInfo) -> None:
+        """Persist changed info fields (metadata, storage, pending finals, a declared size)."""
+
+    async def declare_length(self, upload_id: str, length: int) -> None:
+        """Set the length of a deferred-length upload (creation-defer-length)."""
+        info = await self.get_info(upload_id)
+        info.size = length
+        await self.update_info(info)
+
+    @abc.abstractmethod
+    def read(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes ``[start, end)`` of the upload (``end`` None: to the offset)."""
+
+    @abc.abstractmethod
+    async def terminate(self, upload_id: str) -> None:
+        """Delete the upload and its info. Raises UploadNotFound."""
+
+    @abc.abstractmethod
+    async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
+        """Fill ``final`` with the partials' bytes in order; all-or-nothing."""
+
+    @abc.abstractmethod
+    def list_uploads(self) -> AsyncIterator[str]:
+        """Every upload ID held (the expiration sweeper walks this)."""
+
+    async def last_write_time(self, upload_id: str) -> float:
+        """When data last arrived (or creation); expiration counts from it."""
+        return (await self.get_info(upload_id)).created_at

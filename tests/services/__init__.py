@@ -1,0 +1,110 @@
+"""Helpers that start real, throw-away services (Redis, Swift+S3) for tests.
+
+Every service binds to 127.0.0.1 on a free port, keeps its state in its own
+temporary directory and is stopped by its context manager, so tests never
+depend on (or disturb) system-wide daemons.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = [
+    "ServiceError",
+    "find_free_port",
+    "port_open",
+    "require_executable",
+    "stop_process",
+    "tail",
+    "wait_for_port",
+    "wait_until",
+]
+
+
+class ServiceError(RuntimeError):
+    """A test service could not be started (message includes its logs)."""
+
+
+def find_free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now.
+
+    The port is released before returning, so another process could grab it in
+    between; callers retry startup when the service fails to bind.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def require_executable(name: str) -> str:
+    """Return the absolute path of `name`, or raise a hint to install it."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        raise ServiceError(f"{name!r} not found; run scripts/install-system-deps.sh as root")
+    return path
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """Last `lines` lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    alive: Callable[[], str | None] | None = None,
+    interval: float = 0.05,
+) -> None:
+    """Poll `check` until it returns True.
+
+    `alive` returns an error string when a process we depend on has died, so a
+    crashed service fails fast instead of after the whole timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if alive is not None and (problem := alive()) is not None:
+            raise ServiceError(f"{what}: {problem}")
+        if time.monotonic() >= deadline:
+            raise ServiceError(f"{what}: not ready after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    port: int, *, timeout: float, what: str, alive: Callable[[], str | None] | None = None
+) -> None:
+    """Wait until a TCP listener is up on 127.0.0.1:port."""
+    wait_until(lambda: port_open(port), timeout=timeout, what=what, alive=alive)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Terminate `proc`, escalating to SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)

@@ -1,0 +1,143 @@
+"""A private, non-persistent `redis-server` on loopback for tests."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from . import ServiceError, find_free_port, require_executable, stop_process, tail, wait_until
+
+__all__ = ["RedisServer"]
+
+
+class RedisServer:
+    """Debian's `redis-server` on 127.0.0.1:<free port>, state in a temp dir.
+
+    Usage::
+
+        with RedisServer() as server:
+            client = redis.Redis.from_url(server.url)
+    """
+
+    def __init__(self, *, startup_timeout: float = 10.0, attempts: int = 3) -> None:
+        self.startup_timeout = startup_timeout
+        self.attempts = attempts
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise ServiceError("RedisServer is not running")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        if self._tmp is None:
+            raise ServiceError("RedisServer is not running")
+        return Path(self._tmp.name) / "redis.log"
+
+    def start(self) -> RedisServer:
+        """Start the server and wait until it answers PING.
+
+        Retries on a new port because the free port may be taken by someone
+        else between probing and binding.
+        """
+        if self._proc is not None:
+            return self
+        binary = require_executable("redis-server")
+        began = time.monotonic()
+        self._tmp = tempfile.TemporaryDirectory(prefix="pytusd-redis-")
+        last_error: ServiceError | None = None
+        for _ in range(self.attempts):
+            try:
+                self._start_once(binary)
+            except ServiceError as exc:
+                last_error = exc
+                self._stop_proc()
+                continue
+            self.startup_seconds = time.monotonic() - began
+            return self
+        self.stop()
+        assert last_error is not None
+        raise last_error
+
+    def _start_once(self, binary: str) -> None:
+        port = find_free_port()
+        workdir = self.log_path.parent
+        args = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(workdir),
+            "--save", "",  # no RDB snapshots
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", "",  # log to stdout, which goes to redis.log
+            "--databases", "16",
+            "--maxmemory", "256mb",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                args, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._port = port
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=1)
+        try:
+            wait_until(
+                lambda: _ping(client),
+                timeout=self.startup_timeout,
+                what=f"redis-server on port {port}",
+                alive=self._died,
+            )
+        except ServiceError as exc:
+            raise ServiceError(f"{exc}\n--- redis.log ---\n{tail(self.log_path)}") from None
+        finally:
+            client.close()
+
+    def _died(self) -> str | None:
+        if self._proc is not None and (code := self._proc.poll()) is not None:
+            return f"exited with code {code}"
+        return None
+
+    def _stop_proc(self) -> None:
+        if self._proc is not None:
+            stop_process(self._proc)
+            self._proc = None
+        self._port = None
+
+    def stop(self) -> None:
+        """Stop the server and delete its directory (idempotent)."""
+        self._stop_proc()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
