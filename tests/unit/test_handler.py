@@ -1,0 +1,101 @@
+"""The handler driven without a socket: Request in, Response out, MemoryStore behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+from pytusd.config import Config
+from pytusd.handler import UploadHandler
+from pytusd.messages import Request, Response
+from pytusd.stores.memory import MemoryStore
+
+
+class ListBody:
+    """A body that yields given chunks."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+        self.stopped: str | None = None
+        self.disconnected = False
+        self.complete = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._gen()
+
+    async def _gen(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        self.complete = True
+
+    def stop(self, reason: str) -> None:
+        self.stopped = reason
+
+    def trailers(self) -> Mapping[str, str] | None:
+        return None
+
+
+def call(handler: UploadHandler, method: str, path: str, body: ListBody | None = None, **headers: str) -> Response:
+    hdrs = {"host": "example.org", "tus-resumable": "1.0.0"}
+    hdrs.update({k.replace("_", "-").lower(): v for k, v in headers.items()})
+    request = Request(method=method, path=path, headers=hdrs)
+    if body is not None:
+        request.body = body
+    return asyncio.run(handler.handle(request))
+
+
+def header(response: Response, name: str) -> str | None:
+    return next((v for k, v in response.headers if k == name), None)
+
+
+def make(**config: object) -> UploadHandler:
+    return UploadHandler(MemoryStore(), Config(**config))  # type: ignore[arg-type]
+
+
+def test_create_patch_head() -> None:
+    handler = make()
+    created = call(handler, "POST", "/files/", upload_length="11")
+    assert created.status == 201
+    location = header(created, "location")
+    assert location is not None and location.startswith("http://example.org/files/")
+    path = location.removeprefix("http://example.org")
+    patched = call(
+        handler, "PATCH", path, ListBody(b"hello ", b"world"),
+        upload_offset="0", content_type="application/offset+octet-stream", content_length="11",
+    )  # fmt: skip
+    assert patched.status == 204 and header(patched, "upload-offset") == "11"
+    head = call(handler, "HEAD", path)
+    assert header(head, "upload-offset") == "11" and header(head, "upload-length") == "11"
+
+
+def test_offset_mismatch_is_409_and_changes_nothing() -> None:
+    handler = make()
+    path = header(call(handler, "POST", "/files/", upload_length="4"), "location").removeprefix("http://example.org")  # type: ignore[union-attr]
+    response = call(
+        handler, "PATCH", path, ListBody(b"ab"), upload_offset="2", content_type="application/offset+octet-stream"
+    )
+    assert response.status == 409 and header(response, "upload-offset") == "0"
+    assert header(call(handler, "HEAD", path), "upload-offset") == "0"
+
+
+def test_wrong_version_is_412_with_tus_version() -> None:
+    response = call(make(), "POST", "/files/", tus_resumable="0.2.2", upload_length="1")
+    assert response.status == 412 and header(response, "tus-version") == "1.0.0"
+
+
+def test_checksum_mismatch_discards_the_chunk() -> None:
+    handler = make()
+    path = header(call(handler, "POST", "/files/", upload_length="5"), "location").removeprefix("http://example.org")  # type: ignore[union-attr]
+    response = call(
+        handler, "PATCH", path, ListBody(b"hello"), upload_offset="0",
+        content_type="application/offset+octet-stream", upload_checksum="sha1 AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )  # fmt: skip
+    assert response.status == 460
+    assert header(call(handler, "HEAD", path), "upload-offset") == "0"
+
+
+def test_max_size() -> None:
+    handler = make(max_size=10)
+    assert call(handler, "POST", "/files/", upload_length="11").status == 413
+    options = call(handler, "OPTIONS", "/files/")
+    assert header(options, "tus-max-size") == "10"

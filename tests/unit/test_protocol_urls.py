@@ -1,0 +1,52 @@
+"""Upload IDs, paths and Upload-Concat."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytusd.protocol.errors import HTTPError
+from pytusd.protocol.urls import format_concat, id_from_path, is_valid_upload_id, parse_concat, upload_path
+
+
+@pytest.mark.parametrize("upload_id", ["abc", "a-b_c.d~e", "user/42/file", "x:y@z", "a%20b", "(1)*+,;=!$'"])
+def test_valid_ids(upload_id: str) -> None:
+    assert is_valid_upload_id(upload_id)
+
+
+@pytest.mark.parametrize(
+    "upload_id",
+    ["", "/abc", "abc/", "a//b", ".", "..", "../x", "a/../b", "a/./b", "a b", "a\\b", "a\x00b", "ä", "a?b",
+     "a#b", "x" * 256],
+)  # fmt: skip
+def test_invalid_ids(upload_id: str) -> None:
+    assert not is_valid_upload_id(upload_id)
+
+
+def test_paths_round_trip() -> None:
+    for upload_id in ["abc", "user/42/file", "a%20b"]:
+        assert id_from_path("/files/", upload_path("/files/", upload_id).replace("%25", "%")) == upload_id
+
+
+def test_base_path_is_the_creation_endpoint() -> None:
+    assert id_from_path("/files/", "/files/") == ""
+    assert id_from_path("/files/", "/files") == ""
+    assert id_from_path("/files/", "/other/x") is None
+    assert id_from_path("/files/", "/files/../etc/passwd") is None
+
+
+def test_concat_partial_and_final() -> None:
+    assert parse_concat("partial", "/files/").is_partial
+    final = parse_concat("final;/files/a http://host:1/files/b https://x/files/c%2Fd", "/files/")
+    assert final.is_final and final.partial_ids == ("a", "b", "c/d")
+    assert format_concat(final, "/files/") == "final;/files/a /files/b /files/c/d"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "partial;x", "final;", "final; ", "final", "finale;/files/a", "final;/other/a", "final;/files/",
+     "final;/files/../a", "final;ftp://h/files/a", "final;/files/a?x=1", "final;" + "/files/a " * 1001],
+)  # fmt: skip
+def test_bad_concat_is_400(value: str) -> None:
+    with pytest.raises(HTTPError) as exc:
+        parse_concat(value, "/files/")
+    assert exc.value.status == 400
