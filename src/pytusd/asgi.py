@@ -26,9 +26,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("pytusd")
 
-#: ASGI extension (our serving layer's) for sending 1xx interim responses other than 100.
+#: Scope extensions offered by pytusd's serving layer (see pytusd.serving); absent elsewhere.
 INTERIM_EXTENSION = "pytusd.interim"
-#: ASGI extension (our serving layer's) exposing request trailers once the body is complete.
 TRAILERS_EXTENSION = "pytusd.trailers"
 
 
@@ -64,8 +63,12 @@ class ASGIBody:
             self._cancelled_by_stop = True
             self._task.cancel()
 
+    @property
+    def can_read_trailers(self) -> bool:
+        return TRAILERS_EXTENSION in (self._scope.get("extensions") or {})
+
     def trailers(self) -> Mapping[str, str] | None:
-        getter = self._scope.get("extensions", {}).get(TRAILERS_EXTENSION, {}).get("get")
+        getter = (self._scope.get("extensions") or {}).get(TRAILERS_EXTENSION, {}).get("get")
         if getter is None or not self.complete:
             return None
         return _join_headers(getter())
@@ -209,8 +212,9 @@ class TusApp:
         server = scope.get("server")
         client = scope.get("client")
         interim: InterimSender | None = None
-        if INTERIM_EXTENSION in scope.get("extensions", {}):
-            interim = _interim_sender(send)
+        extension = (scope.get("extensions") or {}).get(INTERIM_EXTENSION)
+        if extension is not None:
+            interim = _interim_sender(extension["send"])
         request = Request(
             method=scope["method"],
             path=self._path(scope),
@@ -227,15 +231,9 @@ class TusApp:
         await _send_response(send, response, head=scope["method"] == "HEAD")
 
 
-def _interim_sender(send: Send) -> InterimSender:
+def _interim_sender(raw_send: Callable[[int, list[tuple[bytes, bytes]]], Awaitable[None]]) -> InterimSender:
     async def send_interim(status: int, headers: Headers) -> None:
-        await send(
-            {
-                "type": INTERIM_EXTENSION,
-                "status": status,
-                "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
-            }
-        )
+        await raw_send(status, [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers])
 
     return send_interim
 

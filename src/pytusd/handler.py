@@ -22,7 +22,7 @@ from pytusd.locks.base import Lock, Locker, LockTimeout
 from pytusd.locks.memory import MemoryLocker
 from pytusd.messages import Body, Headers, Request, Response
 from pytusd.protocol import download
-from pytusd.protocol.checksum import ALGORITHM_LIST, ALGORITHMS, Digest
+from pytusd.protocol.checksum import ALGORITHM_LIST, ALGORITHMS
 from pytusd.protocol.cors import CorsPolicy
 from pytusd.protocol.errors import HTTPError, bad_request, not_found
 from pytusd.protocol.forwarded import origin_of
@@ -196,9 +196,12 @@ class UploadHandler:
         # 200 rather than 204: some browsers reject a 204 preflight (tusd does the same).
         if "access-control-request-method" in request.headers and cors_ok:
             return Response(200, [("content-length", "0")])
+        extensions = self.extensions
+        if request.body.can_read_trailers:
+            extensions = [*extensions, "checksum-trailer"]
         headers = [
             ("tus-version", TUS_VERSION),
-            ("tus-extension", ",".join(self.extensions)),
+            ("tus-extension", ",".join(extensions)),
             ("tus-checksum-algorithm", ALGORITHM_LIST),
         ]
         if self.config.max_size:
@@ -467,17 +470,20 @@ class UploadHandler:
         body = request.body
         if self._shutting_down:
             body.stop(STOPPED_BY_SHUTDOWN)
-        digest = ALGORITHMS[checksum.algorithm]() if checksum is not None else None
-        source = _guarded(body, limit, digest, checksum)
+        trailer = checksum is None and _announces_checksum_trailer(request.headers) and body.can_read_trailers
+        verifier = _Verifier(body, checksum) if checksum is not None or trailer else None
+        source = _guarded(body, limit, verifier)
         self._active.add(body)
         error: HTTPError | None = None
         written = 0
         try:
-            written = await self.store.write_chunk(info.id, info.offset, source, all_or_nothing=checksum is not None)
+            written = await self.store.write_chunk(info.id, info.offset, source, all_or_nothing=verifier is not None)
         except _TooLarge:
             error = HTTPError(413, "body is longer than the rest of the upload")
         except _ChecksumMismatch:
             error = HTTPError(460, "checksum mismatch")
+        except HTTPError as exc:
+            error = exc
         finally:
             self._active.discard(body)
         if error is not None:
@@ -490,6 +496,10 @@ class UploadHandler:
             return _WriteResult(info, written, HTTPError(status, f"upload {body.stopped}"))
         if body.disconnected:
             return _WriteResult(info, written, HTTPError(400, "client disconnected"))
+        if verifier is None and "upload-checksum" in (body.trailers() or {}):
+            # Not announced, so the chunk was not held back: it is stored, unverified.
+            reason = "an Upload-Checksum trailer must be announced in a Trailer header; the chunk was kept unverified"
+            return _WriteResult(info, written, HTTPError(400, reason))
         if written and self.hooks.enabled(HookEvent.POST_RECEIVE):
             self._fire(HookEvent.POST_RECEIVE, info, hook_request)
         if info.is_complete:
@@ -618,10 +628,39 @@ class UploadHandler:
         return removed
 
 
-async def _guarded(
-    body: AsyncIterable[bytes], limit: int, digest: Digest | None, checksum: Checksum | None
-) -> AsyncIterator[bytes]:
-    """The body, cut at ``limit`` bytes (-1: none), checked against ``checksum`` at its end."""
+class _Verifier:
+    """Checks a chunk's checksum as it streams; ``finish`` raises if it does not match."""
+
+    __slots__ = ("_body", "_checksum", "_digests")
+
+    def __init__(self, body: Body, checksum: Checksum | None) -> None:
+        self._body = body
+        self._checksum = checksum
+        # From a trailer, the algorithm is known only at the end: compute every one we offer.
+        names = [checksum.algorithm] if checksum is not None else list(ALGORITHMS)
+        self._digests = [(name, ALGORITHMS[name]()) for name in names]
+
+    def update(self, chunk: bytes) -> None:
+        for _, digest in self._digests:
+            digest.update(chunk)
+
+    def finish(self) -> None:
+        body = self._body
+        if body.stopped is not None or body.disconnected:
+            raise _ChecksumMismatch  # an incomplete chunk cannot match; discard it
+        checksum = self._checksum
+        if checksum is None:
+            value = (body.trailers() or {}).get("upload-checksum")
+            if value is None:
+                raise HTTPError(400, "announced Upload-Checksum trailer was not sent")
+            checksum = parse_checksum(value, ALGORITHMS)
+        digest = next(d for name, d in self._digests if name == checksum.algorithm)
+        if digest.digest() != checksum.digest:
+            raise _ChecksumMismatch
+
+
+async def _guarded(body: AsyncIterable[bytes], limit: int, verifier: _Verifier | None) -> AsyncIterator[bytes]:
+    """The body, cut at ``limit`` bytes (-1: none), verified at its end when asked."""
     received = 0
     async for chunk in body:
         received += len(chunk)
@@ -629,23 +668,24 @@ async def _guarded(
             keep = len(chunk) - (received - limit)
             if keep > 0:
                 chunk = chunk[:keep]
-                if digest is not None:
-                    digest.update(chunk)
+                if verifier is not None:
+                    verifier.update(chunk)
                 yield chunk
             raise _TooLarge
-        if digest is not None:
-            digest.update(chunk)
+        if verifier is not None:
+            verifier.update(chunk)
         yield chunk
-    if digest is not None and checksum is not None:
-        if getattr(body, "stopped", None) or getattr(body, "disconnected", False):
-            raise _ChecksumMismatch  # an incomplete chunk cannot match; discard it
-        if digest.digest() != checksum.digest:
-            raise _ChecksumMismatch
+    if verifier is not None:
+        verifier.finish()
 
 
 async def _no_bytes() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover
+
+
+def _announces_checksum_trailer(headers: Mapping[str, str]) -> bool:
+    return "upload-checksum" in (name.strip() for name in headers.get("trailer", "").lower().split(","))
 
 
 def _has_body(headers: Mapping[str, str]) -> bool:

@@ -33,6 +33,10 @@ class Body(Protocol):
     def complete(self) -> bool:
         """Every byte of the body was received."""
 
+    @property
+    def can_read_trailers(self) -> bool:
+        """The web server passes request trailers on (pytusd's own serving layer does)."""
+
     def trailers(self) -> Mapping[str, str] | None:
         """Request trailers, once the body is complete; None if the server cannot read them."""
 
@@ -43,6 +47,7 @@ class EmptyBody:
     stopped: str | None = None
     disconnected = False
     complete = True
+    can_read_trailers = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._nothing()

@@ -6,8 +6,8 @@ import pytest
 
 from pytusd.protocol.cors import CorsPolicy
 from pytusd.protocol.download import RangeNotSatisfiable, content_headers, parse_range
-from pytusd.protocol.forwarded import origin_of
 from pytusd.protocol.errors import HTTPError
+from pytusd.protocol.forwarded import origin_of
 
 
 def headers_of(metadata: dict[str, str]) -> dict[str, str]:

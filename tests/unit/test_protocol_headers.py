@@ -26,7 +26,7 @@ def test_non_negative_int_accepts_plain_digits(value: str, expected: int) -> Non
 
 @pytest.mark.parametrize(
     "value",
-    ["", "-1", "+1", " 1", "1 ", "1.0", "1e3", "0x10", "١", str(MAX_INT64 + 1), "9" * 40, "1,1", "\x001"],
+    ["", "-1", "+1", " 1", "1 ", "1.0", "1e3", "0x10", "\u0661", str(MAX_INT64 + 1), "9" * 40, "1,1", "\x001"],
 )
 def test_non_negative_int_rejects_everything_else(value: str) -> None:
     with pytest.raises(HTTPError) as exc:
