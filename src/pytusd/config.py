@@ -26,6 +26,8 @@ class Config:
     disable_concatenation: bool = False
     #: Seconds a request waits for another request holding the upload to let go before 423.
     lock_timeout: float = 20.0
+    #: Seconds between 104 progress responses to IETF draft clients while a body arrives; 0 disables.
+    progress_interval: float = 1.0
 
     def __post_init__(self) -> None:
         path = "/" + self.base_path.strip("/") + "/"

@@ -8,21 +8,23 @@ checks offsets, sizes and locks, so a store only ever sees valid, serialized cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from pytusd.config import Config
+from pytusd.draft import DraftProtocol
 from pytusd.hooks.base import HookError, HookEvent, HookRequest, HookResponse, Hooks, NoHooks
 from pytusd.info import UploadInfo
 from pytusd.locks.base import Lock, Locker, LockTimeout
 from pytusd.locks.memory import MemoryLocker
 from pytusd.messages import Body, Headers, Request, Response
-from pytusd.protocol import download
-from pytusd.protocol.checksum import ALGORITHM_LIST, ALGORITHMS
+from pytusd.protocol import download, ietf
+from pytusd.protocol.checksum import ALGORITHM_LIST, ALGORITHMS, Digest
 from pytusd.protocol.cors import CorsPolicy
 from pytusd.protocol.errors import HTTPError, bad_request, not_found
 from pytusd.protocol.forwarded import origin_of
@@ -34,6 +36,7 @@ from pytusd.protocol.headers import (
     parse_metadata,
     parse_non_negative_int,
 )
+from pytusd.protocol.ietf import INCONSISTENT_LENGTH
 from pytusd.protocol.urls import (
     Concat,
     format_concat,
@@ -45,6 +48,7 @@ from pytusd.protocol.urls import (
 from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound
 
 logger = logging.getLogger("pytusd")
+ProgressSender = Callable[[int], Awaitable[None]]
 
 TUS_VERSION = "1.0.0"
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
@@ -95,6 +99,7 @@ class UploadHandler:
         self._background: set[asyncio.Task[None]] = set()
         self._shutting_down = False
         self.extensions = self._extensions()
+        self.draft = DraftProtocol(self)
 
     def _extensions(self) -> list[str]:
         features = self.store.features
@@ -128,10 +133,17 @@ class UploadHandler:
     async def handle(self, request: Request) -> Response:
         origin = request.headers.get("origin")
         cors_ok = self.cors.allowed(origin)
+        draft_version = None
         try:
+            draft_version = ietf.parse_version(request.headers.get("upload-draft-interop-version"))
             response = await self._dispatch(request, cors_ok)
         except HTTPError as exc:
-            response = self._error_response(exc)
+            if draft_version is not None and exc.problem_type and ietf.uses_problem_types(draft_version):
+                response = Response(
+                    exc.status, [*exc.headers, ("content-type", "application/problem+json")], ietf.problem_body(exc)
+                )
+            else:
+                response = self._error_response(exc)
         except UploadNotFound:
             response = self._error_response(not_found())
         except LockTimeout:
@@ -145,7 +157,7 @@ class UploadHandler:
                 response = self._error_response(HTTPError(507, "insufficient storage"))
             else:
                 response = self._error_response(HTTPError(500, "storage error"))
-        if request.method != "OPTIONS" or response.status >= 400:
+        if draft_version is None and (request.method != "OPTIONS" or response.status >= 400):
             response.headers.append(("tus-resumable", TUS_VERSION))
         if cors_ok and origin is not None:
             preflight = request.method == "OPTIONS" and "access-control-request-method" in request.headers
@@ -164,8 +176,14 @@ class UploadHandler:
         upload_id = id_from_path(self.config.base_path, request.path)
         if upload_id is None:
             raise not_found("not found")
+        version = ietf.parse_version(request.headers.get("upload-draft-interop-version"))
         if method == "OPTIONS":
-            return self._options(request, cors_ok)
+            response = self._options(request, cors_ok)
+            if version is not None:
+                response.headers += self.draft.options_headers(version)
+            return response
+        if version is not None and method != "GET":
+            return await self.draft.handle(request, method, upload_id, version)
         if method != "GET" and request.headers.get("tus-resumable") != TUS_VERSION:
             raise HTTPError(412, "unsupported or missing Tus-Resumable version", [("tus-version", TUS_VERSION)])
         if upload_id == "":
@@ -270,6 +288,32 @@ class UploadHandler:
         checksum = self._checksum(headers) if has_body else None
 
         hook_request = self._hook_request(request)
+        info = await self._create_with_hooks(info, hook_request, partials)
+
+        location = origin_of(
+            headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy
+        ) + upload_path(self.config.base_path, info.id)
+        response_headers: Headers = [("location", location)]
+        if has_body:
+            lock = await self._lock(info.id, request.body)
+            try:
+                result = await self._receive(request, info, hook_request, self._tus_verifier(request, checksum))
+            finally:
+                await lock.release()
+            info = result.info
+            if result.error is not None:
+                # The upload exists: tell the client where, so it can resume.
+                result.error.headers += [("location", location), ("upload-offset", str(info.offset))]
+                raise result.error
+        if not info.is_final or info.is_complete:
+            response_headers.append(("upload-offset", str(info.offset)))
+        self._expires_header(info, response_headers)
+        return Response(201, response_headers)
+
+    async def _create_with_hooks(
+        self, info: UploadInfo, hook_request: HookRequest, partials: list[UploadInfo] | None = None
+    ) -> UploadInfo:
+        """Give the upload an ID (a pre-create hook may choose it), store it, run post-create."""
         info.id = uuid.uuid4().hex
         if self.hooks.enabled(HookEvent.PRE_CREATE):
             answer = await self.hooks.run(HookEvent.PRE_CREATE, info, hook_request)
@@ -286,26 +330,10 @@ class UploadHandler:
             info = await self.store.create(info)
         except UploadExists:
             raise HTTPError(409, "an upload with that ID exists") from None
-
         if info.is_final:
-            info = await self._start_final(info, partials)
+            info = await self._start_final(info, partials or [])
         self._fire(HookEvent.POST_CREATE, info, hook_request)
-
-        location = origin_of(
-            headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy
-        ) + upload_path(self.config.base_path, info.id)
-        response_headers: Headers = [("location", location)]
-        if has_body:
-            result = await self._receive(request, info, checksum, hook_request, creating=True)
-            info = result.info
-            if result.error is not None:
-                # The upload exists: tell the client where, so it can resume.
-                result.error.headers += [("location", location), ("upload-offset", str(info.offset))]
-                raise result.error
-        if not info.is_final or info.is_complete:
-            response_headers.append(("upload-offset", str(info.offset)))
-        self._expires_header(info, response_headers)
-        return Response(201, response_headers)
+        return info
 
     def _creation_length(self, headers: Mapping[str, str]) -> int | None:
         length = headers.get("upload-length")
@@ -413,7 +441,7 @@ class UploadHandler:
                                 [("upload-offset", str(info.offset))])  # fmt: skip
             if new_length is not None:
                 await self._declare_length(info, new_length)
-            result = await self._receive(request, info, checksum, hook_request, creating=False)
+            result = await self._receive(request, info, hook_request, self._tus_verifier(request, checksum))
         finally:
             await lock.release()
         info = result.info
@@ -442,19 +470,34 @@ class UploadHandler:
         value = headers.get("upload-checksum")
         return parse_checksum(value, ALGORITHMS) if value is not None else None
 
+    def _tus_verifier(self, request: Request, checksum: Checksum | None) -> _Verifier | None:
+        """Upload-Checksum as a header, or announced as a trailer where trailers can be read."""
+        if checksum is not None:
+            verifier = _Verifier(request.body)
+            verifier.expect(ALGORITHMS[checksum.algorithm](), checksum.digest)
+            return verifier
+        if _announces_checksum_trailer(request.headers) and request.body.can_read_trailers:
+            verifier = _Verifier(request.body)
+            verifier.expect_checksum_trailer()
+            return verifier
+        return None
+
     async def _receive(
         self,
         request: Request,
         info: UploadInfo,
-        checksum: Checksum | None,
         hook_request: HookRequest,
+        verifier: _Verifier | None,
         *,
-        creating: bool,
+        complete_on_end: bool = False,
+        progress: ProgressSender | None = None,
     ) -> _WriteResult:
         """Stream the body into the store under the upload's lock; never raises for the body's sake.
 
         Returns the new info and, if the request must fail, the error to send once the lock is
         released (bytes that were stored stay stored: the client resumes after them).
+        ``complete_on_end``: a body received in full completes the upload (IETF ``Upload-Complete``).
+        ``progress``: called with the stored offset now and then while the body arrives.
         """
         if info.size is not None:
             limit = info.size - info.offset
@@ -470,12 +513,13 @@ class UploadHandler:
         body = request.body
         if self._shutting_down:
             body.stop(STOPPED_BY_SHUTDOWN)
-        trailer = checksum is None and _announces_checksum_trailer(request.headers) and body.can_read_trailers
-        verifier = _Verifier(body, checksum) if checksum is not None or trailer else None
         source = _guarded(body, limit, verifier)
         self._active.add(body)
         error: HTTPError | None = None
         written = 0
+        reporter = None
+        if progress is not None and self.config.progress_interval > 0:
+            reporter = asyncio.get_running_loop().create_task(self._report_progress(info, progress))
         try:
             written = await self.store.write_chunk(info.id, info.offset, source, all_or_nothing=verifier is not None)
         except _TooLarge:
@@ -486,6 +530,10 @@ class UploadHandler:
             error = exc
         finally:
             self._active.discard(body)
+            if reporter is not None:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
         if error is not None:
             # The store kept what arrived before the limit (never with a checksum): reread it.
             fresh = await self.store.get_info(info.id)
@@ -500,6 +548,12 @@ class UploadHandler:
             # Not announced, so the chunk was not held back: it is stored, unverified.
             reason = "an Upload-Checksum trailer must be announced in a Trailer header; the chunk was kept unverified"
             return _WriteResult(info, written, HTTPError(400, reason))
+        if complete_on_end and body.complete:
+            if info.size is None:
+                await self._declare_length(info, info.offset)
+            elif info.size != info.offset:
+                error = HTTPError(400, "upload completed before reaching its length", problem_type=INCONSISTENT_LENGTH)
+                return _WriteResult(info, written, error)
         if written and self.hooks.enabled(HookEvent.POST_RECEIVE):
             self._fire(HookEvent.POST_RECEIVE, info, hook_request)
         if info.is_complete:
@@ -510,6 +564,16 @@ class UploadHandler:
                     return _WriteResult(info, written, rejection)
             self._fire(HookEvent.POST_FINISH, info, hook_request)
         return _WriteResult(info, written)
+
+    async def _report_progress(self, info: UploadInfo, send: ProgressSender) -> None:
+        """Tell the client the stored offset while a body arrives (IETF 104 responses)."""
+        last = info.offset
+        while True:
+            await asyncio.sleep(self.config.progress_interval)
+            offset = (await self.store.get_info(info.id)).offset
+            if offset != last:
+                last = offset
+                await send(offset)
 
     # -- DELETE -------------------------------------------------------------------------------
 
@@ -629,34 +693,48 @@ class UploadHandler:
 
 
 class _Verifier:
-    """Checks a chunk's checksum as it streams; ``finish`` raises if it does not match."""
+    """Checks digests of a chunk as it streams; ``finish`` raises if one does not match.
 
-    __slots__ = ("_body", "_checksum", "_digests")
+    A chunk with a verifier is stored all-or-nothing, so a mismatch discards it.
+    """
 
-    def __init__(self, body: Body, checksum: Checksum | None) -> None:
+    __slots__ = ("_body", "_checks", "_trailer")
+
+    def __init__(self, body: Body) -> None:
         self._body = body
-        self._checksum = checksum
-        # From a trailer, the algorithm is known only at the end: compute every one we offer.
-        names = [checksum.algorithm] if checksum is not None else list(ALGORITHMS)
-        self._digests = [(name, ALGORITHMS[name]()) for name in names]
+        #: (digest being computed, expected value, error to raise on mismatch)
+        self._checks: list[tuple[Digest, bytes, HTTPError | None]] = []
+        self._trailer: dict[str, Digest] | None = None
+
+    def expect(self, digest: Digest, expected: bytes, error: HTTPError | None = None) -> None:
+        """Compare ``digest`` (possibly seeded with earlier data) to ``expected`` at the end."""
+        self._checks.append((digest, expected, error))
+
+    def expect_checksum_trailer(self) -> None:
+        # The algorithm is named only at the end: compute every one we offer.
+        self._trailer = {name: factory() for name, factory in ALGORITHMS.items()}
 
     def update(self, chunk: bytes) -> None:
-        for _, digest in self._digests:
+        for digest, _, _ in self._checks:
             digest.update(chunk)
+        if self._trailer is not None:
+            for digest in self._trailer.values():
+                digest.update(chunk)
 
     def finish(self) -> None:
         body = self._body
         if body.stopped is not None or body.disconnected:
             raise _ChecksumMismatch  # an incomplete chunk cannot match; discard it
-        checksum = self._checksum
-        if checksum is None:
+        for digest, expected, error in self._checks:
+            if digest.digest() != expected:
+                raise error if error is not None else _ChecksumMismatch
+        if self._trailer is not None:
             value = (body.trailers() or {}).get("upload-checksum")
             if value is None:
                 raise HTTPError(400, "announced Upload-Checksum trailer was not sent")
             checksum = parse_checksum(value, ALGORITHMS)
-        digest = next(d for name, d in self._digests if name == checksum.algorithm)
-        if digest.digest() != checksum.digest:
-            raise _ChecksumMismatch
+            if self._trailer[checksum.algorithm].digest() != checksum.digest:
+                raise _ChecksumMismatch
 
 
 async def _guarded(body: AsyncIterable[bytes], limit: int, verifier: _Verifier | None) -> AsyncIterator[bytes]:

@@ -19,6 +19,7 @@ class HTTPError(Exception):
         headers: Sequence[tuple[str, str]] = (),
         *,
         problem_type: str | None = None,
+        extra: dict[str, int] | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
@@ -26,6 +27,8 @@ class HTTPError(Exception):
         self.headers = list(headers)
         #: RFC 9457 problem type for IETF draft clients (None: plain text only).
         self.problem_type = problem_type
+        #: Extension members of the problem document (e.g. expected-offset).
+        self.extra = extra or {}
 
 
 def bad_request(reason: str) -> HTTPError:

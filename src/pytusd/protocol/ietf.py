@@ -1,0 +1,135 @@
+"""Pure rules of the IETF "Resumable Uploads for HTTP" draft, interop versions 3 to 8.
+
+A request is a draft request when it carries ``Upload-Draft-Interop-Version``. Every draft header
+is a Structured Field (RFC 9651, parsed by ``http_sf``): one that does not parse, or has the wrong
+type, is ignored as a whole, as the draft requires.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import http_sf
+
+from pytusd.protocol.errors import HTTPError
+
+SUPPORTED_VERSIONS = frozenset(range(3, 9))
+LATEST_VERSION = 8
+PARTIAL_UPLOAD = "application/partial-upload"
+
+PROBLEM_BASE = "https://iana.org/assignments/http-problem-types#"
+MISMATCHING_OFFSET = PROBLEM_BASE + "mismatching-upload-offset"
+COMPLETED_UPLOAD = PROBLEM_BASE + "completed-upload"
+INCONSISTENT_LENGTH = PROBLEM_BASE + "inconsistent-upload-length"
+
+#: RFC 9530 digest algorithms we verify (names from the IANA registry).
+DIGEST_ALGORITHMS: dict[str, Callable[[], Any]] = {
+    "sha-256": hashlib.sha256,
+    "sha-512": hashlib.sha512,
+}
+
+
+def _item(value: str | None) -> Any:
+    """The bare value of an SF item, or None if absent or unparseable."""
+    if value is None:
+        return None
+    try:
+        parsed: Any = http_sf.parse(value.encode("latin-1"), tltype="item")
+    except (http_sf.StructuredFieldError, UnicodeEncodeError, ValueError):
+        return None
+    return parsed[0]
+
+
+def parse_version(value: str | None) -> int | None:
+    """The interop version, None when the header is absent or unparseable (then: tus)."""
+    version = _item(value)
+    if type(version) is not int:
+        return None
+    if version not in SUPPORTED_VERSIONS:
+        raise HTTPError(400, "unsupported Upload-Draft-Interop-Version (this server speaks 3 to 8)")
+    return version
+
+
+def parse_boolean(value: str | None) -> bool | None:
+    item = _item(value)
+    return item if type(item) is bool else None
+
+
+def parse_integer(value: str | None) -> int | None:
+    """A non-negative SF Integer; anything else is ignored (None)."""
+    item = _item(value)
+    return item if type(item) is int and item >= 0 else None
+
+
+def upload_complete(headers: Mapping[str, str], version: int) -> bool | None:
+    """The completeness a request declares: ``Upload-Complete`` (v4+), ``Upload-Incomplete`` (v3)."""
+    if version == 3:
+        incomplete = parse_boolean(headers.get("upload-incomplete"))
+        return None if incomplete is None else not incomplete
+    return parse_boolean(headers.get("upload-complete"))
+
+
+def complete_headers(complete: bool, version: int) -> list[tuple[str, str]]:
+    if version == 3:
+        return [("upload-incomplete", "?0" if complete else "?1")]
+    return [("upload-complete", "?1" if complete else "?0")]
+
+
+def upload_limit(version: int, *, max_size: int, max_age: int | None) -> str | None:
+    """``Upload-Limit`` (from interop version 6); ``max-age`` was called ``expires`` in version 6."""
+    if version < 6:
+        return None
+    limits: dict[str, Any] = {}
+    if max_size:
+        limits["max-size"] = max_size
+    if max_age is not None:
+        limits["expires" if version == 6 else "max-age"] = max(max_age, 0)
+    return http_sf.ser(limits) if limits else None
+
+
+def uses_problem_types(version: int) -> bool:
+    """Problem documents arrived with interop version 6 (draft -04)."""
+    return version >= 6
+
+
+def problem_body(error: HTTPError) -> bytes:
+    """An RFC 9457 problem document for ``error`` (its ``problem_type`` must be set)."""
+    document: dict[str, Any] = {"type": error.problem_type, "title": error.reason}
+    document.update(error.extra)
+    return json.dumps(document).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One expected RFC 9530 digest: algorithm and raw bytes."""
+
+    algorithm: str
+    value: bytes
+
+
+def parse_digest(value: str | None) -> Digest | None:
+    """The strongest supported digest in a ``Content-Digest``/``Repr-Digest`` dictionary.
+
+    A dictionary with none of our algorithms is ignored (RFC 9530 lets a recipient ignore
+    algorithms it does not support); one that does not parse is ignored as a whole.
+    """
+    if value is None:
+        return None
+    try:
+        parsed: Any = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
+    except (http_sf.StructuredFieldError, UnicodeEncodeError, ValueError):
+        return None
+    for name in ("sha-512", "sha-256"):
+        member = parsed.get(name)
+        if member is not None and isinstance(member[0], bytes):
+            return Digest(name, member[0])
+    return None
+
+
+def format_digest(algorithm: str, value: bytes) -> str:
+    return f"{algorithm}=:{base64.b64encode(value).decode('ascii')}:"
