@@ -11,92 +11,40 @@ import argparse
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pytusd import __version__
 from pytusd.asgi import TusApp
 from pytusd.config import Config
+from pytusd.flags import Flag, convert, env_name, parse_duration, parse_size
 from pytusd.locks.file import FileLocker
 from pytusd.stores.file import FileStore
 
-ENV_PREFIX = "PYTUSD_"
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``30m``, ``24h``, ``1h30m``, ``500ms`` or ``0``."""
-    text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 90s, 30m, 24h)")
-    return total
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``1048576``, ``512K``, ``100M``, ``2G`` (powers of 1024)."""
-    match = re.fullmatch(r"(\d+)\s*([KMGT]i?B?)?", text.strip(), re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (use e.g. 1048576, 512M, 2G)")
-    factor = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[(match.group(2) or " ")[0].strip().upper()]
-    return int(match.group(1)) * factor
-
-
-@dataclass(frozen=True)
-class _Flag:
-    name: str
-    kind: str  # "str", "int", "bool", "duration", "size"
-    default: Any
-    help: str
-
-
-FLAGS: tuple[_Flag, ...] = (
-    _Flag("host", "str", "0.0.0.0", "address to listen on"),
-    _Flag("port", "int", 8080, "port to listen on"),
-    _Flag("base-path", "str", "/files/", "URL path under which uploads live"),
-    _Flag("upload-dir", "str", "./data", "directory for uploads (file storage)"),
-    _Flag("max-size", "size", 0, "largest upload in bytes (0: no limit)"),
-    _Flag("expire-after", "duration", 0.0, "remove unfinished uploads this long after their last write (0: never)"),
-    _Flag("expire-interval", "duration", 60.0, "how often to look for expired uploads"),
-    _Flag("behind-proxy", "bool", False, "trust X-Forwarded-Host/-Proto and Forwarded for URLs"),
-    _Flag("cors-allow-origin", "str", ".*", "regular expression browser origins must match ('' disables CORS)"),
-    _Flag("disable-download", "bool", False, "do not serve GET downloads"),
-    _Flag("disable-termination", "bool", False, "do not allow DELETE (termination extension)"),
-    _Flag("disable-concatenation", "bool", False, "do not offer the concatenation extension"),
-    _Flag("lock-timeout", "duration", 20.0, "how long a request waits for another to release an upload (then 423)"),
-    _Flag("fsync", "bool", False, "fsync every acknowledged write (survives power loss; slower)"),
-    _Flag("workers", "int", 1, "worker processes sharing the same uploads"),
-    _Flag("unix-sock", "str", "", "listen on this Unix socket instead of host/port"),
-    _Flag("log-format", "str", "text", "log format: text or json"),
-    _Flag("log-level", "str", "info", "log level: debug, info, warning, error"),
+FLAGS: tuple[Flag, ...] = (
+    Flag("host", "str", "0.0.0.0", "address to listen on"),
+    Flag("port", "int", 8080, "port to listen on"),
+    Flag("base-path", "str", "/files/", "URL path under which uploads live"),
+    Flag("upload-dir", "str", "./data", "directory for uploads (file storage)"),
+    Flag("max-size", "size", 0, "largest upload in bytes (0: no limit)"),
+    Flag("expire-after", "duration", 0.0, "remove unfinished uploads this long after their last write (0: never)"),
+    Flag("expire-interval", "duration", 60.0, "how often to look for expired uploads"),
+    Flag("behind-proxy", "bool", False, "trust X-Forwarded-Host/-Proto and Forwarded for URLs"),
+    Flag("cors-allow-origin", "str", ".*", "regular expression browser origins must match ('' disables CORS)"),
+    Flag("disable-download", "bool", False, "do not serve GET downloads"),
+    Flag("disable-termination", "bool", False, "do not allow DELETE (termination extension)"),
+    Flag("disable-concatenation", "bool", False, "do not offer the concatenation extension"),
+    Flag("lock-timeout", "duration", 20.0, "how long a request waits for another to release an upload (then 423)"),
+    Flag(
+        "progress-interval", "duration", 1.0, "seconds between 104 progress responses to IETF draft clients (0: none)"
+    ),
+    Flag("fsync", "bool", False, "fsync every acknowledged write (survives power loss; slower)"),
+    Flag("workers", "int", 1, "worker processes sharing the same uploads"),
+    Flag("unix-sock", "str", "", "listen on this Unix socket instead of host/port"),
+    Flag("log-format", "str", "text", "log format: text or json"),
+    Flag("log-level", "str", "info", "log level: debug, info, warning, error"),
 )
-
-
-def _env_name(flag: str) -> str:
-    return ENV_PREFIX + flag.upper().replace("-", "_")
-
-
-def _convert(flag: _Flag, raw: str) -> Any:
-    if flag.kind == "bool":
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if flag.kind == "int":
-        return int(raw)
-    if flag.kind == "duration":
-        return parse_duration(raw)
-    if flag.kind == "size":
-        return parse_size(raw)
-    return raw
 
 
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
@@ -107,13 +55,13 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
     )
     for flag in FLAGS:
         default = flag.default
-        env_value = env.get(_env_name(flag.name))
+        env_value = env.get(env_name(flag.name))
         if env_value is not None:
             try:
-                default = _convert(flag, env_value)
+                default = convert(flag, env_value)
             except (ValueError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"invalid {_env_name(flag.name)}: {exc}")
-        help_text = f"{flag.help} [env {_env_name(flag.name)}; default {flag.default!r}]"
+                parser.error(f"invalid {env_name(flag.name)}: {exc}")
+        help_text = f"{flag.help} [env {env_name(flag.name)}; default {flag.default!r}]"
         option = "--" + flag.name
         if flag.kind == "bool":
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=help_text)
@@ -137,6 +85,7 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
         disable_termination=settings["disable_termination"],
         disable_concatenation=settings["disable_concatenation"],
         lock_timeout=settings["lock_timeout"],
+        progress_interval=settings["progress_interval"],
     )
     directory = settings["upload_dir"]
     os.makedirs(directory, exist_ok=True)
@@ -199,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Workers rebuild the app from the environment: hand them exactly what we resolved.
     for flag in FLAGS:
         value = settings[flag.name.replace("-", "_")]
-        os.environ[_env_name(flag.name)] = ("1" if value else "0") if flag.kind == "bool" else str(value)
+        os.environ[env_name(flag.name)] = ("1" if value else "0") if flag.kind == "bool" else str(value)
     os.makedirs(args.upload_dir, exist_ok=True)
 
     from pytusd.server import serve  # imported late: uvicorn is only needed to serve
