@@ -13,15 +13,6 @@ PACKAGES=(
     swift swift-proxy swift-object swift-account swift-container
     memcached redis-server nginx chromium chromium-driver curl
 )
-# init scripts / systemd units the packages above may start on install.
-SERVICES=(
-    redis-server memcached nginx
-    swift-proxy swift-object swift-object-replicator swift-object-auditor
-    swift-object-updater swift-object-expirer swift-object-reconstructor
-    swift-account swift-account-replicator swift-account-auditor swift-account-reaper
-    swift-container swift-container-replicator swift-container-auditor
-    swift-container-updater swift-container-sync swift-container-sharder
-)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
@@ -59,22 +50,31 @@ trap cleanup EXIT
 
 echo "install-system-deps: installing ${missing[*]}"
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
+apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}"
 
-# Belt and braces: if a daemon got started or enabled anyway, stop and disable
-# it so it cannot hold the ports or files the tests use.
-if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-    for svc in "${SERVICES[@]}"; do
-        if systemctl list-unit-files "$svc.service" >/dev/null 2>&1; then
-            systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
-        fi
-    done
-else
-    for svc in "${SERVICES[@]}"; do
-        if [ -x "/etc/init.d/$svc" ]; then
-            "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
-        fi
-    done
-fi
+# Belt and braces: if a daemon of a package we just installed got started or
+# enabled anyway (no policy-rc.d support), stop and disable it so it cannot
+# hold ports or files; the tests start private instances on free ports.
+# Daemons of packages that were already installed are left alone.
+services=()
+for pkg in "${missing[@]}"; do
+    case "$pkg" in
+        redis-server | memcached | nginx) services+=("$pkg") ;;
+        swift*)
+            for script in /etc/init.d/"$pkg" /etc/init.d/"$pkg"-*; do
+                if [ -e "$script" ]; then services+=("$(basename "$script")"); fi
+            done
+            ;;
+    esac
+done
+for svc in "${services[@]}"; do
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+        "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+    fi
+done
 
 echo "install-system-deps: done"

@@ -17,6 +17,7 @@ from pathlib import Path
 __all__ = [
     "ServiceError",
     "find_free_port",
+    "is_port_clash",
     "port_open",
     "require_executable",
     "stop_process",
@@ -40,6 +41,11 @@ def find_free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def is_port_clash(message: str) -> bool:
+    """True if a startup error (with its log tail) says the port was taken."""
+    return "already in use" in message or "Could not bind" in message
 
 
 def require_executable(name: str) -> str:
@@ -74,10 +80,10 @@ def wait_until(
     """
     deadline = time.monotonic() + timeout
     while True:
-        if check():
-            return
         if alive is not None and (problem := alive()) is not None:
             raise ServiceError(f"{what}: {problem}")
+        if check():
+            return
         if time.monotonic() >= deadline:
             raise ServiceError(f"{what}: not ready after {timeout:.0f}s")
         time.sleep(interval)
@@ -92,9 +98,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_for_port(
-    port: int, *, timeout: float, what: str, alive: Callable[[], str | None] | None = None
-) -> None:
+def wait_for_port(port: int, *, timeout: float, what: str, alive: Callable[[], str | None] | None = None) -> None:
     """Wait until a TCP listener is up on 127.0.0.1:port."""
     wait_until(lambda: port_open(port), timeout=timeout, what=what, alive=alive)
 

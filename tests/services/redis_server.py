@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
-import redis
-
-from . import ServiceError, find_free_port, require_executable, stop_process, tail, wait_until
+from . import ServiceError, find_free_port, is_port_clash, require_executable, stop_process, tail, wait_until
 
 __all__ = ["RedisServer"]
 
@@ -51,27 +50,26 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start the server and wait until it answers PING.
 
-        Retries on a new port because the free port may be taken by someone
-        else between probing and binding.
+        Retries on a new port if the probed free port got taken by someone
+        else before redis bound it; other failures raise at once.
         """
         if self._proc is not None:
             return self
         binary = require_executable("redis-server")
         began = time.monotonic()
         self._tmp = tempfile.TemporaryDirectory(prefix="pytusd-redis-")
-        last_error: ServiceError | None = None
-        for _ in range(self.attempts):
+        for attempt in range(1, self.attempts + 1):
             try:
                 self._start_once(binary)
             except ServiceError as exc:
-                last_error = exc
                 self._stop_proc()
+                if attempt == self.attempts or not is_port_clash(str(exc)):
+                    self.stop()
+                    raise
                 continue
             self.startup_seconds = time.monotonic() - began
-            return self
-        self.stop()
-        assert last_error is not None
-        raise last_error
+            break
+        return self
 
     def _start_once(self, binary: str) -> None:
         port = find_free_port()
@@ -93,18 +91,15 @@ class RedisServer:
                 args, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         self._port = port
-        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=1)
         try:
             wait_until(
-                lambda: _ping(client),
+                lambda: _ping(port),
                 timeout=self.startup_timeout,
                 what=f"redis-server on port {port}",
                 alive=self._died,
             )
         except ServiceError as exc:
             raise ServiceError(f"{exc}\n--- redis.log ---\n{tail(self.log_path)}") from None
-        finally:
-            client.close()
 
     def _died(self) -> str | None:
         if self._proc is not None and (code := self._proc.poll()) is not None:
@@ -136,8 +131,11 @@ class RedisServer:
         self.stop()
 
 
-def _ping(client: redis.Redis) -> bool:
+def _ping(port: int) -> bool:
+    """Raw RESP PING: no client retries/backoff, so a dead server fails fast."""
     try:
-        return bool(client.ping())
-    except redis.RedisError:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
         return False

@@ -2,9 +2,9 @@
 
 Runs Debian's Swift (account, container, object and proxy servers, one
 process each) plus a memcached, all on 127.0.0.1, as the current user, with
-every file in one temporary directory. Nothing is read from or written to
-/etc/swift: the servers get their configs on the command line, and
-`swift.conf` (whose path Swift hard-codes) is redirected by a tiny launcher.
+every file in one temporary directory. Nothing under /etc/swift is used: the
+servers get their configs on the command line, and `swift.conf` (whose path
+Swift hard-codes) is redirected by a tiny launcher.
 """
 
 from __future__ import annotations
@@ -28,15 +28,27 @@ import botocore.config  # type: ignore[import-untyped, unused-ignore]
 import botocore.exceptions  # type: ignore[import-untyped, unused-ignore]
 import botocore.session  # type: ignore[import-untyped, unused-ignore]
 
-from . import ServiceError, find_free_port, require_executable, stop_process, tail, wait_for_port, wait_until
+from . import (
+    ServiceError,
+    find_free_port,
+    is_port_clash,
+    require_executable,
+    stop_process,
+    tail,
+    wait_for_port,
+    wait_until,
+)
 
 __all__ = ["S3_CONFIG_KWARGS", "SwiftS3Server", "add_content_md5", "make_swift_compatible"]
 
 #: Keyword arguments for `botocore.config.Config` / `aiobotocore.config.AioConfig`
 #: that make an S3 client work against Swift's s3api:
 #: - path-style addressing (no wildcard DNS for virtual-hosted buckets);
-#: - no default CRC checksums: botocore >= 1.36 otherwise sends
-#:   `x-amz-checksum-*` / aws-chunked trailers, which Swift 2.30 rejects.
+#: - checksums only when required: botocore >= 1.36 otherwise adds CRC32
+#:   `x-amz-checksum-*` headers that Swift 2.30 ignores (never verifies or
+#:   returns), and over HTTPS it would switch to aws-chunked trailers, which
+#:   s3api rejects ("using aws-chunked is not supported");
+#: - no retries, so a broken request fails the test at once.
 S3_CONFIG_KWARGS: dict[str, Any] = {
     "signature_version": "s3v4",
     "s3": {"addressing_style": "path"},
@@ -152,6 +164,7 @@ class SwiftS3Server:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: dict[str, int] = {}
+        self._session: Any = None
 
     # -- public API ---------------------------------------------------------
 
@@ -185,7 +198,9 @@ class SwiftS3Server:
 
     def client(self) -> Any:
         """A synchronous botocore S3 client configured for this server."""
-        session = botocore.session.get_session()
+        if self._session is None:  # one session: its loader caches the S3 model
+            self._session = botocore.session.get_session()
+        session = self._session
         config = botocore.config.Config(**S3_CONFIG_KWARGS)
         return make_swift_compatible(session.create_client("s3", config=config, **self.client_kwargs()))
 
@@ -208,24 +223,23 @@ class SwiftS3Server:
     def start(self) -> SwiftS3Server:
         """Start memcached and the four Swift servers; wait until S3 works.
 
-        Retries with fresh ports if a process dies early (e.g. a port that
-        was free when probed got taken before the server bound it).
+        Retries with fresh ports if a port that was free when probed got
+        taken before a server bound it; other failures raise at once.
         """
         if self._procs:
             return self
         began = time.monotonic()
-        last_error: ServiceError | None = None
-        for _ in range(self.attempts):
+        for attempt in range(1, self.attempts + 1):
             try:
                 self._start_once()
             except ServiceError as exc:
-                last_error = exc
                 self.stop()
+                if attempt == self.attempts or not is_port_clash(str(exc)):
+                    raise
                 continue
             self.startup_seconds = time.monotonic() - began
-            return self
-        assert last_error is not None
-        raise last_error
+            break
+        return self
 
     def stop(self) -> None:
         """Stop all processes and delete the temp dir (idempotent)."""
@@ -302,6 +316,7 @@ class SwiftS3Server:
             swift_dir = {root}
             devices = {root / "srv"}
             mount_check = false
+            bind_timeout = 1
             log_level = INFO
             eventlet_debug = false
             """

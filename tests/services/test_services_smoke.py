@@ -101,9 +101,7 @@ def test_s3_multipart_upload(swift: SwiftS3Server, s3: Any) -> None:
     part3 = b"c" * (100 * 1024)  # the last part may be small
     s3.put_object(Bucket=bucket, Key="source", Body=source)
 
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="big", ContentType="application/octet-stream")[
-        "UploadId"
-    ]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="big", ContentType="application/octet-stream")["UploadId"]
     etag1 = s3.upload_part(Bucket=bucket, Key="big", UploadId=upload_id, PartNumber=1, Body=part1)["ETag"]
     copied = s3.upload_part_copy(
         Bucket=bucket,
@@ -168,4 +166,38 @@ def test_s3_abort_multipart_upload(swift: SwiftS3Server, s3: Any) -> None:
         s3.list_parts(Bucket=bucket, Key="aborted", UploadId=upload_id)
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    s3.delete_bucket(Bucket=bucket)
+
+
+def test_s3_upload_part_copy_whole_object(swift: SwiftS3Server, s3: Any) -> None:
+    """Swift 2.30 quirk: copying a whole object (no CopySourceRange) as a part
+    stores the segment with an empty ETag in the listing, so ListParts shows
+    '""'; completing with the ETag from the UploadPartCopy response works.
+    Passing an explicit range (bytes=0-<size-1>) avoids the quirk."""
+    bucket = "smoke-copy"
+    swift.create_bucket(bucket)
+    source = b"s" * PART
+    s3.put_object(Bucket=bucket, Key="source", Body=source)
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="copy")["UploadId"]
+    whole = s3.upload_part_copy(
+        Bucket=bucket, Key="copy", UploadId=upload_id, PartNumber=1, CopySource={"Bucket": bucket, "Key": "source"}
+    )["CopyPartResult"]["ETag"]
+    ranged = s3.upload_part_copy(
+        Bucket=bucket,
+        Key="copy",
+        UploadId=upload_id,
+        PartNumber=2,
+        CopySource={"Bucket": bucket, "Key": "source"},
+        CopySourceRange=f"bytes=0-{PART - 1}",
+    )["CopyPartResult"]["ETag"]
+    assert whole == ranged == _etag(source)
+
+    listed = [p["ETag"] for p in s3.list_parts(Bucket=bucket, Key="copy", UploadId=upload_id)["Parts"]]
+    assert listed[0] in ('""', whole)  # '""' on Swift 2.30
+    assert listed[1] == ranged
+
+    parts = [{"PartNumber": 1, "ETag": whole}, {"PartNumber": 2, "ETag": ranged}]
+    s3.complete_multipart_upload(Bucket=bucket, Key="copy", UploadId=upload_id, MultipartUpload={"Parts": parts})
+    assert s3.get_object(Bucket=bucket, Key="copy")["Body"].read() == source + source
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "copy"}, {"Key": "source"}]})
     s3.delete_bucket(Bucket=bucket)
