@@ -286,6 +286,13 @@ class UploadHandler:
         if has_body and info.is_final:
             raise HTTPError(403, "a final upload cannot carry data")
         checksum = self._checksum(headers) if has_body else None
+        declared = headers.get("content-length") if has_body else None
+        if (
+            declared is not None
+            and info.size is not None
+            and parse_non_negative_int(declared, "Content-Length") > info.size
+        ):
+            raise HTTPError(413, "body is longer than Upload-Length")
 
         hook_request = self._hook_request(request)
         info = await self._create_with_hooks(info, hook_request, partials)
