@@ -11,8 +11,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any
 
 from pytusd import __version__
@@ -137,6 +139,10 @@ def _log_config(log_format: str, level: str) -> dict[str, Any]:
     }
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -160,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
         where = f"http://{shown}:{args.port}{base}"
     print(f"pytusd {__version__} serving uploads on {where} (data in {os.path.abspath(args.upload_dir)})", flush=True)
+    # uvicorn re-raises the stop signal once it has shut down gracefully; by then the work is done,
+    # so the process ends with status 0 instead of dying of the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     serve(
         host=args.host,
         port=args.port,
