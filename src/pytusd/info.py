@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -34,6 +34,16 @@ class UploadInfo:
     @property
     def is_complete(self) -> bool:
         return self.size is not None and self.offset == self.size
+
+    def copy(self) -> UploadInfo:
+        """A copy whose lists and dicts can be changed without touching this one."""
+        return replace(
+            self,
+            metadata=dict(self.metadata),
+            partial_uploads=list(self.partial_uploads),
+            storage=dict(self.storage),
+            pending_finals=list(self.pending_finals),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """tusd's ``.info`` JSON, so a tusd data directory and ours read alike."""

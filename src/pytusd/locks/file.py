@@ -58,8 +58,11 @@ class FileLocker(Locker):
         inner = await self._local.acquire(upload_id, on_stop_request, timeout)
         try:
             lock_path, stop_path = self._paths(upload_id)
-            os.makedirs(self.directory, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                os.makedirs(self.directory, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 while not _try_flock(fd):
                     # Ask the holder in the other process to stop; re-assert if it consumed the file.

@@ -25,6 +25,7 @@ INFO_SUFFIX = ".info"
 RESERVED_SUFFIXES = (INFO_SUFFIX, ".lock", ".stop", ".tmp", ".part")
 TEMP_DIR = ".pytusd-tmp"
 READ_BLOCK = 1024 * 1024
+INFO_CACHE_SIZE = 4096
 
 
 class FileStore(DataStore):
@@ -34,6 +35,9 @@ class FileStore(DataStore):
         self.directory = os.path.abspath(os.fspath(directory))
         self.fsync = fsync
         self._temp = os.path.join(self.directory, TEMP_DIR)
+        self._prefix = os.path.join(self.directory, "")
+        #: Parsed info files keyed by path; an entry is valid while (inode, mtime, size) match.
+        self._info_cache: dict[str, tuple[tuple[int, int, int], UploadInfo]] = {}
 
     async def start(self) -> None:
         os.makedirs(self._temp, exist_ok=True)
@@ -48,10 +52,10 @@ class FileStore(DataStore):
         """The data file of ``upload_id``; refuses any ID that could leave the directory."""
         if not is_valid_upload_id(upload_id) or upload_id.endswith(RESERVED_SUFFIXES):
             raise UploadNotFound(upload_id)
-        path = os.path.join(self.directory, upload_id)
-        if os.path.commonpath((self.directory, path)) != self.directory or path == self.directory:
-            raise UploadNotFound(upload_id)
-        if upload_id.split("/", 1)[0] == TEMP_DIR:
+        # A valid ID has no empty, '.' or '..' segment and no leading '/', so joining cannot leave
+        # the directory; the prefix check below is a second line of defence, not the first.
+        path = self._prefix + upload_id
+        if upload_id.split("/", 1)[0] == TEMP_DIR or not path.startswith(self._prefix):
             raise UploadNotFound(upload_id)
         return path
 
@@ -85,17 +89,36 @@ class FileStore(DataStore):
             os.close(fd)
 
     def _read_info(self, upload_id: str) -> UploadInfo:
+        """Info with the offset from the data file; the parsed info is cached per file version.
+
+        Info files are only ever replaced by rename, so a new version has a new inode: a stat
+        tells whether the cached copy is current, and saves an open, a read and a JSON parse.
+        """
         path = self.data_path(upload_id)
+        info_path = path + INFO_SUFFIX
         try:
-            with open(path + INFO_SUFFIX, "rb") as f:
-                raw = f.read()
+            st = os.stat(info_path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._info_cache.get(info_path)
+            if cached is not None and cached[0] == key:
+                info = cached[1].copy()
+            else:
+                fd = os.open(info_path, os.O_RDONLY)
+                try:
+                    raw = os.read(fd, st.st_size + 1)
+                finally:
+                    os.close(fd)
+                try:
+                    parsed = UploadInfo.from_json(json.loads(raw))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise StoreError(f"corrupt info file for upload {upload_id}") from exc
+                if len(self._info_cache) >= INFO_CACHE_SIZE:
+                    self._info_cache.pop(next(iter(self._info_cache)))
+                self._info_cache[info_path] = (key, parsed)
+                info = parsed.copy()
             size = os.stat(path).st_size
         except FileNotFoundError:
             raise UploadNotFound(upload_id) from None
-        try:
-            info = UploadInfo.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"corrupt info file for upload {upload_id}") from exc
         info.id = upload_id
         info.offset = size
         return info
@@ -103,21 +126,44 @@ class FileStore(DataStore):
     # -- contract ---------------------------------------------------------------------------
 
     async def create(self, info: UploadInfo) -> UploadInfo:
+        """Write the info file (exclusively: it decides whether the ID is taken), then the data file.
+
+        The info is written in place rather than renamed in: nobody knows the ID before this
+        returns, and an upload only exists once its data file does, so a reader never acts on a
+        half-written info file, and a crash in between leaves no upload behind.
+        """
         path = self.data_path(info.id)
         if "/" in info.id:
             os.makedirs(os.path.dirname(path), exist_ok=True)
+        info.offset = 0
+        info.storage = {**info.storage, "Type": "filestore", "Path": path, "InfoPath": path + INFO_SUFFIX}
+        data = json.dumps(info.to_json(), separators=(",", ":")).encode()
+        try:
+            fd = os.open(path + INFO_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise UploadExists(info.id) from None
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            raise UploadExists(info.id) from None
+            # A stray data file without info (a crash between the two steps of an earlier create).
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.close(fd)
-        info.offset = 0
-        info.storage = {**info.storage, "Type": "filestore", "Path": path, "InfoPath": path + INFO_SUFFIX}
         if self.fsync:
-            await asyncio.to_thread(self._write_info, info)
-        else:
-            self._write_info(info)
+            await asyncio.to_thread(self._sync_new, path)
         return info
+
+    def _sync_new(self, path: str) -> None:
+        for name in (path + INFO_SUFFIX, path):
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._fsync_dir(os.path.dirname(path))
 
     async def get_info(self, upload_id: str) -> UploadInfo:
         return self._read_info(upload_id)
@@ -207,6 +253,7 @@ class FileStore(DataStore):
 
     async def terminate(self, upload_id: str) -> None:
         path = self.data_path(upload_id)
+        self._info_cache.pop(path + INFO_SUFFIX, None)
         try:
             os.unlink(path + INFO_SUFFIX)
         except FileNotFoundError:

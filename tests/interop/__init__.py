@@ -1,0 +1,1 @@
+"""Interop tests: real tus clients (tus-js-client in Node, tuspy) against a real pytusd process."""
