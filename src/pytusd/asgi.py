@@ -225,7 +225,7 @@ class TusApp:
             client_addr=f"{client[0]}:{client[1]}" if client else "",
             query=scope.get("query_string", b"").decode("latin-1"),
             send_interim=interim,
-            raw_headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw],
+            raw_headers=raw,
         )
         response = await self.handler.handle(request)
         await _send_response(send, response, head=scope["method"] == "HEAD")

@@ -652,7 +652,7 @@ class UploadHandler:
     def _hook_request(self, request: Request) -> HookRequest:
         grouped: dict[str, list[str]] = {}
         for name, value in request.raw_headers:
-            grouped.setdefault(_canonical(name), []).append(value)
+            grouped.setdefault(_canonical(name.decode("latin-1")), []).append(value.decode("latin-1"))
         uri = request.path + (f"?{request.query}" if request.query else "")
         return HookRequest(request.method, uri, request.client_addr, grouped)
 

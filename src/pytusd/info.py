@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -37,12 +37,17 @@ class UploadInfo:
 
     def copy(self) -> UploadInfo:
         """A copy whose lists and dicts can be changed without touching this one."""
-        return replace(
-            self,
-            metadata=dict(self.metadata),
-            partial_uploads=list(self.partial_uploads),
-            storage=dict(self.storage),
-            pending_finals=list(self.pending_finals),
+        return UploadInfo(
+            self.id,
+            self.size,
+            self.offset,
+            dict(self.metadata),
+            self.is_partial,
+            self.is_final,
+            list(self.partial_uploads),
+            dict(self.storage),
+            self.created_at,
+            list(self.pending_finals),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -81,8 +81,8 @@ class Request:
     query: str = ""
     #: Sends a 1xx interim response; None where the web server cannot.
     send_interim: InterimSender | None = None
-    #: Raw header list for hooks (tusd hooks see every header).
-    raw_headers: Headers = field(default_factory=list)
+    #: Every header as received, for hooks (tusd hooks see them all); decoded only when needed.
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
