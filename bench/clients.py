@@ -7,6 +7,7 @@ the client shares the two cores with the server and must stay cheap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,17 +16,22 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from types import ModuleType
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+uvloop: ModuleType | None
 try:
     import uvloop
-except ImportError:  # pragma: no cover - plain asyncio works too, a bit slower
+except ImportError:  # plain asyncio works too, a bit slower
     uvloop = None
 
 Metrics = dict[str, float]
+T = TypeVar("T")
 MB = 1e6
 OCTET = "application/offset+octet-stream"
+# filename and filetype: tuspyserver answers HEAD with 400 without them.
+METADATA = "filename YmVuY2guYmlu,filetype YXBwbGljYXRpb24vb2N0ZXQtc3RyZWFt"
 
 
 @dataclass
@@ -49,6 +55,8 @@ class HTTPError(Exception):
 
 def request_bytes(method: str, t: Target, path: str, headers: dict[str, object]) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {t.hostport}", "Tus-Resumable: 1.0.0"]
+    if method == "POST":
+        lines.append(f"Upload-Metadata: {METADATA}")
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -156,25 +164,30 @@ class SyncConn:
 
 def stream(t: Target, src: Path, size: int) -> tuple[Metrics, int]:
     """POST, then one PATCH of the whole file with curl; MB/s of the PATCH."""
+    path = _once(t, lambda c: c.create(size))
+    # `-T` streams the file; `--data-binary @file` loads it in memory (and
+    # curl refuses files >= 1 GiB that way).
+    res = subprocess.run([
+        "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+        "-X", "PATCH", "-T", str(src), "-H", "Tus-Resumable: 1.0.0",
+        "-H", "Upload-Offset: 0", "-H", f"Content-Type: {OCTET}", "-H", "Expect:",
+        "--max-time", "600", f"http://{t.hostport}{path}",
+    ], capture_output=True, text=True)
+    code, secs = res.stdout.split() if res.stdout else ("000", "0")
+    if code != "204":
+        raise HTTPError(f"curl PATCH: HTTP {code} {res.stderr.strip()}")
+    if t.verify and (got := _once(t, lambda c: c.offset(path))) != size:
+        raise HTTPError(f"HEAD after PATCH: offset {got} != {size}")
+    return {"MB/s": size / MB / float(secs)}, 0
+
+
+def _once(t: Target, fn: Callable[[SyncConn], T]) -> T:
+    """fn on a fresh connection (an idle one may be closed by the server)."""
     conn = SyncConn(t)
     try:
-        path = conn.create(size)
-        # `-T` streams the file; `--data-binary @file` loads it in memory (and
-        # curl refuses files >= 1 GiB that way).
-        res = subprocess.run([
-            "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
-            "-X", "PATCH", "-T", str(src), "-H", "Tus-Resumable: 1.0.0",
-            "-H", "Upload-Offset: 0", "-H", f"Content-Type: {OCTET}", "-H", "Expect:",
-            "--max-time", "600", f"http://{t.hostport}{path}",
-        ], capture_output=True, text=True)
-        code, secs = res.stdout.split() if res.stdout else ("000", "0")
-        if code != "204":
-            raise HTTPError(f"curl PATCH: HTTP {code} {res.stderr.strip()}")
-        if t.verify and (got := conn.offset(path)) != size:
-            raise HTTPError(f"HEAD after PATCH: offset {got} != {size}")
+        return fn(conn)
     finally:
         conn.close()
-    return {"MB/s": size / MB / float(secs)}, 0
 
 
 def chunked(t: Target, src: Path, size: int, chunk: int) -> tuple[Metrics, int]:
@@ -225,10 +238,8 @@ def memory(
     for th in threads:
         th.start()
     peak = idle
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         gate.wait()
-    except threading.BrokenBarrierError:
-        pass
     while any(th.is_alive() for th in threads):
         peak = max(peak, rss())
         time.sleep(every)
@@ -240,53 +251,92 @@ def memory(
 
 
 # ---------------------------------------------------------------- asyncio client
+#
+# Callback-driven: every response is parsed in data_received and the next
+# request is written from there, with no future or coroutine per request.
 
 
-class AsyncConn(asyncio.Protocol):
-    """One keep-alive connection, one request in flight; parses headers only."""
+class Driver:
+    """Decides what a connection sends next; records latencies and failures."""
 
     def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.failures = 0
+
+    def fail(self, what: str) -> None:
+        self.failures += 1
+        if self.failures <= 3:
+            print(f"    error: {what}", flush=True)
+
+    def next(self, conn: Conn, status: int | None, head: bytes) -> tuple[bytes, ...] | None:
+        """The request after this response (status None: first); None ends the connection."""
+        raise NotImplementedError
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self, driver: Driver, closed: Callable[[bool], None]) -> None:
+        self.driver, self.closed = driver, closed
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.head_request = False
-        self.closed = False
-
-    @classmethod
-    async def open(cls, t: Target) -> AsyncConn:
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(cls, t.host, t.port)
-        return conn
+        self.done = False
+        self.t0 = 0.0  # start of the current upload/request
+        self.step = 0  # driver state
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.send(self.driver.next(self, None, b""))
+
+    def send(self, parts: tuple[bytes, ...] | None) -> None:
+        assert self.transport is not None
+        if parts is None:
+            self.done = True
+            self.transport.close()
+        else:
+            self.head_request = parts[0].startswith(b"HEAD ")
+            self.transport.writelines(parts)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        if self.waiter and (res := parse_response(self.buf, self.head_request)):
+        while not self.done and (res := parse_response(self.buf, self.head_request)):
             del self.buf[: res[2]]
-            self.waiter.set_result((res[0], res[1]))
-            self.waiter = None
+            self.send(self.driver.next(self, res[0], res[1]))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.waiter and not self.waiter.done():
-            self.waiter.set_exception(HTTPError(f"connection lost: {exc}"))
+        if not self.done:
+            self.driver.fail(f"connection lost: {exc!r}")
+        self.closed(self.done)
 
-    async def request(self, *parts: bytes, head_request: bool = False) -> tuple[int, bytes]:
-        assert self.transport is not None
-        if self.closed:
-            raise HTTPError("connection closed")
-        self.head_request = head_request
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.writelines(parts)
-        return await self.waiter
 
-    def close(self) -> None:
-        if self.transport:
-            self.transport.close()
+async def drive(t: Target, conns: int, driver: Driver, timeout: float = 900.0) -> None:
+    """Run driver over `conns` connections until each one is done."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+    live = 0
+    reopening: set[asyncio.Task[None]] = set()
+
+    def closed(clean: bool) -> None:
+        nonlocal live
+        live -= 1
+        if not clean:  # the server dropped us: carry on with a new connection
+            task = loop.create_task(open_one())
+            reopening.add(task)
+            task.add_done_callback(reopening.discard)
+        elif live == 0 and not finished.done():
+            finished.set_result(None)
+
+    async def open_one() -> None:
+        nonlocal live
+        live += 1
+        try:
+            await loop.create_connection(lambda: Conn(driver, closed), t.host, t.port)
+        except OSError as e:
+            if not finished.done():
+                finished.set_exception(e)
+
+    await asyncio.gather(*(open_one() for _ in range(conns)))
+    await asyncio.wait_for(finished, timeout)
 
 
 def run_async(coro: Coroutine[Any, Any, tuple[Metrics, int]]) -> tuple[Metrics, int]:
@@ -300,97 +350,77 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
-async def _pool(t: Target, n: int, work: Callable[[AsyncConn], Coroutine[Any, Any, bool]]) -> int:
-    """n connections each running work() until it returns False; returns failures."""
-    failures = 0
+def _summary(d: Driver, rate: str, secs: float) -> tuple[Metrics, int]:
+    return {
+        rate: len(d.lat) / secs,
+        "p50 ms": _pct(d.lat, 50) * 1e3,
+        "p99 ms": _pct(d.lat, 99) * 1e3,
+    }, d.failures
 
-    async def worker() -> None:
-        nonlocal failures
-        conn = await AsyncConn.open(t)
-        try:
-            while True:
-                try:
-                    if not await work(conn):
-                        return
-                except (OSError, HTTPError, ValueError) as e:
-                    failures += 1
-                    if failures <= 3:
-                        print(f"    error: {e!r}", flush=True)
-                    if conn.closed:
-                        conn = await AsyncConn.open(t)
-        finally:
-            conn.close()
 
-    await asyncio.gather(*(worker() for _ in range(n)))
-    return failures
+class SmallDriver(Driver):
+    def __init__(self, t: Target, n: int, size: int, cwu: bool) -> None:
+        super().__init__()
+        self.t, self.todo, self.size, self.cwu = t, n, size, cwu
+        self.body = os.urandom(size)
+        self.post = request_bytes("POST", t, t.base, {"Upload-Length": size, "Content-Length": 0})
+        self.post_cwu = request_bytes("POST", t, t.base, {
+            "Upload-Length": size, "Content-Type": OCTET, "Content-Length": size})
+        self.want = str(size).encode()
+
+    def next(self, conn: Conn, status: int | None, head: bytes) -> tuple[bytes, ...] | None:
+        now = time.perf_counter()
+        if status is not None and conn.step == 0 and not self.cwu:  # POST answered
+            if status == 201 and (loc := header(head, b"location")):
+                conn.step = 1
+                patch = request_bytes("PATCH", self.t, urlsplit(loc.decode()).path, {
+                    "Upload-Offset": 0, "Content-Type": OCTET, "Content-Length": self.size})
+                return patch, self.body
+            self.fail(f"POST: HTTP {status}")
+        elif status is not None:  # PATCH (or POST with body) answered
+            ok = status == (201 if self.cwu else 204)
+            if ok and self.t.verify and header(head, b"upload-offset") != self.want:
+                ok = False
+            if ok:
+                self.lat.append(now - conn.t0)
+            else:
+                self.fail(f"upload: HTTP {status}, Upload-Offset {header(head, b'upload-offset')!r}")
+        if self.todo <= 0:
+            return None
+        self.todo -= 1
+        conn.t0, conn.step = now, 0
+        return (self.post_cwu, self.body) if self.cwu else (self.post,)
 
 
 async def small(t: Target, n: int, size: int, conc: int, cwu: bool) -> tuple[Metrics, int]:
     """n uploads of `size` bytes, conc at a time: POST+PATCH, or one POST (cwu)."""
-    body = os.urandom(size)
-    post = request_bytes("POST", t, t.base, {"Upload-Length": size, "Content-Length": 0})
-    post_cwu = request_bytes("POST", t, t.base, {
-        "Upload-Length": size, "Content-Type": OCTET, "Content-Length": size})
-    want = str(size).encode()
-    lat: list[float] = []
-    todo = n
-
-    async def one(conn: AsyncConn) -> bool:
-        nonlocal todo
-        if todo <= 0:
-            return False
-        todo -= 1
-        t0 = time.perf_counter()
-        if cwu:
-            status, head = await conn.request(post_cwu, body)
-            _check(status, 201, "POST")
-        else:
-            status, head = await conn.request(post)
-            _check(status, 201, "POST")
-            patch = request_bytes("PATCH", t, location_path(head), {
-                "Upload-Offset": 0, "Content-Type": OCTET, "Content-Length": size})
-            status, head = await conn.request(patch, body)
-            _check(status, 204, "PATCH")
-        if t.verify and header(head, b"upload-offset") != want:
-            raise HTTPError(f"Upload-Offset {header(head, b'upload-offset')!r} != {size}")
-        lat.append(time.perf_counter() - t0)
-        return True
-
+    d = SmallDriver(t, n, size, cwu)
     t0 = time.perf_counter()
-    failures = await _pool(t, conc, one)
-    secs = time.perf_counter() - t0
-    return {
-        "uploads/s": len(lat) / secs,
-        "p50 ms": _pct(lat, 50) * 1e3,
-        "p99 ms": _pct(lat, 99) * 1e3,
-    }, failures
+    await drive(t, conc, d)
+    return _summary(d, "uploads/s", time.perf_counter() - t0)
+
+
+class HeadDriver(Driver):
+    def __init__(self, req: bytes, deadline: float) -> None:
+        super().__init__()
+        self.req, self.deadline = (req,), deadline
+
+    def next(self, conn: Conn, status: int | None, head: bytes) -> tuple[bytes, ...] | None:
+        now = time.perf_counter()
+        if status == 200:
+            self.lat.append(now - conn.t0)
+        elif status is not None:
+            self.fail(f"HEAD: HTTP {status}")
+        if now >= self.deadline:
+            return None
+        conn.t0 = now
+        return self.req
 
 
 async def head(t: Target, duration: float, conc: int) -> tuple[Metrics, int]:
     """HEAD on one upload from conc keep-alive connections for `duration` seconds."""
-    conn = await AsyncConn.open(t)
-    status, resp = await conn.request(request_bytes("POST", t, t.base, {
-        "Upload-Length": 65536, "Content-Length": 0}))
-    conn.close()
-    _check(status, 201, "POST")
-    req = request_bytes("HEAD", t, location_path(resp), {})
-    lat: list[float] = []
-    deadline = time.perf_counter() + duration
-
-    async def one(conn: AsyncConn) -> bool:
-        t0 = time.perf_counter()
-        if t0 >= deadline:
-            return False
-        status, resp = await conn.request(req, head_request=True)
-        _check(status, 200, "HEAD")
-        lat.append(time.perf_counter() - t0)
-        return True
-
+    path = _once(t, lambda c: c.create(65536))
     t0 = time.perf_counter()
-    failures = await _pool(t, conc, one)
-    secs = time.perf_counter() - t0
-    return {
-        "req/s": len(lat) / secs,
-        "p50 ms": _pct(lat, 50) * 1e3,
-        "p99 ms": _pct(lat, 99) * 1e3,
-    }, failures
+    d = HeadDriver(request_bytes("HEAD", t, path, {}), t0 + duration)
+    await drive(t, conc, d)
+    return _summary(d, "req/s", time.perf_counter() - t0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from statistics import median
 from typing import Any
 
@@ -25,7 +26,9 @@ METRICS: dict[str, tuple[str, bool, list[str]]] = {
 
 
 def describe(workload: str, p: dict[str, Any]) -> str:
-    mib = lambda n: f"{n / MiB:g} MiB" if n < 1024 * MiB else f"{n / 1024 / MiB:g} GiB"  # noqa: E731
+    def mib(n: int) -> str:
+        return f"{n / MiB:g} MiB" if n < 1024 * MiB else f"{n / 1024 / MiB:g} GiB"
+
     return {
         "stream": f"POST, then one PATCH of {mib(p['stream_size'])} sent by curl (`-T`); "
         "MB/s = bytes / curl's `time_total` of the PATCH; HEAD must then report the full offset.",
@@ -33,7 +36,7 @@ def describe(workload: str, p: dict[str, Any]) -> str:
         "keep-alive connection (blocking socket, `sendfile`); MB/s over the PATCHes.",
         "small": f"{p['small_n']} uploads of {p['small_size'] // 1024} KiB, {p['small_conc']} at a "
         "time on keep-alive connections, each a POST then a PATCH; latency is per upload.",
-        "small-cwu": f"as small, but each upload is a single POST with the body "
+        "small-cwu": "as small, but each upload is a single POST with the body "
         "(creation-with-upload).",
         "head": f"HEAD on one upload from {p['head_conc']} keep-alive connections for "
         f"{p['head_secs']:g} s; one request in flight per connection.",
@@ -72,10 +75,8 @@ def versions(specs: list[Spec]) -> dict[str, str]:
     for spec in specs:
         v.update(spec.versions())
     try:
-        import uvloop
-
-        v["uvloop (client)"] = uvloop.__version__
-    except ImportError:
+        v["uvloop (client)"] = version("uvloop")
+    except PackageNotFoundError:
         v["uvloop (client)"] = "not installed (plain asyncio)"
     return v
 
@@ -92,7 +93,7 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
     out = [
         "# Benchmarks: pytusd and its peers",
         "",
-        f"Generated {raw['started'].replace('T', ' ')} by `{raw['command']}` "
+        f"Generated {raw['started'].replace('T', ' ').replace('+00:00', ' UTC')} by `{raw['command']}` "
         f"({raw['rounds']} round{'s' * (raw['rounds'] != 1)}; in each round every workload "
         "runs on every server in turn, A B C A B C …"
         + (", **quick mode: reduced sizes, smoke test only**" if raw["quick"] else "") + ").",
@@ -115,8 +116,8 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
         base = [r["metrics"][key] for r in recs
                 if r["workload"] == wl and r["server"] == "pytusd" and key in r["metrics"]]
         base_med = median(base) if base else None
-        cols = [f"{key} median", "min", "max", "× pytusd", *[f"{e} (median)" for e in extras],
-                "server CPU s", "client CPU s", "client cores", "failures"]
+        cols = [f"{key} median", "min", "max", "vs pytusd", *[f"{e} (median)" for e in extras],
+                "server CPU s", "client CPU s", "client cores", "other CPU s", "failures"]
         out += ["| server | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for srv in servers:
             rows = [r for r in recs if r["workload"] == wl and r["server"] == srv]
@@ -134,6 +135,7 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
                 _fmt(median(r["server_cpu"] for r in rows)),
                 _fmt(median(r["client_cpu"] for r in rows)),
                 f"{cores:.2f}" + (" ⚠" if cores > CLIENT_CORES_LIMIT else ""),
+                _fmt(median(r.get("other_cpu", 0.0) for r in rows)),
                 str(fails) if fails else "0",
             ]
             label = f"{srv} (reference)" if srv == "nginx" else srv
@@ -148,13 +150,15 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
     out += [
         "## How to read this",
         "",
-        "- Median, min and max are over the rounds; `× pytusd` is the median divided by "
+        "- Median, min and max are over the rounds; `vs pytusd` is the median divided by "
         "pytusd's median (pytusd = 1.00; for memory, > 1 means more memory than pytusd).",
         "- MB/s is 10^6 bytes per second. Latencies are per upload (small) or per request (head).",
         "- server CPU s: user+system CPU seconds of the server's process tree during the workload "
         "(/proc/<pid>/stat); client CPU s: the harness process plus curl. client cores = client "
         f"CPU s / wall time; ⚠ marks more than {CLIENT_CORES_LIMIT} core, i.e. the client may "
-        "have been the bottleneck on this 2-core machine.",
+        "have been the bottleneck on this 2-core machine. other CPU s: CPU time the rest of the "
+        "machine used meanwhile (/proc/stat busy time minus server and client); well above zero "
+        "means something else competed for the cores and the round is noisy.",
         "- nginx is a reference for the machine's limit, not a tus server: it writes each request "
         "body to a file and answers fixed tus-looking headers (POST 201 + Location, PATCH 204, "
         "HEAD 200) without tus logic; its offsets are not verified and its HEAD never touches "

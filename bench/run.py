@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import clients
@@ -63,6 +63,7 @@ class Record:
     server_cpu: float = 0.0
     client_cpu: float = 0.0
     wall: float = 0.0
+    other_cpu: float = 0.0  # CPU used by anything else on the machine meanwhile
     error: str = ""
 
 
@@ -87,6 +88,27 @@ def client_cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def busy_cpu() -> float:
+    """CPU seconds spent by the whole machine (all cores) since boot."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / servers.CLK_TCK
+
+
+def wait_quiet(max_wait: float, limit: float = 0.25) -> float:
+    """Wait (up to max_wait s) until the machine is idle: < limit cores busy over 0.5 s.
+
+    The servers under test idle between workloads, so anything busy is someone
+    else. Returns the seconds waited.
+    """
+    t0 = time.monotonic()
+    while True:
+        b0 = busy_cpu()
+        time.sleep(0.5)
+        if (busy_cpu() - b0) / 0.5 < limit or time.monotonic() - t0 > max_wait:
+            return time.monotonic() - t0
+
+
 def workload_fn(
     name: str, p: Params, t: Target, src: Path, srv: servers.Running
 ) -> Callable[[], tuple[Metrics, int]]:
@@ -106,25 +128,45 @@ def workload_fn(
     raise ValueError(name)
 
 
-def measure(rnd: int, name: str, srv: servers.Running, p: Params, src: Path) -> Record:
+def measure(
+    rnd: int, name: str, srv: servers.Running, p: Params, src: Path, max_wait: float
+) -> Record:
     rec = Record(rnd, name, srv.name)
     target = Target("127.0.0.1", srv.port, verify=not srv.spec.reference)
     fn = workload_fn(name, p, target, src, srv)
     srv.wipe()
     os.sync()
     gc.collect()
-    time.sleep(0.3)
-    c0, s0, t0 = client_cpu(), srv.cpu(), time.perf_counter()
+    waited = wait_quiet(max_wait)
+    if waited > 1:
+        print(f"  (waited {waited:.0f} s for the machine to be idle)", flush=True)
+    c0, s0, b0, t0 = client_cpu(), srv.cpu(), busy_cpu(), time.perf_counter()
     try:
         rec.metrics, rec.failures = fn()
-    except Exception as e:  # noqa: BLE001 - any failure is recorded, the run goes on
+        if rec.failures and not any(v > 0 for v in rec.metrics.values()):
+            rec.metrics, rec.error = {}, "every request failed"
+    except Exception as e:  # any failure is recorded, the run goes on
         rec.failures, rec.error = rec.failures + 1, f"{type(e).__name__}: {e}"
         if not isinstance(e, (OSError, clients.HTTPError)):
             traceback.print_exc()
     rec.wall = time.perf_counter() - t0
     rec.client_cpu, rec.server_cpu = client_cpu() - c0, srv.cpu() - s0
+    rec.other_cpu = max(0.0, busy_cpu() - b0 - rec.client_cpu - rec.server_cpu)
     srv.wipe()
     return rec
+
+
+def warm_up(srv: servers.Running, src: Path) -> None:
+    """Unmeasured traffic first, so JITs and caches are warm in round 1 too."""
+    t = Target("127.0.0.1", srv.port, verify=not srv.spec.reference)
+    try:
+        clients.chunked(t, src, 32 * MiB, 8 * MiB)
+        for cwu in (False, True):
+            clients.run_async(clients.small(t, 300, 64 * 1024, 16, cwu))
+        clients.run_async(clients.head(t, 1.0, 16))
+    except (OSError, clients.HTTPError) as e:
+        print(f"  warm-up of {srv.name} failed: {e!r}", flush=True)
+    srv.wipe()
 
 
 def describe(rec: Record) -> str:
@@ -133,7 +175,7 @@ def describe(rec: Record) -> str:
     extra = f" FAILURES={rec.failures} {rec.error}" if rec.failures else ""
     return (f"  r{rec.round} {rec.workload:9} {rec.server:11} {vals or '-'}"
             f" | cpu server {rec.server_cpu:.2f}s client {rec.client_cpu:.2f}s"
-            f" ({cores:.2f} cores){extra}")
+            f" ({cores:.2f} cores) other {rec.other_cpu:.2f}s{extra}")
 
 
 def main() -> int:
@@ -143,6 +185,8 @@ def main() -> int:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--servers", default=",".join(servers.SPECS))
     ap.add_argument("--out", default=str(servers.ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--max-wait-idle", type=float, default=60.0, metavar="S",
+                    help="before each measurement wait up to S seconds for other load to stop")
     args = ap.parse_args()
     params = QUICK if args.quick else Params()
     rounds = args.rounds or (1 if args.quick else 3)
@@ -151,7 +195,7 @@ def main() -> int:
     for bad in [w for w in workloads if w not in WORKLOADS] + [s for s in names if s not in servers.SPECS]:
         ap.error(f"unknown workload/server {bad!r}")
     command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
 
     src = source_file(params.stream_size)
     running: list[servers.Running] = []
@@ -161,7 +205,8 @@ def main() -> int:
         for name in names:
             try:
                 running.append(servers.start(servers.SPECS[name]))
-                print(f"[start] {name} on port {running[-1].port}", flush=True)
+                print(f"[start] {name} on port {running[-1].port}, warming up", flush=True)
+                warm_up(running[-1], src)
             except servers.Unavailable as e:
                 skipped[name] = str(e)
                 print(f"[skip] {name}: {e}", flush=True)
@@ -174,7 +219,7 @@ def main() -> int:
                         srv.stop()
                         srv = running[i] = servers.start(srv.spec)
                         srv.notes.append(f"restarted in round {rnd} before {wl}")
-                    records.append(measure(rnd, wl, srv, params, src))
+                    records.append(measure(rnd, wl, srv, params, src, args.max_wait_idle))
                     print(describe(records[-1]), flush=True)
     finally:
         for srv in running:

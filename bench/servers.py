@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -246,7 +247,7 @@ class Nginx(Spec):
         return [self.exe, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf)]
 
     def versions(self) -> dict[str, str]:
-        return {"nginx": _out([self.exe, "-v"]).removeprefix("nginx version: ")}
+        return {"nginx": _out([self.exe, "-v"]).removeprefix("nginx version: nginx/")}
 
 
 SPECS: dict[str, Spec] = {
@@ -326,10 +327,8 @@ class Running:
         """Delete uploaded files (directories stay: servers may rely on them)."""
         for dirpath, _dirs, files in os.walk(self.data):
             for f in files:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, f))
-                except OSError:
-                    pass
 
     def log_tail(self, n: int = 15) -> str:
         try:
@@ -343,10 +342,8 @@ class Running:
                 os.killpg(self.proc.pid, signal.SIGTERM)  # the session we created
                 self.proc.wait(10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
