@@ -46,25 +46,32 @@ class DraftProtocol:
 
     def options_headers(self, version: int) -> Headers:
         headers: Headers = []
-        limit = self._limit(version)
+        limit = self._limit(version, None)
         if limit:
             headers.append(("upload-limit", limit))
         if version >= 8:
             headers.append(("accept-patch", ietf.PARTIAL_UPLOAD))
         return headers
 
-    def _limit(self, version: int, info: UploadInfo | None = None) -> str | None:
+    def _limit(self, version: int, info: UploadInfo | None, last_write: float | None = None) -> str | None:
+        """Upload-Limit; ``max-age`` is the lifetime left (from the last write) of ``info``."""
         config = self.handler.config
         max_age = None
         if config.expire_after and (info is None or not info.is_complete):
             max_age = int(config.expire_after)
+            if last_write is not None:
+                max_age = max(0, int(last_write + config.expire_after - self.handler.clock()))
         return ietf.upload_limit(version, max_size=config.max_size, max_age=max_age)
 
-    def _state_headers(self, info: UploadInfo, version: int) -> Headers:
+    async def _state_headers(self, info: UploadInfo, version: int) -> Headers:
         headers: Headers = [("upload-offset", str(info.offset)), *ietf.complete_headers(info.is_complete, version)]
-        if info.size is not None:
-            headers.append(("upload-length", str(info.size)))
-        limit = self._limit(version, info)
+        length = info.size if info.size is not None else info.declared_length
+        if length is not None:
+            headers.append(("upload-length", str(length)))
+        last_write = None
+        if self.handler.config.expire_after and not info.is_complete:
+            last_write = await self.handler.store.last_write_time(info.id)
+        limit = self._limit(version, info, last_write)
         if limit:
             headers.append(("upload-limit", limit))
         return headers
@@ -82,15 +89,15 @@ class DraftProtocol:
         if handler.config.max_size and length is not None and length > handler.config.max_size:
             raise HTTPError(413, "upload is larger than the server allows")
 
-        info = UploadInfo(id="", size=length, metadata=_metadata(headers), created_at=handler.clock())
+        info = UploadInfo(id="", metadata=_metadata(headers), created_at=handler.clock())
+        _set_length(info, length, version)
+        origin = origin_of(headers, request.scheme, request.server_host, behind_proxy=handler.config.behind_proxy)
         hook_request = handler._hook_request(request)
         info = await handler._create_with_hooks(info, hook_request)
-        location = origin_of(
-            headers, request.scheme, request.server_host, behind_proxy=handler.config.behind_proxy
-        ) + upload_path(handler.config.base_path, info.id)
+        location = origin + upload_path(handler.config.base_path, info.id)
 
         interim = request.send_interim
-        limit = self._limit(version, info)
+        limit = self._limit(version, None)  # a new upload: its whole lifetime is ahead
         if interim is not None:
             # The upload exists before its body is read: the client can resume from here on.
             announce: Headers = [("location", location), ("upload-draft-interop-version", str(version))]
@@ -112,9 +119,9 @@ class DraftProtocol:
             await lock.release()
         info = result.info
         if result.error is not None:
-            result.error.headers += [("location", location), *self._state_headers(info, version)]
+            result.error.headers += [("location", location), *await self._state_headers(info, version)]
             raise result.error
-        response_headers: Headers = [("location", location), *self._state_headers(info, version)]
+        response_headers: Headers = [("location", location), *await self._state_headers(info, version)]
         return Response(201, response_headers)
 
     # -- offset retrieval ---------------------------------------------------------------------
@@ -129,7 +136,7 @@ class DraftProtocol:
             await lock.release()
         await handler._authorize(request, info)
         await handler._check_expired(info)
-        headers = [*self._state_headers(info, version), ("cache-control", "no-store")]
+        headers = [*await self._state_headers(info, version), ("cache-control", "no-store")]
         return Response(204, headers)
 
     # -- append -------------------------------------------------------------------------------
@@ -137,7 +144,7 @@ class DraftProtocol:
     async def _append(self, request: Request, upload_id: str, version: int) -> Response:
         handler = self.handler
         headers = request.headers
-        if version >= 6 and (headers.get("content-type") or "").split(";")[0].strip() != ietf.PARTIAL_UPLOAD:
+        if version >= 6 and (headers.get("content-type") or "").split(";")[0].strip().lower() != ietf.PARTIAL_UPLOAD:
             raise HTTPError(415, f"Content-Type must be {ietf.PARTIAL_UPLOAD}")
         offset = ietf.parse_integer(headers.get("upload-offset"))
         if offset is None:
@@ -157,7 +164,7 @@ class DraftProtocol:
                 raise HTTPError(
                     409,
                     "Upload-Offset does not match the upload's offset",
-                    [("upload-offset", str(info.offset))],
+                    [("upload-offset", str(info.offset)), *ietf.complete_headers(info.is_complete, version)],
                     problem_type=ietf.MISMATCHING_OFFSET,
                     extra={"expected-offset": info.offset, "provided-offset": offset},
                 )
@@ -168,12 +175,20 @@ class DraftProtocol:
                 if not complete:
                     raise HTTPError(400, "upload is already complete", problem_type=ietf.COMPLETED_UPLOAD)
                 # An empty append that marks as complete what already is: nothing to change.
-                return Response(204, self._state_headers(info, version))
+                return Response(204, await self._state_headers(info, version))
             length = _declared_length(headers, complete, offset=offset)
             if length is not None:
-                if info.size is not None and info.size != length:
+                known = info.size if info.size is not None else info.declared_length
+                if known is not None and known != length:
                     raise HTTPError(400, "inconsistent upload length", problem_type=ietf.INCONSISTENT_LENGTH)
-                await handler._declare_length(info, length)
+                if handler.config.max_size and length > handler.config.max_size:
+                    raise HTTPError(413, "upload is larger than the server allows")
+                if known is None:
+                    if _completes_at_length(version):
+                        await handler._declare_length(info, length)
+                    else:
+                        info.declared_length = length
+                        await handler.store.update_info(info)
             result = await handler._receive(
                 request,
                 info,
@@ -186,11 +201,11 @@ class DraftProtocol:
             await lock.release()
         info = result.info
         if result.error is not None:
-            result.error.headers += self._state_headers(info, version)
+            result.error.headers += await self._state_headers(info, version)
             raise result.error
         if info.is_complete and info.pending_finals:
             await handler._finish_pending_finals(info)
-        return Response(204, self._state_headers(info, version))
+        return Response(204, await self._state_headers(info, version))
 
     # -- shared -------------------------------------------------------------------------------
 
@@ -224,6 +239,25 @@ class DraftProtocol:
                     digest.update(block)
             verifier.expect(digest, whole.value, HTTPError(400, "Repr-Digest does not match the representation"))
         return verifier
+
+
+def _completes_at_length(version: int) -> bool:
+    """Whether reaching the announced length completes an upload (up to interop version 6).
+
+    From version 7 the text is explicit that only ``Upload-Complete: ?1`` completes an upload.
+    Up to 6 we let the length decide too: tus-js-client's draft modes (versions 5 and 6) never send
+    ``?1`` for file sources, and their uploads would otherwise never finish.
+    """
+    return version <= 6
+
+
+def _set_length(info: UploadInfo, length: int | None, version: int) -> None:
+    if length is None:
+        return
+    if _completes_at_length(version):
+        info.size = length
+    else:
+        info.declared_length = length
 
 
 def _declared_length(headers: Mapping[str, str], complete: bool, *, offset: int) -> int | None:

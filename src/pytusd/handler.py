@@ -282,7 +282,7 @@ class UploadHandler:
         if self.config.max_size and info.size is not None and info.size > self.config.max_size:
             raise HTTPError(413, "upload is larger than the server allows")
 
-        has_body = _has_body(headers) and headers.get("content-type") == OFFSET_OCTET_STREAM
+        has_body = _has_body(headers) and _media_type(headers.get("content-type")) == OFFSET_OCTET_STREAM
         if has_body and info.is_final:
             raise HTTPError(403, "a final upload cannot carry data")
         checksum = self._checksum(headers) if has_body else None
@@ -294,12 +294,11 @@ class UploadHandler:
         ):
             raise HTTPError(413, "body is longer than Upload-Length")
 
+        # Before anything is created: a request whose Host is unusable leaves nothing behind.
+        origin = origin_of(headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy)
         hook_request = self._hook_request(request)
         info = await self._create_with_hooks(info, hook_request, partials)
-
-        location = origin_of(
-            headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy
-        ) + upload_path(self.config.base_path, info.id)
+        location = origin + upload_path(self.config.base_path, info.id)
         response_headers: Headers = [("location", location)]
         if has_body:
             lock = await self._lock(info.id, request.body)
@@ -337,6 +336,9 @@ class UploadHandler:
             info = await self.store.create(info)
         except UploadExists:
             raise HTTPError(409, "an upload with that ID exists") from None
+        except UploadNotFound:
+            # Only a hook-chosen ID can be refused here (say, one naming the store's own files).
+            raise HTTPError(500, "pre-create hook chose an upload ID the store cannot use") from None
         if info.is_final:
             info = await self._start_final(info, partials or [])
         self._fire(HookEvent.POST_CREATE, info, hook_request)
@@ -397,7 +399,7 @@ class UploadHandler:
         try:
             partials = [await self.store.get_info(pid) for pid in final.partial_uploads]
         except UploadNotFound:
-            return final
+            raise HTTPError(410, "a partial upload this final upload joins is gone") from None
         if not all(p.is_complete for p in partials):
             return final
         lock = await self._lock(final.id, None)
@@ -427,8 +429,7 @@ class UploadHandler:
 
     async def _patch(self, request: Request, upload_id: str) -> Response:
         headers = request.headers
-        content_type = headers.get("content-type")
-        if content_type != OFFSET_OCTET_STREAM:
+        if _media_type(headers.get("content-type")) != OFFSET_OCTET_STREAM:
             raise HTTPError(415, f"Content-Type must be {OFFSET_OCTET_STREAM}")
         offset = parse_non_negative_int(headers.get("upload-offset"), "Upload-Offset")
         length_header = headers.get("upload-length")
@@ -508,6 +509,8 @@ class UploadHandler:
         """
         if info.size is not None:
             limit = info.size - info.offset
+        elif info.declared_length is not None:
+            limit = info.declared_length - info.offset
         elif self.config.max_size:
             limit = self.config.max_size - info.offset
         else:
@@ -556,6 +559,9 @@ class UploadHandler:
             reason = "an Upload-Checksum trailer must be announced in a Trailer header; the chunk was kept unverified"
             return _WriteResult(info, written, HTTPError(400, reason))
         if complete_on_end and body.complete:
+            if info.size is None and info.declared_length not in (None, info.offset):
+                error = HTTPError(400, "upload completed before reaching its length", problem_type=INCONSISTENT_LENGTH)
+                return _WriteResult(info, written, error)
             if info.size is None:
                 await self._declare_length(info, info.offset)
             elif info.size != info.offset:
@@ -597,8 +603,25 @@ class UploadHandler:
             await self.store.terminate(upload_id)
         finally:
             await lock.release()
+        await self._drop_pending_finals(info)
         self._fire(HookEvent.POST_TERMINATE, info, hook_request)
         return Response(204)
+
+    async def _drop_pending_finals(self, partial: UploadInfo) -> None:
+        """Final uploads that waited for a partial that is now gone can never complete: remove them."""
+        for final_id in partial.pending_finals:
+            try:
+                lock = await self.locker.acquire(final_id, lambda: None, self.config.lock_timeout)
+            except LockTimeout:
+                continue
+            try:
+                final = await self.store.get_info(final_id)
+                if not final.is_complete:
+                    await self.store.terminate(final_id)
+            except UploadNotFound:
+                pass
+            finally:
+                await lock.release()
 
     # -- GET ----------------------------------------------------------------------------------
 
@@ -693,9 +716,10 @@ class UploadHandler:
                 await self.store.terminate(upload_id)
                 removed += 1
             except UploadNotFound:
-                pass
+                continue
             finally:
                 await lock.release()
+            await self._drop_pending_finals(info)
         return removed
 
 
@@ -767,6 +791,11 @@ async def _guarded(body: AsyncIterable[bytes], limit: int, verifier: _Verifier |
 async def _no_bytes() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover
+
+
+def _media_type(content_type: str | None) -> str:
+    """The media type without parameters, lower-cased (media type names are case-insensitive)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def _announces_checksum_trailer(headers: Mapping[str, str]) -> bool:

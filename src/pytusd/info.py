@@ -26,6 +26,9 @@ class UploadInfo:
     created_at: float = 0.0
     #: Final uploads waiting for this partial to finish (concatenation-unfinished).
     pending_finals: list[str] = field(default_factory=list)
+    #: Length an IETF draft client announced while ``size`` stays open: from interop version 7 an
+    #: upload is complete only when a request says so, even if its offset reached this length.
+    declared_length: int | None = None
 
     @property
     def size_is_deferred(self) -> bool:
@@ -48,6 +51,7 @@ class UploadInfo:
             dict(self.storage),
             self.created_at,
             list(self.pending_finals),
+            self.declared_length,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +68,7 @@ class UploadInfo:
             "Storage": dict(self.storage),
             "CreatedAt": self.created_at,
             "PendingFinals": list(self.pending_finals),
+            "DeclaredLength": self.declared_length,
         }
 
     @classmethod
@@ -80,4 +85,5 @@ class UploadInfo:
             storage={str(k): str(v) for k, v in (data.get("Storage") or {}).items()},
             created_at=float(data.get("CreatedAt") or 0.0),
             pending_finals=[str(p) for p in data.get("PendingFinals") or []],
+            declared_length=None if data.get("DeclaredLength") is None else int(data["DeclaredLength"]),
         )

@@ -119,8 +119,10 @@ class PytusdHttpProtocol(HttpToolsProtocol):
             if not 100 <= status <= 199 or status == 101:
                 raise ValueError("interim responses are 1xx other than 101")
             cycle = self.cycle
-            # Only while this request's final response has not started.
+            # Only while this request's final response has not started; never to HTTP/1.0 (RFC 9110).
             if cycle is None or cycle.scope is not scope or cycle.response_started or cycle.disconnected:
+                return
+            if cycle.scope.get("http_version") == "1.0":
                 return
             if self.transport.is_closing():
                 return

@@ -138,4 +138,3 @@ class HookRunner(Hooks):
             raise error
         logger.warning("%s failed for %s (ignored, the hook does not block): %s", event, upload, error)
         return HookResponse()
-

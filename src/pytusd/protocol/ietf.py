@@ -89,6 +89,8 @@ def upload_limit(version: int, *, max_size: int, max_age: int | None) -> str | N
         limits["max-size"] = max_size
     if max_age is not None:
         limits["expires" if version == 6 else "max-age"] = max(max_age, 0)
+    if not limits and version >= 8:
+        limits["min-size"] = 0  # the editors' copy: a server without limits says so explicitly
     return http_sf.ser(limits) if limits else None
 
 

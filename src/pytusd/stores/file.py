@@ -50,12 +50,17 @@ class FileStore(DataStore):
 
     def data_path(self, upload_id: str) -> str:
         """The data file of ``upload_id``; refuses any ID that could leave the directory."""
-        if not is_valid_upload_id(upload_id) or upload_id.endswith(RESERVED_SUFFIXES):
+        if not is_valid_upload_id(upload_id):
             raise UploadNotFound(upload_id)
         # A valid ID has no empty, '.' or '..' segment and no leading '/', so joining cannot leave
         # the directory; the prefix check below is a second line of defence, not the first.
         path = self._prefix + upload_id
-        if upload_id.split("/", 1)[0] == TEMP_DIR or not path.startswith(self._prefix):
+        segments = upload_id.split("/")
+        if (
+            segments[0].startswith(".pytusd-")  # our temporary and lock directories
+            or any(segment.endswith(RESERVED_SUFFIXES) for segment in segments)
+            or not path.startswith(self._prefix)
+        ):
             raise UploadNotFound(upload_id)
         return path
 

@@ -1,0 +1,318 @@
+"""A small typed face on aiobotocore's S3 client: only the calls S3Store makes.
+
+aiobotocore's client is generated at run time and untyped, so everything untyped stays in this
+module; the store sees plain dataclasses and one exception type, :class:`S3Error`, a
+:class:`~pytusd.stores.base.StoreError` (the handler answers 500 for it without details).
+
+The client is configured for the widest compatibility with S3-compatible services:
+
+* ``request_checksum_calculation="when_required"``: botocore >= 1.36 otherwise adds CRC32
+  ``x-amz-checksum-*`` headers and, over HTTPS, aws-chunked trailers, which several S3-compatible
+  services (Swift's s3api, older Ceph and MinIO) reject or ignore. Integrity comes from
+  Content-MD5 instead, which every S3 implementation verifies: the store computes it while it
+  spools a part anyway.
+* ``payload_signing_enabled=False``: with a Content-MD5 on every body there is no need for
+  botocore to read each part file a second time (in the event loop) for a SHA-256 signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from pytusd.stores.base import StoreError
+
+#: Error codes (and statuses, for HEAD which has no body) that mean "no such object/upload".
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
+
+
+class S3Error(StoreError):
+    """An S3 request failed; ``code`` is S3's error code (or the exception's type name)."""
+
+    def __init__(self, operation: str, code: str, status: int | None, message: str) -> None:
+        super().__init__(f"S3 {operation} failed: {code} {message}".strip())
+        self.operation = operation
+        self.code = code
+        self.status = status
+
+    @property
+    def not_found(self) -> bool:
+        return self.code in _NOT_FOUND_CODES or self.status == 404
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHead:
+    size: int
+    etag: str
+    metadata: Mapping[str, str]
+    last_modified: float
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    number: int
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How to reach the bucket. Credentials are never settings: botocore's standard chain finds
+    them (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, AWS_PROFILE and the shared
+    files, web identity, container and instance metadata)."""
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    #: "path" or "virtual"; "auto" means path-style for a custom endpoint (no wildcard DNS needed),
+    #: botocore's default for AWS.
+    addressing: str = "auto"
+    max_connections: int = 32
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 3
+
+
+def _wrap(operation: str, exc: BaseException) -> S3Error:
+    """Turn whatever aiobotocore/aiohttp raised into an S3Error with a usable code."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error") or {}
+        meta = response.get("ResponseMetadata") or {}
+        code = str(error.get("Code") or meta.get("HTTPStatusCode") or type(exc).__name__)
+        status = meta.get("HTTPStatusCode")
+        return S3Error(operation, code, int(status) if status else None, str(error.get("Message") or ""))
+    return S3Error(operation, type(exc).__name__, None, str(exc))
+
+
+def _timestamp(value: Any) -> float:
+    return value.timestamp() if isinstance(value, datetime) else 0.0
+
+
+class S3Client:
+    """One bucket, through one aiobotocore client (a pool of keep-alive connections)."""
+
+    #: Parts per ListParts page (S3's maximum; tests lower it to exercise paging).
+    list_page = 1000
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._context: Any = None
+        self._client: Any = None
+        #: Requests made, by operation (tests use it to prove what was not downloaded).
+        self.calls: dict[str, int] = {}
+
+    async def open(self) -> None:
+        from aiobotocore.config import AioConfig  # type: ignore[import-untyped, unused-ignore]
+        from aiobotocore.session import get_session  # type: ignore[import-untyped, unused-ignore]
+
+        s = self.settings
+        s3_options: dict[str, Any] = {"payload_signing_enabled": False}
+        addressing = s.addressing
+        if addressing == "auto":
+            addressing = "path" if s.endpoint_url else "auto"
+        s3_options["addressing_style"] = addressing
+        config = AioConfig(
+            signature_version="s3v4",
+            s3=s3_options,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": s.max_attempts, "mode": "standard"},
+            max_pool_connections=s.max_connections,
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+        )
+        session = get_session()
+        region = s.region or session.get_config_variable("region") or ("us-east-1" if s.endpoint_url else None)
+        self._context = session.create_client("s3", region_name=region, endpoint_url=s.endpoint_url, config=config)
+        self._client = await self._context.__aenter__()
+
+    async def close(self) -> None:
+        context, self._context, self._client = self._context, None, None
+        if context is not None:
+            await context.__aexit__(None, None, None)
+
+    async def _call(self, operation: str, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise StoreError("S3 store is not started")
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        method = getattr(self._client, operation)
+        try:
+            return await method(Bucket=self.bucket, **kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _wrap(operation, exc) from exc
+
+    # -- objects ------------------------------------------------------------------------------
+
+    async def check_bucket(self) -> None:
+        await self._call("head_bucket")
+
+    async def head(self, key: str) -> ObjectHead | None:
+        try:
+            r = await self._call("head_object", Key=key)
+        except S3Error as exc:
+            if exc.not_found:
+                return None
+            raise
+        return ObjectHead(
+            size=int(r.get("ContentLength") or 0),
+            etag=str(r.get("ETag") or ""),
+            metadata={str(k).lower(): str(v) for k, v in (r.get("Metadata") or {}).items()},
+            last_modified=_timestamp(r.get("LastModified")),
+        )
+
+    async def get_bytes(self, key: str) -> bytes | None:
+        """A small object's whole body (info objects), or None if there is none."""
+        try:
+            r = await self._call("get_object", Key=key)
+        except S3Error as exc:
+            if exc.not_found:
+                return None
+            raise
+        body = r["Body"]
+        try:
+            data: bytes = await body.read()
+        except Exception as exc:
+            raise _wrap("get_object", exc) from exc
+        finally:
+            body.close()
+        return data
+
+    async def open_range(self, key: str, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
+        """Start reading bytes ``[start, end)`` of an object (``end`` None: to its end).
+
+        The request is made here, so a missing object raises S3Error (``not_found``) at once; the
+        returned iterator then yields the body as it arrives and releases the connection at its end.
+        """
+        kwargs: dict[str, Any] = {"Key": key}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-{end - 1}" if end is not None else f"bytes={start}-"
+        r = await self._call("get_object", **kwargs)
+        return self._iterate(r["Body"])
+
+    @staticmethod
+    async def _iterate(body: Any, chunk: int = 256 * 1024) -> AsyncGenerator[bytes, None]:
+        try:
+            while True:
+                try:
+                    block: bytes = await body.read(chunk)
+                except Exception as exc:
+                    raise _wrap("get_object", exc) from exc
+                if not block:
+                    return
+                yield block
+        finally:
+            body.close()
+
+    async def put(
+        self,
+        key: str,
+        body: bytes | BinaryIO,
+        size: int,
+        md5: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Store an object from bytes or a file positioned at its start; returns its ETag."""
+        extra: dict[str, Any] = {}
+        if metadata:
+            extra["Metadata"] = dict(metadata)
+        if content_type:
+            extra["ContentType"] = content_type
+        r = await self._call("put_object", Key=key, Body=body, ContentLength=size, ContentMD5=md5, **extra)
+        return str(r.get("ETag") or "")
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._call("delete_object", Key=key)
+        except S3Error as exc:
+            if not exc.not_found:
+                raise
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            r = await self._call("list_objects_v2", **kwargs)
+            for item in r.get("Contents") or []:
+                yield str(item["Key"])
+            token = r.get("NextContinuationToken")
+            if not r.get("IsTruncated") or not token:
+                return
+
+    # -- multipart uploads --------------------------------------------------------------------
+
+    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
+        extra = {"ContentType": content_type} if content_type else {}
+        r = await self._call("create_multipart_upload", Key=key, **extra)
+        return str(r["UploadId"])
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: BinaryIO, size: int, md5: str) -> str:
+        r = await self._call(
+            "upload_part", Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentLength=size, ContentMD5=md5
+        )
+        return str(r["ETag"])
+
+    async def upload_part_copy(
+        self, key: str, upload_id: str, number: int, source_key: str, start: int, end: int
+    ) -> str:
+        """Copy bytes ``[start, end)`` of ``source_key`` into part ``number``, inside S3.
+
+        Always with an explicit range, even for a whole object: Swift's s3api lists whole-object
+        copy parts with an empty ETag, which it then refuses in CompleteMultipartUpload.
+        """
+        r = await self._call(
+            "upload_part_copy",
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": self.bucket, "Key": source_key},
+            CopySourceRange=f"bytes={start}-{end - 1}",
+        )
+        return str(r["CopyPartResult"]["ETag"])
+
+    async def list_parts(self, key: str, upload_id: str, up_to: int) -> list[Part]:
+        """Parts numbered 1..``up_to`` (fewer if some are missing). Raises S3Error if the
+        multipart upload does not exist (``not_found``)."""
+        parts: list[Part] = []
+        marker = 0
+        while marker < up_to:
+            kwargs: dict[str, Any] = {
+                "Key": key,
+                "UploadId": upload_id,
+                "MaxParts": min(self.list_page, up_to - marker),
+            }
+            if marker:
+                kwargs["PartNumberMarker"] = marker
+            r = await self._call("list_parts", **kwargs)
+            batch = r.get("Parts") or []
+            for item in batch:
+                number = int(item["PartNumber"])
+                if number <= up_to:
+                    parts.append(Part(number, int(item["Size"]), str(item.get("ETag") or "")))
+            next_marker = int(r.get("NextPartNumberMarker") or 0)
+            if not r.get("IsTruncated") or not batch or next_marker <= marker:
+                break
+            marker = next_marker
+        return parts
+
+    async def complete(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
+        layout = {"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]}
+        await self._call("complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload=layout)
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload; one that is gone already (completed or aborted) is fine."""
+        try:
+            await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+        except S3Error as exc:
+            if not exc.not_found:
+                raise

@@ -1,0 +1,442 @@
+"""pytusd's serving layer (``pytusd.serving``) and the app without it.
+
+Without the serving layer's scope extensions (``pytusd.interim``, ``pytusd.trailers``), the ASGI
+app mounted elsewhere must degrade: no 104 (it cannot send one) and no ``checksum-trailer`` in
+``Tus-Extension`` (it cannot read trailers). With them, it uses both. The protocol class itself
+is exercised in a real uvicorn server (in a thread, in-process) with a small recording app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.protocols.http import httptools_impl
+
+from pytusd.asgi import TusApp
+from pytusd.config import Config
+from pytusd.serving import INTERIM_EXTENSION, TRAILERS_EXTENSION, PytusdHttpProtocol, _Chunks, _status_line
+from pytusd.stores.memory import MemoryStore
+
+# -- driving the ASGI app by hand -------------------------------------------------------------------
+
+
+def scope_for(method: str, path: str, headers: dict[str, str], *, extensions: dict[str, Any] | None = None) -> dict:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+    }
+    if extensions is not None:
+        scope["extensions"] = extensions
+    return scope
+
+
+class Recorder:
+    """ASGI ``send`` that keeps every message."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def starts(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "http.response.start"]
+
+    @property
+    def status(self) -> int:
+        (start,) = self.starts
+        return int(start["status"])
+
+    def header(self, name: str) -> str | None:
+        (start,) = self.starts
+        for key, value in start["headers"]:
+            if key.decode("latin-1").lower() == name:
+                return str(value.decode("latin-1"))
+        return None
+
+
+def receiver(*chunks: bytes) -> Any:
+    queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    if not queue:
+        queue = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if queue:
+            return queue.pop(0)
+        await asyncio.sleep(3600)  # a real server would wait for the disconnect
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def call(app: TusApp, scope: dict[str, Any], *chunks: bytes) -> Recorder:
+    send = Recorder()
+    asyncio.run(asyncio.wait_for(app(scope, receiver(*chunks), send), 10))
+    return send
+
+
+def extensions_of(recorder: Recorder) -> list[str]:
+    return [e.strip() for e in (recorder.header("tus-extension") or "").split(",") if e.strip()]
+
+
+DRAFT_CREATE = {"host": "example.org", "upload-draft-interop-version": "8", "upload-complete": "?1",
+                "content-length": "5"}  # fmt: skip
+
+
+@pytest.mark.parametrize("extensions", [None, {}, {"http.response.trailers": {}}])
+def test_options_without_serving_layer_has_no_checksum_trailer(extensions: dict[str, Any] | None) -> None:
+    app = TusApp(MemoryStore(), Config())
+    send = call(app, scope_for("OPTIONS", "/files/", {"host": "example.org"}, extensions=extensions))
+    assert send.status == 200
+    names = extensions_of(send)
+    assert "checksum" in names
+    assert "checksum-trailer" not in names
+
+
+@pytest.mark.parametrize("extensions", [None, {}])
+def test_draft_creation_without_serving_layer_sends_no_104(extensions: dict[str, Any] | None) -> None:
+    app = TusApp(MemoryStore(), Config())
+    send = call(app, scope_for("POST", "/files/", DRAFT_CREATE, extensions=extensions), b"hel", b"lo")
+    assert [m["type"] for m in send.messages] == ["http.response.start", "http.response.body"]
+    assert send.status == 201  # the upload still works, just without interim responses
+    assert send.header("upload-complete") == "?1"
+    location = send.header("location")
+    assert location and location.startswith("http://example.org/files/")
+
+    path = location[len("http://example.org") :]
+    head = call(app, scope_for("HEAD", path, {"host": "example.org", "upload-draft-interop-version": "8"}))
+    assert head.header("upload-offset") == "5"
+    assert head.header("upload-complete") == "?1"
+
+
+def test_draft_append_without_serving_layer_sends_no_progress() -> None:
+    app = TusApp(MemoryStore(), Config(progress_interval=0.01))
+    created = call(app, scope_for("POST", "/files/", {**DRAFT_CREATE, "upload-complete": "?0", "content-length": "0"}))
+    path = (created.header("location") or "")[len("http://example.org") :]
+    headers = {"host": "example.org", "upload-draft-interop-version": "8", "upload-complete": "?1",
+               "upload-offset": "0", "content-type": "application/partial-upload"}  # fmt: skip
+    send = call(app, scope_for("PATCH", path, headers), b"a" * 10, b"b" * 10, b"c" * 10)
+    assert [m["type"] for m in send.messages] == ["http.response.start", "http.response.body"]
+    assert send.status == 204
+
+
+def test_with_serving_extensions_the_app_uses_them() -> None:
+    interims: list[tuple[int, list[tuple[bytes, bytes]]]] = []
+
+    async def send_interim(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        interims.append((status, headers))
+
+    extensions = {INTERIM_EXTENSION: {"send": send_interim}, TRAILERS_EXTENSION: {"get": list}}
+    app = TusApp(MemoryStore(), Config())
+    options = call(app, scope_for("OPTIONS", "/files/", {"host": "example.org"}, extensions=extensions))
+    assert "checksum-trailer" in extensions_of(options)
+
+    created = call(app, scope_for("POST", "/files/", DRAFT_CREATE, extensions=extensions), b"hello")
+    assert created.status == 201
+    assert [status for status, _ in interims] == [104]
+    announced = dict(interims[0][1])
+    assert announced[b"location"].decode() == created.header("location")
+    assert announced[b"upload-draft-interop-version"] == b"8"
+
+
+def test_tus_request_without_serving_layer_sends_no_104() -> None:
+    interims: list[int] = []
+
+    async def send_interim(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        interims.append(status)
+
+    app = TusApp(MemoryStore(), Config())
+    headers = {"host": "example.org", "tus-resumable": "1.0.0", "upload-length": "5",
+               "content-type": "application/offset+octet-stream", "content-length": "5"}  # fmt: skip
+    send = call(app, scope_for("POST", "/files/", headers, extensions={INTERIM_EXTENSION: {"send": send_interim}}),
+                b"hello")  # fmt: skip
+    assert send.status == 201
+    assert interims == []  # 104 is for draft clients only
+
+
+# -- _Chunks ----------------------------------------------------------------------------------------
+
+
+def test_chunks_empty() -> None:
+    chunks = _Chunks()
+    assert len(chunks) == 0
+    assert bytes(chunks) == b""
+    assert not chunks
+
+
+def test_chunks_single_chunk_is_not_copied() -> None:
+    chunk = b"x" * 100_000
+    chunks = _Chunks()
+    chunks.append(chunk)
+    assert len(chunks) == 100_000
+    assert bytes(chunks) is chunk
+
+
+def test_chunks_several_are_joined_in_order() -> None:
+    chunks = _Chunks()
+    for piece in (b"ab", b"", b"cde", b"f"):
+        chunks.append(piece)
+    assert len(chunks) == 6
+    assert chunks.size == 6
+    assert bytes(chunks) == b"abcdef"
+    assert bytes(chunks) == b"abcdef"  # reading does not consume
+
+
+def test_chunks_has_no_instance_dict() -> None:
+    with pytest.raises(AttributeError):
+        _Chunks().other = 1  # type: ignore[attr-defined]
+
+
+# -- status lines ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        (104, b"HTTP/1.1 104 Upload Resumption Supported\r\n"),
+        (460, b"HTTP/1.1 460 Checksum Mismatch\r\n"),
+        (100, b"HTTP/1.1 100 Continue\r\n"),
+        (103, b"HTTP/1.1 103 Early Hints\r\n"),
+        (199, b"HTTP/1.1 199 \r\n"),
+    ],
+)
+def test_status_line(status: int, line: bytes) -> None:
+    assert _status_line(status) == line
+
+
+def test_uvicorn_knows_the_reason_phrases() -> None:
+    assert httptools_impl.STATUS_LINE[104] == b"HTTP/1.1 104 Upload Resumption Supported\r\n"
+    assert httptools_impl.STATUS_LINE[460] == b"HTTP/1.1 460 Checksum Mismatch\r\n"
+
+
+# -- the interim sender, on a protocol object without a connection ----------------------------------
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class FakeCycle:
+    def __init__(self, scope: object) -> None:
+        self.scope = scope
+        self.response_started = False
+        self.disconnected = False
+
+
+def protocol_with(scope: object) -> tuple[PytusdHttpProtocol, FakeTransport, FakeCycle]:
+    protocol = PytusdHttpProtocol.__new__(PytusdHttpProtocol)
+    transport, cycle = FakeTransport(), FakeCycle(scope)
+    protocol.transport = transport  # type: ignore[assignment]
+    protocol.cycle = cycle  # type: ignore[assignment]
+    return protocol, transport, cycle
+
+
+def test_interim_sender_writes_a_1xx() -> None:
+    scope: dict[str, Any] = {}
+    protocol, transport, _ = protocol_with(scope)
+    send = protocol._interim_sender(scope)
+    asyncio.run(send(104, [(b"location", b"/files/x"), (b"upload-draft-interop-version", b"8")]))
+    assert transport.written == (
+        b"HTTP/1.1 104 Upload Resumption Supported\r\nlocation: /files/x\r\nupload-draft-interop-version: 8\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("status", [99, 101, 200, 204, 404])
+def test_interim_sender_refuses_non_interim_status(status: int) -> None:
+    scope: dict[str, Any] = {}
+    protocol, transport, _ = protocol_with(scope)
+    with pytest.raises(ValueError):
+        asyncio.run(protocol._interim_sender(scope)(status, []))
+    assert transport.written == b""
+
+
+@pytest.mark.parametrize(
+    "header", [(b"location", b"/x\r\nSet-Cookie: a=b"), (b"loc\nation", b"x"), (b"a:b", b"x"), (b"x", b"a\rb")]
+)
+def test_interim_sender_refuses_header_injection(header: tuple[bytes, bytes]) -> None:
+    scope: dict[str, Any] = {}
+    protocol, transport, _ = protocol_with(scope)
+    with pytest.raises(ValueError):
+        asyncio.run(protocol._interim_sender(scope)(104, [header]))
+    assert transport.written == b""
+
+
+def test_interim_sender_is_silent_once_the_final_response_started() -> None:
+    scope: dict[str, Any] = {}
+    protocol, transport, cycle = protocol_with(scope)
+    cycle.response_started = True
+    asyncio.run(protocol._interim_sender(scope)(104, [(b"upload-offset", b"1")]))
+    assert transport.written == b""
+
+
+def test_interim_sender_is_silent_for_another_request() -> None:
+    protocol, transport, _ = protocol_with({"the": "next request"})
+    asyncio.run(protocol._interim_sender({"an": "earlier request"})(104, [(b"upload-offset", b"1")]))
+    assert transport.written == b""
+
+
+def test_interim_sender_is_silent_after_disconnect_or_close() -> None:
+    scope: dict[str, Any] = {}
+    protocol, transport, cycle = protocol_with(scope)
+    cycle.disconnected = True
+    asyncio.run(protocol._interim_sender(scope)(104, []))
+    cycle.disconnected = False
+    transport.closing = True
+    asyncio.run(protocol._interim_sender(scope)(104, []))
+    assert transport.written == b""
+
+
+# -- the protocol class in a real uvicorn server ----------------------------------------------------
+
+
+class Probe:
+    """An ASGI app that sends a 104 through the extension and echoes what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        extensions = scope.get("extensions") or {}
+        await extensions[INTERIM_EXTENSION]["send"](104, [(b"x-probe", b"1")])
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.seen.append(
+            {
+                "headers": [(n.decode(), v.decode()) for n, v in scope["headers"]],
+                "trailers": [(n.decode(), v.decode()) for n, v in extensions[TRAILERS_EXTENSION]["get"]()],
+                "body": body,
+            }
+        )
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture(scope="module")
+def probe_server() -> Iterator[tuple[int, Probe]]:
+    app = Probe()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=PytusdHttpProtocol, loop="asyncio",
+                            lifespan="off", log_level="warning", access_log=False)  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    yield port, app
+    server.should_exit = True
+    thread.join(10)
+
+
+def raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while b"\r\n\r\nok" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def test_protocol_sends_interim_before_final(probe_server: tuple[int, Probe]) -> None:
+    port, _ = probe_server
+    answer = raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert answer.startswith(b"HTTP/1.1 104 Upload Resumption Supported\r\nx-probe: 1\r\n\r\nHTTP/1.1 200 "), answer
+
+
+def test_protocol_sends_no_interim_to_http_1_0(probe_server: tuple[int, Probe]) -> None:
+    """RFC 9110 section 15.2: "a server MUST NOT send a 1xx response to an HTTP/1.0 client"."""
+    port, _ = probe_server
+    answer = raw(port, b"POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
+def test_protocol_keeps_trailers_apart(probe_server: tuple[int, Probe]) -> None:
+    port, app = probe_server
+    request = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\nUpload-Checksum: sha1 AAAA\r\nX-Tail: 2\r\n\r\n"
+    )
+    answer = raw(port, request)
+    assert b"HTTP/1.1 200" in answer, answer
+    seen = app.seen[-1]
+    assert seen["body"] == b"abcde"
+    assert ("upload-checksum", "sha1 AAAA") in seen["trailers"]
+    assert ("x-tail", "2") in seen["trailers"]
+    assert all(name not in ("upload-checksum", "x-tail") for name, _ in seen["headers"]), seen
+
+
+def test_protocol_trailers_do_not_leak_into_the_next_request(probe_server: tuple[int, Probe]) -> None:
+    port, app = probe_server
+    first = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Tail: 1\r\n\r\n"
+    second = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nX-Head: 2\r\n\r\nb"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(first)
+        received = b""
+        while received.count(b"\r\n\r\nok") < 1:
+            received += sock.recv(65536)
+        sock.sendall(second)
+        while received.count(b"\r\n\r\nok") < 2:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    one, two = app.seen[-2:]
+    assert one["trailers"] == [("x-tail", "1")]
+    assert two["trailers"] == []
+    assert ("x-head", "2") in two["headers"]
+
+
+def test_protocol_large_body_arrives_whole(probe_server: tuple[int, Probe]) -> None:
+    port, app = probe_server
+    body = bytes(range(256)) * 4096  # 1 MiB: several reads, flow control on the way
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 65536):
+            sock.sendall(body[i : i + 65536])
+        received = b""
+        with contextlib.suppress(TimeoutError):
+            while b"\r\n\r\nok" not in received:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    assert b"HTTP/1.1 200" in received
+    assert app.seen[-1]["body"] == body
