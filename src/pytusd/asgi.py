@@ -109,7 +109,7 @@ def _join_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        text = value.decode("latin-1").strip(" \t")  # RFC 9110 5.5: not part of the value
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return headers
 
@@ -162,6 +162,7 @@ class TusApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.handler.wait_background()
+        await self.handler.hooks.aclose()
         await self.handler.locker.close()
         await self.store.close()
 
@@ -209,6 +210,11 @@ class TusApp:
             await self.startup()
         raw = scope["headers"]
         headers = _join_headers(raw)
+        if "host" not in headers and scope.get("http_version") == "1.1":
+            # RFC 9112 3.2: an HTTP/1.1 request without Host gets a 400.
+            await _send_response(send, Response(400, [("content-type", "text/plain; charset=utf-8")],
+                                                b"missing Host header\n"), head=False)  # fmt: skip
+            return
         server = scope.get("server")
         client = scope.get("client")
         interim: InterimSender | None = None

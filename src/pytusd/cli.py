@@ -21,6 +21,7 @@ from pytusd import __version__
 from pytusd.asgi import TusApp
 from pytusd.config import Config
 from pytusd.flags import Flag, convert, env_name, parse_duration, parse_size
+from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
 from pytusd.locks.file import FileLocker
 from pytusd.stores.file import FileStore
 
@@ -46,6 +47,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("unix-sock", "str", "", "listen on this Unix socket instead of host/port"),
     Flag("log-format", "str", "text", "log format: text or json"),
     Flag("log-level", "str", "info", "log level: debug, info, warning, error"),
+    *HOOK_FLAGS,
 )
 
 
@@ -92,7 +94,7 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
     directory = settings["upload_dir"]
     os.makedirs(directory, exist_ok=True)
     store = FileStore(directory, fsync=settings["fsync"])
-    return TusApp(store, config, locker=FileLocker(directory))
+    return TusApp(store, config, locker=FileLocker(directory), hooks=hooks_from_settings(settings))
 
 
 def app_from_env() -> TusApp:
@@ -151,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     settings = vars(args)
+    try:
+        hooks_from_settings(settings)  # fail here, with a usage message, not in every worker
+    except ValueError as exc:
+        parser.error(str(exc))
     # Workers rebuild the app from the environment: hand them exactly what we resolved.
     for flag in FLAGS:
         value = settings[flag.name.replace("-", "_")]

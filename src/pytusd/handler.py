@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pytusd.config import Config
 from pytusd.draft import DraftProtocol
@@ -71,6 +71,8 @@ class _WriteResult:
     info: UploadInfo
     written: int
     error: HTTPError | None = None
+    #: Headers a pre-finish hook added to the success response.
+    headers: Headers = field(default_factory=list)
 
 
 class UploadHandler:
@@ -148,9 +150,10 @@ class UploadHandler:
             response = self._error_response(not_found())
         except LockTimeout:
             response = self._error_response(HTTPError(423, "upload is locked by another request that did not let go"))
-        except HookError as exc:
-            logger.warning("blocking hook failed: %s", exc)
-            response = self._error_response(HTTPError(500, f"hook failed: {_one_line(str(exc))}"))
+        except HookError as exc:  # the hooks layer logged it
+            status = getattr(exc, "status", 500)
+            status = status if 500 <= status <= 599 else 500
+            response = self._error_response(HTTPError(status, f"hook failed: {_one_line(str(exc))}"))
         except (StoreError, OSError) as exc:
             logger.exception("store failure")
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -165,7 +168,14 @@ class UploadHandler:
         return response
 
     def _error_response(self, exc: HTTPError) -> Response:
-        headers = [*exc.headers, ("content-type", "text/plain; charset=utf-8")]
+        if isinstance(exc, _HookRejection) and exc.body is not None:
+            # A hook's own answer goes out as the hook wrote it (tusd does the same).
+            headers = list(exc.headers)
+            if not any(name == "content-type" for name, _ in headers):
+                headers.append(("content-type", "text/plain; charset=utf-8"))
+            return Response(exc.status, headers, exc.body)
+        headers = [(n, v) for n, v in exc.headers if n != "content-type"]
+        headers.append(("content-type", "text/plain; charset=utf-8"))
         return Response(exc.status, headers, (_one_line(exc.reason) + "\n").encode())
 
     async def _dispatch(self, request: Request, cors_ok: bool) -> Response:
@@ -297,9 +307,10 @@ class UploadHandler:
         # Before anything is created: a request whose Host is unusable leaves nothing behind.
         origin = origin_of(headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy)
         hook_request = self._hook_request(request)
-        info = await self._create_with_hooks(info, hook_request, partials)
+        hook_headers: Headers = []
+        info = await self._create_with_hooks(info, hook_request, partials, hook_headers)
         location = origin + upload_path(self.config.base_path, info.id)
-        response_headers: Headers = [("location", location)]
+        response_headers: Headers = [("location", location), *hook_headers]
         if has_body:
             lock = await self._lock(info.id, request.body)
             try:
@@ -307,6 +318,7 @@ class UploadHandler:
             finally:
                 await lock.release()
             info = result.info
+            response_headers += result.headers
             if result.error is not None:
                 # The upload exists: tell the client where, so it can resume.
                 result.error.headers += [("location", location), ("upload-offset", str(info.offset))]
@@ -317,9 +329,16 @@ class UploadHandler:
         return Response(201, response_headers)
 
     async def _create_with_hooks(
-        self, info: UploadInfo, hook_request: HookRequest, partials: list[UploadInfo] | None = None
+        self,
+        info: UploadInfo,
+        hook_request: HookRequest,
+        partials: list[UploadInfo] | None = None,
+        hook_headers: Headers | None = None,
     ) -> UploadInfo:
-        """Give the upload an ID (a pre-create hook may choose it), store it, run post-create."""
+        """Give the upload an ID (a pre-create hook may choose it), store it, run post-create.
+
+        ``hook_headers`` receives the headers a pre-create hook adds to the success response.
+        """
         info.id = uuid.uuid4().hex
         if self.hooks.enabled(HookEvent.PRE_CREATE):
             answer = await self.hooks.run(HookEvent.PRE_CREATE, info, hook_request)
@@ -332,6 +351,8 @@ class UploadHandler:
                 info.metadata = dict(answer.change_metadata)
             if answer.change_storage is not None:
                 info.storage = dict(answer.change_storage)
+            if hook_headers is not None:
+                hook_headers += _success_headers(answer)
         try:
             info = await self.store.create(info)
         except UploadExists:
@@ -376,11 +397,10 @@ class UploadHandler:
         """Concatenate now if every partial is done; else let the last partial finish it."""
         if all(p.is_complete for p in partials):
             return await self._concatenate(final, partials)
-        for partial in {p.id: p for p in partials if not p.is_complete}.values():
-            # Not under the partial's lock: taking it would stop the partial's own upload. A lost
-            # link only delays completion to the final's next HEAD or GET.
-            partial.pending_finals.append(final.id)
-            await self.store.update_info(partial)
+        for partial_id in {p.id: None for p in partials if not p.is_complete}:
+            # Not under the partial's lock (that would stop the partial's own upload): the store
+            # records the link without rewriting what a concurrent request may have changed.
+            await self.store.add_pending_final(partial_id, final.id)
         return final
 
     async def _concatenate(self, final: UploadInfo, partials: list[UploadInfo]) -> UploadInfo:
@@ -458,7 +478,7 @@ class UploadHandler:
             raise result.error
         if info.is_complete and info.pending_finals:
             await self._finish_pending_finals(info)
-        response_headers: Headers = [("upload-offset", str(info.offset))]
+        response_headers: Headers = [("upload-offset", str(info.offset)), *result.headers]
         self._expires_header(info, response_headers)
         return Response(204, response_headers)
 
@@ -530,6 +550,10 @@ class UploadHandler:
         reporter = None
         if progress is not None and self.config.progress_interval > 0:
             reporter = asyncio.get_running_loop().create_task(self._report_progress(info, progress))
+        stops: list[HookResponse] = []
+        watcher = None
+        if self.hooks.enabled(HookEvent.POST_RECEIVE):
+            watcher = asyncio.get_running_loop().create_task(self._watch_post_receive(info, hook_request, body, stops))
         try:
             written = await self.store.write_chunk(info.id, info.offset, source, all_or_nothing=verifier is not None)
         except _TooLarge:
@@ -540,15 +564,18 @@ class UploadHandler:
             error = exc
         finally:
             self._active.discard(body)
-            if reporter is not None:
-                reporter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
+            for task in (reporter, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         if error is not None:
             # The store kept what arrived before the limit (never with a checksum): reread it.
             fresh = await self.store.get_info(info.id)
             return _WriteResult(fresh, fresh.offset - info.offset, error)
         info.offset += written
+        if body.stopped == STOPPED_BY_HOOK and stops:
+            return await self._stopped_by_hook(info, written, stops[0])
         if body.stopped is not None:
             status = 503 if body.stopped == STOPPED_BY_SHUTDOWN else 400
             return _WriteResult(info, written, HTTPError(status, f"upload {body.stopped}"))
@@ -575,8 +602,45 @@ class UploadHandler:
                 if answer.reject_upload or (answer.status or 0) >= 400:
                     rejection = _rejection(answer, 400, "upload rejected by a pre-finish hook")
                     return _WriteResult(info, written, rejection)
+                self._fire(HookEvent.POST_FINISH, info, hook_request)
+                return _WriteResult(info, written, headers=_success_headers(answer))
             self._fire(HookEvent.POST_FINISH, info, hook_request)
         return _WriteResult(info, written)
+
+    async def _watch_post_receive(
+        self, info: UploadInfo, hook_request: HookRequest, body: Body, stops: list[HookResponse]
+    ) -> None:
+        """post-receive while a body arrives (the hooks pace it per upload); StopUpload stops the body."""
+        last = info.offset
+        interval = self.hooks.progress_interval or 1.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                offset = (await self.store.get_info(info.id)).offset
+            except (UploadNotFound, StoreError, OSError):
+                continue
+            if offset == last:
+                continue
+            last = offset
+            snapshot = replace(info, offset=offset, metadata=dict(info.metadata), storage=dict(info.storage))
+            try:
+                answer = await self.hooks.run(HookEvent.POST_RECEIVE, snapshot, hook_request)
+            except Exception:
+                logger.exception("post-receive hook failed")
+                continue
+            if answer.stop_upload:
+                stops.append(answer)
+                body.stop(STOPPED_BY_HOOK)
+                return
+
+    async def _stopped_by_hook(self, info: UploadInfo, written: int, answer: HookResponse) -> _WriteResult:
+        """As tusd: an upload stopped by a post-receive hook is terminated; the client gets the hook's answer."""
+        if "termination" in self.store.features:
+            try:
+                await self.store.terminate(info.id)
+            except (UploadNotFound, StoreError, OSError) as exc:
+                logger.warning("could not terminate upload %s stopped by a hook: %s", info.id, exc)
+        return _WriteResult(info, written, _rejection(answer, 400, "upload stopped by a post-receive hook"))
 
     async def _report_progress(self, info: UploadInfo, send: ProgressSender) -> None:
         """Tell the client the stored offset while a body arrives (IETF 104 responses)."""
@@ -601,6 +665,7 @@ class UploadHandler:
                 reject = answer.reject_termination
                 _raise_if_rejected(answer, reject, 400, "termination rejected by a pre-terminate hook")
             await self.store.terminate(upload_id)
+            await self.locker.forget(upload_id)
         finally:
             await lock.release()
         await self._drop_pending_finals(info)
@@ -618,6 +683,7 @@ class UploadHandler:
                 final = await self.store.get_info(final_id)
                 if not final.is_complete:
                     await self.store.terminate(final_id)
+                    await self.locker.forget(final_id)
             except UploadNotFound:
                 pass
             finally:
@@ -714,6 +780,7 @@ class UploadHandler:
                 continue  # gone, or being written right now (so not expired after all)
             try:
                 await self.store.terminate(upload_id)
+                await self.locker.forget(upload_id)
                 removed += 1
             except UploadNotFound:
                 continue
@@ -809,10 +876,32 @@ def _has_body(headers: Mapping[str, str]) -> bool:
     return "chunked" in (headers.get("transfer-encoding") or "").lower()
 
 
+class _HookRejection(HTTPError):
+    """A hook's rejection: its status, headers and body reach the client as the hook chose them."""
+
+    def __init__(self, status: int, reason: str, headers: Headers, body: bytes | None) -> None:
+        super().__init__(status, reason, headers)
+        self.body = body
+
+
 def _rejection(answer: HookResponse, default_status: int, default_reason: str) -> HTTPError:
     status = answer.status if answer.status and 400 <= answer.status <= 599 else default_status
     headers = [(k.lower(), v) for k, v in answer.headers.items() if _safe_header(k, v)]
-    return HTTPError(status, answer.body or default_reason, headers)
+    body = answer.body.encode("utf-8", "surrogateescape") if answer.body else None
+    return _HookRejection(status, answer.body or default_reason, headers, body)
+
+
+#: Headers a hook may not set on a success response: the protocol's own.
+_PROTOCOL_HEADERS = frozenset({
+    "location", "upload-offset", "upload-length", "upload-expires", "upload-metadata", "upload-concat",
+    "upload-defer-length", "tus-resumable", "content-length", "transfer-encoding", "connection",
+})  # fmt: skip
+
+
+def _success_headers(answer: HookResponse) -> Headers:
+    """The headers a pre-create or pre-finish hook adds to a success response (as tusd merges them)."""
+    allowed = answer.headers.items()
+    return [(k.lower(), v) for k, v in allowed if _safe_header(k, v) and k.lower() not in _PROTOCOL_HEADERS]
 
 
 def _raise_if_rejected(answer: HookResponse, rejected: bool, default_status: int, reason: str) -> None:

@@ -38,6 +38,13 @@ for _code, _phrase in _PHRASES.items():
 
 #: Bytes buffered for one request before the socket stops being read (backpressure).
 BODY_HIGH_WATER = max(HIGH_WATER_LIMIT, 256 * 1024)
+#: Request line plus header fields (and, separately, trailer fields) larger than this get a 431:
+#: httptools itself has no limit, and headers are held in memory whole.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _HeadersTooLarge(Exception):
+    pass
 
 
 class _Chunks:
@@ -77,8 +84,12 @@ def _status_line(status: int) -> bytes:
 
 
 class PytusdHttpProtocol(HttpToolsProtocol):
+    _header_bytes = 0
+    _too_large = False
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_bytes = 0
         self._in_trailers = False
         trailers: list[tuple[bytes, bytes]] = []
         self._trailers = trailers
@@ -88,7 +99,29 @@ class PytusdHttpProtocol(HttpToolsProtocol):
             TRAILERS_EXTENSION: {"get": lambda: list(trailers)},
         }
 
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._too_large = True
+            raise _HeadersTooLarge  # httptools stops parsing; uvicorn then calls send_400_response
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._too_large:
+            super().send_400_response(msg)
+            return
+        body = b"request header fields too large\n"
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
         if self._in_trailers:
             self._trailers.append((name.lower(), value))
         else:
@@ -97,6 +130,7 @@ class PytusdHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._in_trailers = True
+        self._header_bytes = 0  # trailers get a budget of their own
 
     def on_body(self, body: bytes) -> None:
         cycle: Any = self.cycle  # its ``body`` becomes a _Chunks, which uvicorn's types do not know

@@ -1,7 +1,6 @@
 """The server starts over real TCP and completes one upload."""
 
 import httpx
-
 from tests.server import ServerProcess
 
 

@@ -64,7 +64,12 @@ class ProgressPacer:
         self._prune(now)
         last = self._last.get(upload_id)
         if last is not None and now - last < self.interval:
-            await asyncio.sleep(last + self.interval - now)
+            try:
+                await asyncio.sleep(last + self.interval - now)
+            except asyncio.CancelledError:
+                if self._latest.get(upload_id) == token:
+                    del self._latest[upload_id]
+                raise
             if self._latest.get(upload_id) != token:
                 return False
         self._last[upload_id] = self._clock()

@@ -34,5 +34,8 @@ class Locker(abc.ABC):
         the lock while we hold it. Raises :class:`LockTimeout` after ``timeout`` seconds.
         """
 
+    async def forget(self, upload_id: str) -> None:  # noqa: B027 - optional hook
+        """The upload was terminated (its lock is still held): drop what the lock kept for it."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (background tasks, connections)."""

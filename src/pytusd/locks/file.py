@@ -27,7 +27,7 @@ class _FileLock(Lock):
         self._locker, self._fd, self._stop_path, self._inner = locker, fd, stop_path, inner
 
     async def release(self) -> None:
-        self._locker.forget(self._stop_path)
+        self._locker.unwatch(self._stop_path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._stop_path)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -86,12 +86,22 @@ class FileLocker(Locker):
         self._watch(stop_path, on_stop_request)
         return _FileLock(self, fd, stop_path, inner)
 
+    async def forget(self, upload_id: str) -> None:
+        """Remove the lock file of a terminated upload, so lock files do not pile up.
+
+        A request that opened the old file meanwhile locks a file nobody else will lock; it finds
+        the upload gone and answers 404 either way.
+        """
+        lock_path, _ = self._paths(upload_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+
     def _watch(self, stop_path: str, callback: StopCallback) -> None:
         self._watched[stop_path] = callback
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch_loop())
 
-    def forget(self, stop_path: str) -> None:
+    def unwatch(self, stop_path: str) -> None:
         self._watched.pop(stop_path, None)
 
     async def _watch_loop(self) -> None:

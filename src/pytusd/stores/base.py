@@ -75,6 +75,18 @@ class DataStore(abc.ABC):
         info.size = length
         await self.update_info(info)
 
+    async def add_pending_final(self, partial_id: str, final_id: str) -> None:
+        """Record that ``final_id`` waits for the partial ``partial_id`` (concatenation-unfinished).
+
+        Called without the partial's lock (taking it would stop the partial's own upload), so it
+        must not undo a concurrent info change such as a declared length. This default re-reads
+        just before writing, which narrows the window; stores override it with an atomic append.
+        """
+        info = await self.get_info(partial_id)
+        if final_id not in info.pending_finals:
+            info.pending_finals.append(final_id)
+            await self.update_info(info)
+
     @abc.abstractmethod
     def read(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stream bytes ``[start, end)`` of the upload (``end`` None: to the offset)."""

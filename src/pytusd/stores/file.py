@@ -22,7 +22,8 @@ from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFou
 
 INFO_SUFFIX = ".info"
 #: Suffixes of files that sit beside a data file; IDs may not end with them.
-RESERVED_SUFFIXES = (INFO_SUFFIX, ".lock", ".stop", ".tmp", ".part")
+FINALS_SUFFIX = ".finals"
+RESERVED_SUFFIXES = (INFO_SUFFIX, FINALS_SUFFIX, ".lock", ".stop", ".tmp", ".part")
 TEMP_DIR = ".pytusd-tmp"
 READ_BLOCK = 1024 * 1024
 INFO_CACHE_SIZE = 4096
@@ -126,7 +127,32 @@ class FileStore(DataStore):
             raise UploadNotFound(upload_id) from None
         info.id = upload_id
         info.offset = size
+        if info.is_partial:
+            info.pending_finals += self._read_finals(path, info.pending_finals)
         return info
+
+    def _read_finals(self, path: str, known: list[str]) -> list[str]:
+        """Finals waiting for a partial, from its append-only ``.finals`` file."""
+        try:
+            with open(path + FINALS_SUFFIX, encoding="utf-8") as f:
+                lines = f.read().split()
+        except FileNotFoundError:
+            return []
+        return [final_id for final_id in dict.fromkeys(lines) if final_id not in known]
+
+    async def add_pending_final(self, partial_id: str, final_id: str) -> None:
+        """One ``O_APPEND`` write of a line: atomic, and it leaves the info file alone, so a
+        declared length written concurrently under the partial's lock is never undone."""
+        path = self.data_path(partial_id)
+        if not os.path.exists(path):
+            raise UploadNotFound(partial_id)
+        fd = os.open(path + FINALS_SUFFIX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (final_id + "\n").encode())
+            if self.fsync:
+                await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
 
     # -- contract ---------------------------------------------------------------------------
 
@@ -265,6 +291,8 @@ class FileStore(DataStore):
             raise UploadNotFound(upload_id) from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + FINALS_SUFFIX)
 
     async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
         await asyncio.to_thread(self._concatenate, final.id, [p.id for p in partials])

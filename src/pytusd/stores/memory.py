@@ -64,6 +64,11 @@ class MemoryStore(DataStore):
             data += target
         return len(target) - start
 
+    async def add_pending_final(self, partial_id: str, final_id: str) -> None:
+        pending = self._get(partial_id).pending_finals
+        if final_id not in pending:
+            pending.append(final_id)
+
     async def read(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         self._get(upload_id)
         data = self._data[upload_id]

@@ -1,0 +1,574 @@
+"""Helpers for the hook tests: servers with hooks, a recording hook program, a loopback hook endpoint.
+
+Servers with file or HTTP hooks are real ``pytusd`` processes started with ``--hooks-dir`` /
+``--hooks-http``. Until the ``pytusd`` command knows those flags, the same flags go to this file
+run as a script: it builds the app exactly as ``pytusd`` does (``app_from_settings``), adds
+``hooks_from_settings`` and serves it with uvicorn and pytusd's protocol class. Python hooks need
+the app in the test's own process: :class:`InProcessServer` serves it over real TCP from a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if __name__ == "__main__":  # run as the launcher script: make `pytusd` and `tests` importable
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+import httpx  # noqa: E402
+from tests.server import ServerProcess, free_port  # noqa: E402
+
+#: Generous bound for anything that must not hang.
+TIMEOUT = 15.0
+
+
+def cli_has_hook_flags() -> bool:
+    from pytusd import cli
+
+    return any(flag.name == "hooks-dir" for flag in cli.FLAGS)
+
+
+def handler_stops_uploads() -> bool:
+    """The handler acts on post-receive answers (StopUpload) while a body arrives."""
+    from pytusd.handler import UploadHandler
+
+    return hasattr(UploadHandler, "_watch_post_receive")
+
+
+def handler_adds_hook_headers() -> bool:
+    """The handler adds a non-rejecting pre-create/pre-finish answer's headers to its response."""
+    from pytusd import handler
+
+    return hasattr(handler, "_success_headers")
+
+
+def handler_sends_hook_bodies() -> bool:
+    """The handler sends a rejecting hook's body and Content-Type verbatim (not as a one-line reason)."""
+    from pytusd import handler
+
+    return hasattr(handler, "_HookRejection")
+
+
+@functools.cache
+def handler_maps_hook_status() -> bool:
+    """The handler answers a failed blocking hook with the HookError's status (502, 504)."""
+    from pytusd.handler import UploadHandler
+    from pytusd.hooks import HookError, PythonHooks
+    from pytusd.hooks.python import HookCall
+    from pytusd.messages import Request
+    from pytusd.stores.memory import MemoryStore
+
+    def pre_create(call: HookCall) -> None:
+        raise HookError("gateway timeout", 504)
+
+    handler = UploadHandler(MemoryStore(), hooks=PythonHooks(pre_create=pre_create))
+    request = Request("POST", "/files/", {"tus-resumable": "1.0.0", "upload-length": "1", "host": "h"})
+    logging.disable(logging.CRITICAL)
+    try:
+        return asyncio.run(handler.handle(request)).status == 504
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+
+class LauncherProcess(ServerProcess):
+    """Like :class:`ServerProcess`, but runs this file, which wires the hook flags itself."""
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        cmd = [
+            sys.executable, str(Path(__file__).resolve()),
+            "--host", self.host, "--port", str(self.port),
+            "--upload-dir", str(self.upload_dir), *self.args,
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTUSD_")}
+        env.update(self.env)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"launcher exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.options(self.url, timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"launcher did not start within {timeout}s:\n{self.log()}")
+
+
+def start_hook_server(upload_dir: Path, args: Sequence[str], env: dict[str, str] | None = None) -> ServerProcess:
+    """A real server with the given (hook) flags: ``pytusd`` itself once it knows the hook flags."""
+    cls = ServerProcess if cli_has_hook_flags() else LauncherProcess
+    return cls(upload_dir, args, env=env).start()
+
+
+def _launch(argv: Sequence[str]) -> None:
+    """The launcher: ``pytusd``'s flags plus the hook flags, one process, no workers."""
+    import uvicorn
+
+    from pytusd import cli
+    from pytusd.flags import parse_duration, parse_size
+    from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
+    from pytusd.serving import PytusdHttpProtocol
+
+    parser = cli.build_parser()
+    known = {flag.name for flag in cli.FLAGS}
+    converters: dict[str, Callable[[str], Any]] = {"int": int, "duration": parse_duration, "size": parse_size}
+    for flag in HOOK_FLAGS:
+        if flag.name not in known:
+            parser.add_argument("--" + flag.name, type=converters.get(flag.kind, str), default=flag.default)
+    settings = vars(parser.parse_args(argv))
+    app = cli.app_from_settings(settings)
+    if app.handler.hooks.__class__.__name__ == "NoHooks":
+        hooks = hooks_from_settings(settings)
+        if hooks is not None:
+            app.handler.hooks = hooks
+    uvicorn.run(
+        app,
+        host=settings["host"],
+        port=settings["port"],
+        loop="uvloop",
+        http=PytusdHttpProtocol,
+        lifespan="on",
+        log_config=cli._log_config("text", settings["log_level"]),
+        access_log=False,
+    )
+
+
+class InProcessServer:
+    """A :class:`pytusd.TusApp` served by uvicorn over real TCP from a thread of the test process."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        from pytusd.serving import PytusdHttpProtocol
+
+        self.app = app
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        config = uvicorn.Config(
+            app, host=self.host, port=self.port, loop="asyncio", http=PytusdHttpProtocol, lifespan="on",
+            log_level="warning", access_log=False,
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/files/"
+
+    def __enter__(self) -> InProcessServer:
+        self.thread.start()
+        deadline = time.monotonic() + TIMEOUT
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("in-process server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(TIMEOUT)
+
+
+# -- a recording hook program -------------------------------------------------------------------
+
+#: One program for every event (installed under each event's name). It appends what it got (stdin
+#: JSON, TUS_* variables, working directory) to calls.jsonl, then follows plans/<event>.json (see
+#: :func:`plan_applies` for "if_meta" and "if_not_header"):
+#: {"sleep": s, "stdout": "raw text", "response": {...tusd JSON...}, "exit": n}.
+RECORDER = """#!{python}
+import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+event = os.path.basename(sys.argv[0])
+document = json.load(sys.stdin)
+env = {{k: os.environ.get(k) for k in ("TUS_ID", "TUS_OFFSET", "TUS_SIZE")}}
+record = {{"event": event, "input": document, "env": env, "cwd": os.getcwd(), "time": time.time()}}
+with open(os.path.join(here, "calls.jsonl"), "a") as log:
+    log.write(json.dumps(record) + "\\n")
+plan = {{}}
+try:
+    with open(os.path.join(here, "plans", event + ".json")) as f:
+        plan = json.load(f)
+except FileNotFoundError:
+    pass
+metadata = document["Event"]["Upload"]["MetaData"] or {{}}
+if any(metadata.get(k) != v for k, v in (plan.get("if_meta") or {{}}).items()):
+    plan = {{}}
+headers = {{k.lower(): v for k, v in document["Event"]["HTTPRequest"]["Header"].items()}}
+wanted = plan.get("if_not_header") or {{}}
+if wanted and all(headers.get(k.lower(), [None])[0] == v for k, v in wanted.items()):
+    plan = {{}}
+time.sleep(plan.get("sleep", 0))
+if "stdout" in plan:
+    sys.stdout.write(plan["stdout"])
+elif "response" in plan:
+    json.dump(plan["response"], sys.stdout)
+sys.exit(plan.get("exit", 0))
+"""
+
+
+def plan_applies(plan: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
+    """``if_meta``: only for uploads with this metadata; ``if_not_header``: not for requests with these headers."""
+    metadata = document["Event"]["Upload"]["MetaData"] or {}
+    if any(metadata.get(k) != v for k, v in (plan.get("if_meta") or {}).items()):
+        return False
+    headers = {k.lower(): v for k, v in document["Event"]["HTTPRequest"]["Header"].items()}
+    wanted = plan.get("if_not_header") or {}
+    return not (wanted and all(headers.get(k.lower(), [None])[0] == v for k, v in wanted.items()))
+
+
+ALL_EVENTS = (
+    "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate", "post-terminate",
+    "pre-access",
+)  # fmt: skip
+
+
+def write_program(path: Path, source: str) -> Path:
+    path.write_text(source)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@dataclass
+class HookDir:
+    """A hooks directory with the recording program under every event name."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, path: Path, events: Sequence[str] = ALL_EVENTS) -> HookDir:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "plans").mkdir(exist_ok=True)
+        source = RECORDER.format(python=sys.executable)
+        for event in events:
+            write_program(path / event, source)
+        return cls(path)
+
+    def plan(self, event: str, **plan: Any) -> None:
+        (self.path / "plans" / f"{event}.json").write_text(json.dumps(plan))
+
+    def clear(self) -> None:
+        for plan in (self.path / "plans").glob("*.json"):
+            plan.unlink()
+        (self.path / "calls.jsonl").unlink(missing_ok=True)
+
+    def calls(self, event: str | None = None) -> list[dict[str, Any]]:
+        try:
+            lines = (self.path / "calls.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        records = [json.loads(line) for line in lines if line.strip()]
+        return [r for r in records if event is None or r["event"] == event]
+
+
+# -- a loopback HTTP hook endpoint ---------------------------------------------------------------
+
+
+@dataclass
+class HookCallRecord:
+    type: str
+    document: dict[str, Any]
+    #: Case-insensitive, as received.
+    headers: httpx.Headers
+
+
+Responder = Callable[[dict[str, Any]], "tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]] | None"]
+
+
+@dataclass
+class HookEndpoint:
+    """A real HTTP server on loopback that records hook requests and answers them.
+
+    ``plans[type]`` is ``{"response": {...}}`` (tusd JSON), ``{"status": n, "body": "raw"}``,
+    ``{"sleep": s}``, ``{"fail_times": n}`` (answer 500 that many times first) or a callable
+    ``(document) -> (status, body[, headers])``.
+    """
+
+    plans: dict[str, Any] = field(default_factory=dict)
+    calls: list[HookCallRecord] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failures: dict[str, int] = field(default_factory=dict)
+    port: int = 0
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    def of(self, kind: str) -> list[HookCallRecord]:
+        with self.lock:
+            return [c for c in self.calls if c.type == kind]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.calls.clear()
+            self.plans.clear()
+            self.failures.clear()
+
+    def _answer(self, document: dict[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
+        kind = str(document.get("Type"))
+        plan = self.plans.get(kind)
+        if plan is None:
+            return 200, b"{}", {"content-type": "application/json"}
+        if callable(plan):
+            result = plan(document)
+            if result is None:
+                return 200, b"", {}
+            return (result[0], result[1], result[2] if len(result) > 2 else {})
+        if plan.get("sleep"):
+            time.sleep(plan["sleep"])
+        if plan.get("fail_times"):
+            with self.lock:
+                done = self.failures.get(kind, 0)
+                self.failures[kind] = done + 1
+            if done < plan["fail_times"]:
+                return 500, b"try again", {}
+        if "status" in plan:
+            return plan["status"], str(plan.get("body", "")).encode(), {}
+        return 200, json.dumps(plan.get("response", {})).encode(), {"content-type": "application/json"}
+
+    @contextmanager
+    def running(self) -> Iterator[HookEndpoint]:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                document = json.loads(self.rfile.read(length))
+                with endpoint.lock:
+                    endpoint.calls.append(
+                        HookCallRecord(str(document.get("Type")), document, httpx.Headers(self.headers.items()))
+                    )
+                try:
+                    status, body, headers = endpoint._answer(document)
+                except Exception as exc:  # a broken plan: tell the hook client
+                    status, body, headers = 500, str(exc).encode(), {}
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self.port = int(server.server_address[1])
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+# -- one interface over the three transports, for scenarios that every transport must pass ----------
+
+#: Every event, pre-access included, for servers of the scenario tests.
+EVERY_EVENT = ",".join(ALL_EVENTS)
+#: Short limits so failure tests are quick.
+HOOK_TIMEOUT = 1.0
+PROGRESS_INTERVAL = 0.2
+
+
+class Harness:
+    """A server with hooks of one transport, and a way to script the hooks and read what they got.
+
+    A plan (per event): ``response`` (tusd JSON), ``fail`` (the hook crashes: exit 1, HTTP 500,
+    an exception), ``garbage`` (an unreadable answer), ``sleep`` (seconds), and the filters of
+    :func:`plan_applies`. Calls are the hook request documents, oldest first.
+    """
+
+    name: str
+    base_url: str
+    url: str
+    host: str
+    port: int
+    upload_dir: Path
+
+    def plan(self, event: str, **plan: Any) -> None:
+        raise NotImplementedError
+
+    def calls(self, event: str | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def calls_for(self, marker: str, event: str | None = None) -> list[dict[str, Any]]:
+        """Calls about uploads whose metadata has ``test: marker``."""
+        return [c for c in self.calls(event) if (c["Event"]["Upload"]["MetaData"] or {}).get("test") == marker]
+
+    def _attach(self, server: Any, upload_dir: Path) -> None:
+        self.base_url, self.url, self.host, self.port = server.base_url, server.url, server.host, server.port
+        self.upload_dir = upload_dir
+
+
+class FileHarness(Harness):
+    name = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.hooks = HookDir.create(root / "hooks")
+        args = [
+            "--hooks-dir", str(self.hooks.path), "--hooks-enabled-events", EVERY_EVENT,
+            "--hooks-file-timeout", f"{HOOK_TIMEOUT}s", "--progress-hooks-interval", f"{PROGRESS_INTERVAL}s",
+        ]  # fmt: skip
+        self.server = start_hook_server(root / "data", args)
+        self._attach(self.server, root / "data")
+
+    def plan(self, event: str, **plan: Any) -> None:
+        if plan.pop("fail", False):
+            plan["exit"] = 1
+        if plan.pop("garbage", False):
+            plan["stdout"] = "<html>this is not JSON</html>"
+        self.hooks.plan(event, **plan)
+
+    def calls(self, event: str | None = None) -> list[dict[str, Any]]:
+        return [dict(c["input"], env=c["env"]) for c in self.hooks.calls(event)]
+
+    def clear(self) -> None:
+        self.hooks.clear()
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+class HttpHarness(Harness):
+    name = "http"
+
+    def __init__(self, root: Path) -> None:
+        self.plans: dict[str, dict[str, Any]] = {}
+        self.endpoint = HookEndpoint()
+        self._running = self.endpoint.running()
+        self._running.__enter__()
+        for event in ALL_EVENTS:
+            self.endpoint.plans[event] = self._respond
+        args = [
+            "--hooks-http", self.endpoint.url, "--hooks-enabled-events", EVERY_EVENT,
+            "--hooks-http-timeout", f"{HOOK_TIMEOUT}s", "--hooks-http-retry", "1", "--hooks-http-backoff", "50ms",
+            "--hooks-http-forward-headers", "Authorization", "--progress-hooks-interval", f"{PROGRESS_INTERVAL}s",
+        ]  # fmt: skip
+        self.server = start_hook_server(root / "data", args)
+        self._attach(self.server, root / "data")
+
+    def _respond(self, document: dict[str, Any]) -> tuple[int, bytes, Mapping[str, str]]:
+        plan = self.plans.get(str(document["Type"]), {})
+        if not plan_applies(plan, document):
+            plan = {}
+        if plan.get("sleep"):
+            time.sleep(plan["sleep"])
+        if plan.get("fail"):
+            return 500, b"hook crashed", {}
+        if plan.get("garbage"):
+            return 200, b"<html>this is not JSON</html>", {"content-type": "text/html"}
+        return 200, json.dumps(plan.get("response", {})).encode(), {"content-type": "application/json"}
+
+    def plan(self, event: str, **plan: Any) -> None:
+        self.plans[event] = plan
+
+    def calls(self, event: str | None = None) -> list[dict[str, Any]]:
+        with self.endpoint.lock:
+            found = [dict(c.document, forwarded=c.headers) for c in self.endpoint.calls]
+        return [c for c in found if event is None or c["Type"] == event]
+
+    def clear(self) -> None:
+        self.plans.clear()
+        with self.endpoint.lock:
+            self.endpoint.calls.clear()
+
+    def close(self) -> None:
+        self.server.stop()
+        self._running.__exit__(None, None, None)
+
+
+class PythonHarness(Harness):
+    name = "python"
+
+    def __init__(self, root: Path) -> None:
+        from pytusd import Config, TusApp
+        from pytusd.hooks import HookCall, PythonHooks
+        from pytusd.locks.file import FileLocker
+        from pytusd.stores.file import FileStore
+
+        self.plans: dict[str, dict[str, Any]] = {}
+        self.recorded: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+        async def hook(call: HookCall) -> Any:
+            document = call.to_json()
+            with self.lock:
+                self.recorded.append(document)
+            plan = self.plans.get(str(call.event), {})
+            if not plan_applies(plan, document):
+                return None
+            if plan.get("sleep"):
+                await asyncio.sleep(plan["sleep"])
+            if plan.get("fail"):
+                raise RuntimeError("hook crashed")
+            if plan.get("garbage"):
+                return 42
+            return plan.get("response")
+
+        hooks = PythonHooks(dict.fromkeys(ALL_EVENTS, hook), timeout=HOOK_TIMEOUT, progress_interval=PROGRESS_INTERVAL)
+        directory = root / "data"
+        directory.mkdir(parents=True)
+        app = TusApp(FileStore(directory), Config(), locker=FileLocker(directory), hooks=hooks)
+        self.server = InProcessServer(app).__enter__()
+        self._attach(self.server, directory)
+
+    def plan(self, event: str, **plan: Any) -> None:
+        self.plans[event] = plan
+
+    def calls(self, event: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            found = list(self.recorded)
+        return [c for c in found if event is None or c["Type"] == event]
+
+    def clear(self) -> None:
+        self.plans.clear()
+        with self.lock:
+            self.recorded.clear()
+
+    def close(self) -> None:
+        self.server.__exit__(None, None, None)
+
+
+HARNESSES: dict[str, type[Harness]] = {"file": FileHarness, "http": HttpHarness, "python": PythonHarness}
+
+
+if __name__ == "__main__":
+    _launch(sys.argv[1:])

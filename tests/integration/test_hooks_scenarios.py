@@ -1,0 +1,469 @@
+"""Every hook event and every hook answer, on every transport, against a real server over TCP.
+
+The same scenarios run with hook programs (``--hooks-dir``), an HTTP endpoint on loopback
+(``--hooks-http``) and Python callables (``TusApp(..., hooks=PythonHooks(...))``).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from tests.integration.hook_helpers import (
+    HARNESSES,
+    HOOK_TIMEOUT,
+    PROGRESS_INTERVAL,
+    Harness,
+    handler_adds_hook_headers,
+    handler_maps_hook_status,
+    handler_sends_hook_bodies,
+    handler_stops_uploads,
+)
+from tests.integration.tus_helpers import OCTET, TUS, RawConnection, b64, build_request, upload_files, wait_until
+
+
+@pytest.fixture(scope="module", params=sorted(HARNESSES))
+def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    made = HARNESSES[request.param](tmp_path_factory.mktemp(f"hooks-{request.param}"))
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def hooks(harness: Harness) -> Harness:
+    harness.clear()
+    return harness
+
+
+@pytest.fixture
+def client(harness: Harness) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=harness.base_url, headers=TUS, timeout=30.0) as c:
+        yield c
+
+
+def marker() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def meta(mark: str, **more: str) -> str:
+    pairs = {"test": mark, **more}
+    return ",".join(f"{k} {b64(v)}" for k, v in pairs.items())
+
+
+def create(client: httpx.Client, mark: str, length: int = 5, **headers: str) -> httpx.Response:
+    return client.post("/files/", headers={"Upload-Length": str(length), "Upload-Metadata": meta(mark), **headers})
+
+
+def created(client: httpx.Client, mark: str, length: int = 5, **headers: str) -> str:
+    response = create(client, mark, length, **headers)
+    assert response.status_code == 201, (response.status_code, response.text)
+    return str(response.headers["location"])
+
+
+def patch(client: httpx.Client, url: str, data: bytes, offset: int = 0, **headers: str) -> httpx.Response:
+    return client.patch(url, content=data, headers={"Upload-Offset": str(offset), "Content-Type": OCTET, **headers})
+
+
+def assert_hook_failure(response: httpx.Response) -> None:
+    """A 5xx with one plain-text line that says a hook failed (never a stack trace)."""
+    assert 500 <= response.status_code <= 599, (response.status_code, response.text)
+    if handler_maps_hook_status():
+        assert response.status_code in (500, 502, 504)
+    if response.request.method == "HEAD":
+        return
+    text = response.text.strip()
+    assert text.startswith("hook failed: ") and "\n" not in text, text
+    assert "Traceback" not in text
+
+
+def events_of(calls: list[dict[str, Any]]) -> list[str]:
+    return [c["Type"] for c in calls]
+
+
+# -- every event ----------------------------------------------------------------------------------
+
+
+def test_every_event_with_tusd_json(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    url = created(client, mark, 10, Authorization="Bearer alice")
+    upload_id = url.rsplit("/files/", 1)[1]
+    assert patch(client, url, b"hello").status_code == 204
+    assert patch(client, url, b"world", 5).status_code == 204
+    assert client.head(url).status_code == 200
+    assert client.get(url).content == b"helloworld"
+    assert client.delete(url).status_code == 204
+    wanted = {"pre-create", "post-create", "pre-access", "post-receive", "pre-finish", "post-finish",
+              "pre-terminate", "post-terminate"}  # fmt: skip
+    assert wait_until(lambda: wanted <= set(events_of(hooks.calls_for(mark))))
+    calls = hooks.calls_for(mark)
+
+    (pre_create,) = [c for c in calls if c["Type"] == "pre-create"]
+    upload = pre_create["Event"]["Upload"]
+    assert upload["ID"] == "" and upload["Size"] == 10 and upload["Offset"] == 0 and upload["Storage"] is None
+    assert upload["MetaData"] == {"test": mark} and upload["SizeIsDeferred"] is False
+    assert upload["IsPartial"] is False and upload["IsFinal"] is False and upload["PartialUploads"] is None
+    request = pre_create["Event"]["HTTPRequest"]
+    assert request["Method"] == "POST" and request["URI"] == "/files/"
+    assert request["RemoteAddr"].startswith("127.0.0.1:")
+    assert request["Header"]["Authorization"] == ["Bearer alice"] and request["Header"]["Tus-Resumable"] == ["1.0.0"]
+    assert "Host" in request["Header"]
+
+    (post_create,) = [c for c in calls if c["Type"] == "post-create"]
+    assert post_create["Event"]["Upload"]["ID"] == upload_id
+    assert post_create["Event"]["Upload"]["Storage"]["Type"] == "filestore"
+
+    access = [c["Event"]["HTTPRequest"]["Method"] for c in calls if c["Type"] == "pre-access"]
+    assert sorted(access) == ["DELETE", "GET", "HEAD", "PATCH", "PATCH"]
+
+    receives = [c for c in calls if c["Type"] == "post-receive"]
+    assert receives and receives[-1]["Event"]["Upload"]["Offset"] in (5, 10)
+    (pre_finish,) = [c for c in calls if c["Type"] == "pre-finish"]
+    assert pre_finish["Event"]["Upload"]["Offset"] == 10
+    assert pre_finish["Event"]["HTTPRequest"]["Method"] == "PATCH"
+    (post_finish,) = [c for c in calls if c["Type"] == "post-finish"]
+    assert post_finish["Event"]["Upload"]["Offset"] == 10
+    (pre_terminate,) = [c for c in calls if c["Type"] == "pre-terminate"]
+    (post_terminate,) = [c for c in calls if c["Type"] == "post-terminate"]
+    assert (
+        pre_terminate["Event"]["HTTPRequest"]["Method"] == post_terminate["Event"]["HTTPRequest"]["Method"] == "DELETE"
+    )
+    # The only guaranteed orders (as in tusd): pre-create first, post-finish after pre-finish.
+    order = events_of(calls)
+    assert order[0] == "pre-create"
+    assert order.index("pre-finish") < order.index("post-finish")
+    assert order.index("pre-terminate") < order.index("post-terminate")
+    if hooks.name == "file":
+        assert pre_create["env"] == {"TUS_ID": "", "TUS_OFFSET": "0", "TUS_SIZE": "10"}
+        assert post_finish["env"] == {"TUS_ID": upload_id, "TUS_OFFSET": "10", "TUS_SIZE": "10"}
+    if hooks.name == "http":
+        assert pre_create["forwarded"]["Authorization"] == "Bearer alice"
+
+
+def test_creation_with_upload_runs_finish_hooks(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    response = client.post(
+        "/files/",
+        content=b"abc",
+        headers={"Upload-Length": "3", "Upload-Metadata": meta(mark), "Content-Type": OCTET},
+    )
+    assert response.status_code == 201 and response.headers["upload-offset"] == "3"
+    assert wait_until(lambda: "post-finish" in events_of(hooks.calls_for(mark)))
+    assert {"pre-create", "post-create", "pre-finish", "post-finish"} <= set(events_of(hooks.calls_for(mark)))
+
+
+# -- pre-create: reject, rename, change metadata ---------------------------------------------------
+
+
+def test_pre_create_rejection_keeps_the_hooks_status_headers_and_body(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    before = upload_files_of(hooks)
+    hooks.plan(
+        "pre-create",
+        response={
+            "RejectUpload": True,
+            "HTTPResponse": {
+                "StatusCode": 413,
+                "Body": '{\n  "message": "over quota"\n}',
+                "Header": {"X-Quota": "5", "Content-Type": "application/json"},
+            },
+        },
+    )
+    response = create(client, mark)
+    assert response.status_code == 413
+    assert response.headers["x-quota"] == "5"
+    assert json.loads(response.text) == {"message": "over quota"}
+    if handler_sends_hook_bodies():
+        assert response.text == '{\n  "message": "over quota"\n}'
+        assert response.headers.get_list("content-type") == ["application/json"]
+    time.sleep(0.3)
+    assert events_of(hooks.calls_for(mark)) == ["pre-create"]  # no post-create
+    assert upload_files_of(hooks) == before
+
+
+def test_pre_create_rejection_without_a_status_is_a_400(hooks: Harness, client: httpx.Client) -> None:
+    hooks.plan("pre-create", response={"RejectUpload": True})
+    assert create(client, marker()).status_code == 400
+
+
+def test_pre_create_error_status_without_reject_flag_also_rejects(hooks: Harness, client: httpx.Client) -> None:
+    hooks.plan("pre-create", response={"HTTPResponse": {"StatusCode": 401, "Body": "log in first"}})
+    response = create(client, marker())
+    assert response.status_code == 401 and response.text.strip() == "log in first"
+
+
+def test_pre_create_changes_id_and_metadata(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    new_id = f"team-a/{mark}/report.pdf"
+    hooks.plan(
+        "pre-create",
+        response={"ChangeFileInfo": {"ID": new_id, "MetaData": {"test": mark, "owner": "alice"}}},
+    )
+    url = created(client, mark)
+    assert url.endswith(f"/files/{new_id}")
+    head = client.head(url)
+    assert head.status_code == 200
+    assert sorted(head.headers["upload-metadata"].split(",")) == sorted([f"test {b64(mark)}", f"owner {b64('alice')}"])
+    assert (hooks.upload_dir / new_id).is_file()
+    assert patch(client, url, b"12345").status_code == 204
+    assert wait_until(lambda: "post-finish" in events_of(hooks.calls_for(mark)))
+    post_create = hooks.calls_for(mark, "post-create")[0]["Event"]["Upload"]
+    assert post_create["ID"] == new_id and post_create["MetaData"]["owner"] == "alice"
+
+
+@pytest.mark.parametrize("bad_id", ["../../escape", "/abs/path", "a/../../b", "x.info", "two words"])
+def test_pre_create_invalid_id_fails_and_creates_nothing(hooks: Harness, client: httpx.Client, bad_id: str) -> None:
+    before = upload_files_of(hooks)
+    outside = set(hooks.upload_dir.parent.iterdir())
+    hooks.plan("pre-create", response={"ChangeFileInfo": {"ID": bad_id}})
+    response = create(client, marker())
+    assert_hook_failure(response)
+    assert upload_files_of(hooks) == before
+    assert set(hooks.upload_dir.parent.iterdir()) == outside
+
+
+def test_pre_create_id_taken_is_a_conflict(hooks: Harness, client: httpx.Client) -> None:
+    fixed = f"fixed-{marker()}"
+    hooks.plan("pre-create", response={"ChangeFileInfo": {"ID": fixed}})
+    created(client, marker())
+    assert create(client, marker()).status_code == 409
+
+
+@pytest.mark.skipif(not handler_adds_hook_headers(), reason="needs the handler to merge hook headers")
+def test_pre_create_and_pre_finish_headers_reach_the_client(hooks: Harness, client: httpx.Client) -> None:
+    hooks.plan("pre-create", response={"HTTPResponse": {"Header": {"X-Upload-Name": "report"}}})
+    hooks.plan("pre-finish", response={"HTTPResponse": {"Header": {"Link": "<https://example.org/f/1>"}}})
+    response = create(client, marker())
+    assert response.status_code == 201 and response.headers["x-upload-name"] == "report"
+    done = patch(client, response.headers["location"], b"12345")
+    assert done.status_code == 204 and done.headers["link"] == "<https://example.org/f/1>"
+
+
+# -- pre-access: bind an upload to the user who created it ---------------------------------------
+
+
+def test_pre_access_refuses_everyone_but_the_owner(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    hooks.plan(
+        "pre-access",
+        if_meta={"test": mark},
+        if_not_header={"Authorization": "Bearer alice"},
+        response={"RejectAccess": True, "HTTPResponse": {"StatusCode": 404, "Body": "no such upload"}},
+    )
+    url = created(client, mark, 10, Authorization="Bearer alice")
+    alice = {"Authorization": "Bearer alice"}
+    bob = {"Authorization": "Bearer bob"}
+    assert patch(client, url, b"hello", **alice).status_code == 204
+    for response in (
+        client.head(url, headers=bob),
+        patch(client, url, b"evil!", 5, **bob),
+        client.get(url, headers=bob),
+        client.delete(url, headers=bob),
+        client.head(url),
+    ):
+        assert response.status_code == 404, response.request.method
+    assert client.head(url, headers=alice).headers["upload-offset"] == "5"
+    assert patch(client, url, b"world", 5, **alice).status_code == 204
+    assert client.get(url, headers=alice).content == b"helloworld"
+    assert client.delete(url, headers=alice).status_code == 204
+
+
+def test_pre_access_reject_flag_alone_is_a_403(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    url = created(client, mark)
+    hooks.plan("pre-access", if_meta={"test": mark}, response={"RejectAccess": True})
+    response = client.head(url)
+    assert response.status_code == 403
+
+
+def test_pre_access_does_not_run_for_creation_and_options(hooks: Harness, client: httpx.Client) -> None:
+    hooks.plan("pre-access", response={"RejectAccess": True})
+    assert client.options("/files/").status_code == 200
+    mark = marker()
+    created(client, mark)
+    assert "pre-access" not in events_of(hooks.calls_for(mark))
+
+
+# -- pre-finish and pre-terminate ----------------------------------------------------------------
+
+
+def test_pre_finish_rejection(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    hooks.plan(
+        "pre-finish",
+        response={"RejectUpload": True, "HTTPResponse": {"StatusCode": 422, "Body": "not a PDF"}},
+    )
+    url = created(client, mark)
+    response = patch(client, url, b"12345")
+    assert response.status_code == 422 and response.text.strip() == "not a PDF"
+    time.sleep(0.4)
+    assert "post-finish" not in events_of(hooks.calls_for(mark))
+
+
+def test_pre_terminate_rejection(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    hooks.plan(
+        "pre-terminate",
+        response={"RejectTermination": True, "HTTPResponse": {"StatusCode": 423, "Body": "legal hold"}},
+    )
+    url = created(client, mark)
+    response = client.delete(url)
+    assert response.status_code == 423 and response.text.strip() == "legal hold"
+    assert client.head(url).status_code == 200
+    time.sleep(0.3)
+    assert "post-terminate" not in events_of(hooks.calls_for(mark))
+    hooks.clear()
+    assert client.delete(url).status_code == 204
+    assert client.head(url).status_code == 404
+
+
+# -- failures of blocking hooks: 5xx with one line, nothing changed --------------------------------
+
+
+@pytest.mark.parametrize("how", ["fail", "garbage", "timeout"])
+def test_failing_pre_create_changes_nothing(hooks: Harness, client: httpx.Client, how: str) -> None:
+    mark = marker()
+    before = upload_files_of(hooks)
+    hooks.plan("pre-create", **failure_plan(how))
+    start = time.monotonic()
+    response = create(client, mark)
+    assert_hook_failure(response)
+    assert time.monotonic() - start < HOOK_TIMEOUT * 3 + 2
+    if how == "timeout" and handler_maps_hook_status():
+        assert response.status_code == 504
+    time.sleep(0.2)
+    assert upload_files_of(hooks) == before
+    assert "post-create" not in events_of(hooks.calls_for(mark))
+
+
+@pytest.mark.parametrize("how", ["fail", "garbage", "timeout"])
+def test_failing_pre_access_pre_finish_pre_terminate(hooks: Harness, client: httpx.Client, how: str) -> None:
+    mark = marker()
+    url = created(client, mark)
+    assert patch(client, url, b"12", 0).status_code == 204
+
+    hooks.plan("pre-access", if_meta={"test": mark}, **failure_plan(how))
+    assert_hook_failure(client.head(url))
+    assert_hook_failure(patch(client, url, b"345", 2))
+    hooks.plan("pre-access")
+
+    hooks.plan("pre-finish", if_meta={"test": mark}, **failure_plan(how))
+    assert_hook_failure(patch(client, url, b"345", 2))
+    hooks.plan("pre-finish")
+
+    hooks.plan("pre-terminate", if_meta={"test": mark}, **failure_plan(how))
+    assert_hook_failure(client.delete(url))
+    assert client.head(url).status_code == 200  # still there
+    time.sleep(0.2)
+    assert "post-finish" not in events_of(hooks.calls_for(mark))
+    assert "post-terminate" not in events_of(hooks.calls_for(mark))
+
+
+def failure_plan(how: str) -> dict[str, Any]:
+    if how == "timeout":
+        return {"sleep": HOOK_TIMEOUT * 2.5}
+    return {how: True}
+
+
+# -- failures of non-blocking hooks never break an upload ------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["fail", "garbage"])
+def test_failing_non_blocking_hooks_do_not_break_uploads(hooks: Harness, client: httpx.Client, how: str) -> None:
+    for event in ("post-create", "post-receive", "post-finish", "post-terminate"):
+        hooks.plan(event, **failure_plan(how))
+    mark = marker()
+    url = created(client, mark)
+    assert patch(client, url, b"12345").status_code == 204
+    assert client.get(url).content == b"12345"
+    assert client.delete(url).status_code == 204
+    assert wait_until(lambda: "post-terminate" in events_of(hooks.calls_for(mark)))
+
+
+def test_slow_non_blocking_hooks_do_not_delay_responses(hooks: Harness, client: httpx.Client) -> None:
+    hooks.plan("post-create", sleep=HOOK_TIMEOUT * 1.5)
+    hooks.plan("post-finish", sleep=HOOK_TIMEOUT * 1.5)
+    start = time.monotonic()
+    url = created(client, marker())
+    assert patch(client, url, b"12345").status_code == 204
+    assert time.monotonic() - start < HOOK_TIMEOUT
+
+
+# -- post-receive: progress, paced, and StopUpload --------------------------------------------------
+
+
+def slow_patch(hooks: Harness, url: str, chunks: int, size: int, pause: float) -> tuple[int, str, bool]:
+    """PATCH ``chunks`` chunks of ``size`` bytes, ``pause`` seconds apart, on one connection.
+
+    Stops sending as soon as the server answers. Returns (status, body, whether every byte was sent).
+    """
+    path = url.split(hooks.base_url, 1)[1]
+    head = build_request(
+        "PATCH",
+        path,
+        [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"), ("Content-Type", OCTET),
+         ("Content-Length", str(chunks * size))],
+    )  # fmt: skip
+    with RawConnection(hooks) as conn:  # type: ignore[arg-type]
+        sent_all = conn.send(head)
+        for _ in range(chunks):
+            readable, _, _ = select.select([conn.sock], [], [], pause)
+            if readable or not conn.send(b"x" * size):
+                sent_all = False
+                break
+        response = conn.read_response(method="PATCH")
+    return response.status, response.body.decode(errors="replace"), sent_all
+
+
+def test_post_receive_reports_progress_at_most_once_per_interval(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    url = created(client, mark, 200)
+    for offset in range(0, 200, 20):  # ten quick PATCH requests
+        assert patch(client, url, b"y" * 20, offset).status_code == 204
+    assert wait_until(lambda: 200 in [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")])
+    time.sleep(PROGRESS_INTERVAL * 2)
+    offsets = [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")]
+    assert offsets == sorted(offsets) and offsets[-1] == 200
+    assert len(offsets) < 10
+
+
+@pytest.mark.skipif(not handler_stops_uploads(), reason="needs the handler to run post-receive while a body arrives")
+def test_post_receive_runs_while_a_long_request_arrives(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    url = created(client, mark, 12 * 1000)
+    status, _, _ = slow_patch(hooks, url, 12, 1000, PROGRESS_INTERVAL / 2)
+    assert status == 204
+    time.sleep(PROGRESS_INTERVAL * 2)
+    offsets = [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")]
+    assert len(offsets) >= 3 and offsets[0] < 12000 and offsets[-1] == 12000
+
+
+@pytest.mark.skipif(not handler_stops_uploads(), reason="needs the handler to act on StopUpload")
+def test_post_receive_stop_upload(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    hooks.plan(
+        "post-receive",
+        if_meta={"test": mark},
+        response={"StopUpload": True, "HTTPResponse": {"StatusCode": 410, "Body": "project was deleted"}},
+    )
+    url = created(client, mark, 50 * 1000)
+    start = time.monotonic()
+    status, body, sent_all = slow_patch(hooks, url, 50, 1000, 0.05)
+    assert status == 410 and body.strip() == "project was deleted"
+    assert not sent_all and time.monotonic() - start < 2.0  # stopped well before the 2.5 s the body needs
+    assert client.head(url).status_code == 404  # as tusd: a stopped upload is terminated
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def upload_files_of(hooks: Harness) -> set[str]:
+    class _Dir:
+        upload_dir = hooks.upload_dir
+
+    return upload_files(_Dir)  # type: ignore[arg-type]
