@@ -1,6 +1,14 @@
-"""Shared fixtures: real pytusd servers on real TCP ports."""
+"""Shared fixtures: real pytusd servers on real TCP ports, on each store.
+
+Every test module under tests/integration and tests/interop runs once per store in
+``PYTUSD_TEST_STORES`` (default: file and s3): servers started by the module (through these
+fixtures or ``ServerProcess`` directly) use that store. A module that is about one store only sets
+``STORES = ("file",)``. On S3, a test that inspects the file store's files is skipped.
+"""
 
 from __future__ import annotations
+
+import os
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -8,9 +16,30 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests.server import ServerProcess, set_backend
 
 TUS = {"Tus-Resumable": "1.0.0"}
+STORES = tuple(kind for kind in os.environ.get("PYTUSD_TEST_STORES", "file,s3").split(",") if kind)
+PER_STORE_DIRS = ("integration", "interop")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" not in metafunc.fixturenames:
+        return
+    path = str(metafunc.module.__file__)
+    if not any(f"{os.sep}tests{os.sep}{d}{os.sep}" in path for d in PER_STORE_DIRS):
+        return
+    wanted = getattr(metafunc.module, "STORES", STORES)
+    metafunc.parametrize("store_backend", [kind for kind in STORES if kind in wanted], indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The store this module's servers use (parametrized for integration and interop tests)."""
+    kind = getattr(request, "param", "file")
+    set_backend(kind)
+    yield kind
+    set_backend("file")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,29 @@ from pathlib import Path
 import httpx
 
 
+#: The store the servers of the running test module use: "file" or "s3" (see tests/conftest.py).
+_backend = "file"
+
+
+def set_backend(kind: str) -> None:
+    global _backend
+    _backend = kind
+
+
+def current_backend() -> str:
+    return _backend
+
+
+def _backend_args_and_env() -> tuple[list[str], dict[str, str]]:
+    """Flags and environment that put a new server's uploads on the current store."""
+    if _backend == "file":
+        return [], {}
+    from tests.integration.s3_helpers import aws_env, s3_flags, shared_swift, unique_prefix
+
+    swift = shared_swift()
+    return s3_flags(swift, unique_prefix()), aws_env(swift)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -29,13 +52,24 @@ class ServerProcess:
     """
 
     def __init__(self, upload_dir: Path, args: Sequence[str] = (), *, env: dict[str, str] | None = None) -> None:
-        self.upload_dir = upload_dir
-        self.args = list(args)
-        self.env = env or {}
+        self._dir = upload_dir
+        self.backend = _backend
+        backend_args, backend_env = _backend_args_and_env()
+        self.args = [*backend_args, *args]
+        self.env = {**backend_env, **(env or {})}
         self.port = free_port()
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = upload_dir.parent / f"{upload_dir.name}-server.log"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where a file-store server keeps uploads; a test that looks there is file-store only."""
+        if self.backend != "file":
+            import pytest
+
+            pytest.skip("inspects the file store's files on disk")
+        return self._dir
 
     @property
     def base_url(self) -> str:
@@ -50,7 +84,7 @@ class ServerProcess:
         cmd = [
             sys.executable, "-m", "pytusd",
             "--host", self.host, "--port", str(self.port),
-            "--upload-dir", str(self.upload_dir), *self.args,
+            "--upload-dir", str(self._dir), *self.args,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTUSD_")}
         env.update(self.env)

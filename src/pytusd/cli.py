@@ -23,7 +23,9 @@ from pytusd.config import Config
 from pytusd.flags import Flag, convert, env_name, parse_duration, parse_size
 from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
 from pytusd.locks.file import FileLocker
+from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
+from pytusd.stores.s3_flags import S3_FLAGS, store_from_settings
 
 FLAGS: tuple[Flag, ...] = (
     Flag("host", "str", "0.0.0.0", "address to listen on"),
@@ -48,6 +50,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("log-format", "str", "text", "log format: text or json"),
     Flag("log-level", "str", "info", "log level: debug, info, warning, error"),
     *HOOK_FLAGS,
+    *S3_FLAGS,
 )
 
 
@@ -93,7 +96,8 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
     )
     directory = settings["upload_dir"]
     os.makedirs(directory, exist_ok=True)
-    store = FileStore(directory, fsync=settings["fsync"])
+    # With S3 the upload directory still holds the lock files that workers on this machine share.
+    store: DataStore = store_from_settings(settings) or FileStore(directory, fsync=settings["fsync"])
     return TusApp(store, config, locker=FileLocker(directory), hooks=hooks_from_settings(settings))
 
 
@@ -154,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--workers must be at least 1")
     settings = vars(args)
     try:
-        hooks_from_settings(settings)  # fail here, with a usage message, not in every worker
+        # Fail here, with a usage message, not in every worker.
+        hooks_from_settings(settings)
+        store_from_settings(settings)
     except ValueError as exc:
         parser.error(str(exc))
     # Workers rebuild the app from the environment: hand them exactly what we resolved.
@@ -171,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
         where = f"http://{shown}:{args.port}{base}"
-    print(f"pytusd {__version__} serving uploads on {where} (data in {os.path.abspath(args.upload_dir)})", flush=True)
+    data = f"s3://{args.s3_bucket}/{args.s3_object_prefix}" if args.s3_bucket else os.path.abspath(args.upload_dir)
+    print(f"pytusd {__version__} serving uploads on {where} (data in {data})", flush=True)
     # uvicorn re-raises the stop signal once it has shut down gracefully; by then the work is done,
     # so the process ends with status 0 instead of dying of the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,6 +20,7 @@ from pytusd.cli import build_parser
 from pytusd.flags import parse_duration, parse_size
 
 TUS = {"Tus-Resumable": "1.0.0"}
+STORES = ("file",)  # the command line, not the store, is under test
 
 
 def test_version_flag() -> None:
