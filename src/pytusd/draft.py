@@ -20,7 +20,8 @@ from pytusd.protocol.headers import parse_metadata
 from pytusd.protocol.urls import upload_path
 
 if TYPE_CHECKING:
-    from pytusd.handler import ProgressSender, UploadHandler, _Verifier
+    from pytusd.handler import ProgressSender, UploadHandler, _Verifier, _WriteResult
+    from pytusd.hooks.base import HookRequest
 
 _FILENAME = re.compile(r"""filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))""", re.IGNORECASE)
 
@@ -107,14 +108,7 @@ class DraftProtocol:
 
         lock = await handler._lock(info.id, request.body)
         try:
-            result = await handler._receive(
-                request,
-                info,
-                hook_request,
-                await self._verifier(request, info, complete),
-                complete_on_end=complete,
-                progress=self._progress(request, version),
-            )
+            result = await self._receive(request, info, hook_request, complete, version)
         finally:
             await lock.release()
         info = result.info
@@ -189,14 +183,7 @@ class DraftProtocol:
                     else:
                         info.declared_length = length
                         await handler.store.update_info(info)
-            result = await handler._receive(
-                request,
-                info,
-                hook_request,
-                await self._verifier(request, info, complete),
-                complete_on_end=complete,
-                progress=self._progress(request, version),
-            )
+            result = await self._receive(request, info, hook_request, complete, version)
         finally:
             await lock.release()
         info = result.info
@@ -208,6 +195,19 @@ class DraftProtocol:
         return Response(204, await self._state_headers(info, version))
 
     # -- shared -------------------------------------------------------------------------------
+
+    async def _receive(
+        self, request: Request, info: UploadInfo, hook_request: HookRequest, complete: bool, version: int
+    ) -> _WriteResult:
+        """The body into the upload (lock held by the caller), with digests and progress 104s."""
+        return await self.handler._receive(
+            request,
+            info,
+            hook_request,
+            await self._verifier(request, info, complete),
+            complete_on_end=complete,
+            progress=self._progress(request, version),
+        )
 
     def _progress(self, request: Request, version: int) -> ProgressSender | None:
         interim = request.send_interim
