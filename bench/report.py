@@ -89,6 +89,7 @@ def _fmt(x: float) -> str:
 
 def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str:
     recs = raw["records"]
+    noise = raw["noise_cores"]
     m = raw["machine"]
     out = [
         "# Benchmarks: pytusd and its peers",
@@ -107,6 +108,9 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
     notes: list[str] = []
     for name, why in raw["skipped"].items():
         notes.append(f"**{name} skipped**: {why.splitlines()[0]}")
+    if repeated := sum(r.get("attempts", 1) > 1 for r in recs):
+        notes.append(f"{repeated} of {len(recs)} measurements were repeated because other "
+                     "processes were busy; the quietest attempt is reported.")
     for name, ns in raw["notes"].items():
         notes += [f"{name}: {n}" for n in ns]
 
@@ -117,7 +121,7 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
                 if r["workload"] == wl and r["server"] == "pytusd" and key in r["metrics"]]
         base_med = median(base) if base else None
         cols = [f"{key} median", "min", "max", "vs pytusd", *[f"{e} (median)" for e in extras],
-                "server CPU s", "client CPU s", "client cores", "other CPU s", "failures"]
+                "server CPU s", "client CPU s", "client cores", "kernel CPU s", "other cores", "failures"]
         out += ["| server | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for srv in servers:
             rows = [r for r in recs if r["workload"] == wl and r["server"] == srv]
@@ -126,6 +130,7 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
             vals = [r["metrics"][key] for r in rows if key in r["metrics"]]
             fails = sum(r["failures"] for r in rows)
             cores = median(r["client_cpu"] / r["wall"] for r in rows if r["wall"])
+            other = median(r["other_cpu"] / r["wall"] for r in rows if r["wall"])
             cells = [_fmt(median(vals)), _fmt(min(vals)), _fmt(max(vals))] if vals else ["—"] * 3
             cells.append(f"{median(vals) / base_med:.2f}" if vals and base_med else "—")
             for e in extras:
@@ -135,7 +140,8 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
                 _fmt(median(r["server_cpu"] for r in rows)),
                 _fmt(median(r["client_cpu"] for r in rows)),
                 f"{cores:.2f}" + (" ⚠" if cores > CLIENT_CORES_LIMIT else ""),
-                _fmt(median(r.get("other_cpu", 0.0) for r in rows)),
+                _fmt(median(r.get("kernel_cpu", 0.0) for r in rows)),
+                f"{other:.2f}" + (" ⚠" if other > noise else ""),
                 str(fails) if fails else "0",
             ]
             label = f"{srv} (reference)" if srv == "nginx" else srv
@@ -143,6 +149,9 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
             if cores > CLIENT_CORES_LIMIT:
                 notes.append(f"{wl}/{srv}: the client used {cores:.2f} cores (> "
                              f"{CLIENT_CORES_LIMIT}); the result may be client-bound.")
+            if other > noise:
+                notes.append(f"{wl}/{srv}: other processes used {other:.2f} cores during the "
+                             "measurement (median over rounds): noisy, compare with care.")
             errors = sorted({r["error"] for r in rows if r["error"]})
             notes += [f"{wl}/{srv}: {e}" for e in errors[:3]]
         out += ["", "Lower is better." if not higher else "Higher is better.", ""]
@@ -156,9 +165,12 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
         "- server CPU s: user+system CPU seconds of the server's process tree during the workload "
         "(/proc/<pid>/stat); client CPU s: the harness process plus curl. client cores = client "
         f"CPU s / wall time; ⚠ marks more than {CLIENT_CORES_LIMIT} core, i.e. the client may "
-        "have been the bottleneck on this 2-core machine. other CPU s: CPU time the rest of the "
-        "machine used meanwhile (/proc/stat busy time minus server and client); well above zero "
-        "means something else competed for the cores and the round is noisy.",
+        "have been the bottleneck on this 2-core machine.",
+        "- kernel CPU s: interrupts, softirqs (loopback networking) and kernel threads (writeback, "
+        "ext4 journal after fsync) — partly work done for the server that its own counters miss. "
+        "other cores: the rest of the machine's busy time (/proc/stat) per second of wall time, "
+        "i.e. other processes competing for the cores; a measurement where it exceeded "
+        f"{raw['noise_cores']} was repeated (up to `--retries` times) and ⚠ marks a median above it.",
         "- nginx is a reference for the machine's limit, not a tus server: it writes each request "
         "body to a file and answers fixed tus-looking headers (POST 201 + Location, PATCH 204, "
         "HEAD 200) without tus logic; its offsets are not verified and its HEAD never touches "

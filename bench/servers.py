@@ -258,7 +258,7 @@ SPECS: dict[str, Spec] = {
 # ---------------------------------------------------------------- /proc helpers
 
 
-def _stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/<pid>/stat after the command name (index 0 = state)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -285,7 +285,7 @@ def tree_cpu(root: int) -> float:
     """CPU seconds (user+system) of the tree, including reaped descendants."""
     ticks = 0
     for pid in tree(root):
-        st = _stat(pid)
+        st = proc_stat(pid)
         if st:
             ticks += sum(int(x) for x in st[11:15])  # utime stime cutime cstime
     return ticks / CLK_TCK
@@ -293,7 +293,7 @@ def tree_cpu(root: int) -> float:
 
 def tree_rss(root: int) -> int:
     """Sum of RSS bytes over the tree (shared pages of forked workers count twice)."""
-    return sum(int(st[21]) for pid in tree(root) if (st := _stat(pid))) * PAGE
+    return sum(int(st[21]) for pid in tree(root) if (st := proc_stat(pid))) * PAGE
 
 
 # ---------------------------------------------------------------- running servers

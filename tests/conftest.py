@@ -9,7 +9,6 @@ fixtures or ``ServerProcess`` directly) use that store. A module that is about o
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 
-
 #: The store the servers of the running test module use: "file" or "s3" (see tests/conftest.py).
 _backend = "file"
 

@@ -18,6 +18,7 @@ from pytusd.protocol.errors import HTTPError, bad_request
 from pytusd.protocol.forwarded import origin_of
 from pytusd.protocol.headers import parse_metadata
 from pytusd.protocol.urls import upload_path
+from pytusd.stores.base import StoreError
 
 if TYPE_CHECKING:
     from pytusd.handler import ProgressSender, UploadHandler, _Verifier, _WriteResult
@@ -235,8 +236,12 @@ class DraftProtocol:
             digest = ietf.DIGEST_ALGORITHMS[whole.algorithm]()
             if info.offset:
                 # The representation began in earlier requests: hash what is stored first.
-                async for block in self.handler.store.read(info.id, 0, info.offset):
-                    digest.update(block)
+                try:
+                    async for block in self.handler.store.read(info.id, 0, info.offset):
+                        digest.update(block)
+                except StoreError:
+                    # S3 cannot read back the parts of an unfinished multipart upload.
+                    raise HTTPError(501, "Repr-Digest cannot be verified here: the stored part is unreadable") from None
             verifier.expect(digest, whole.value, HTTPError(400, "Repr-Digest does not match the representation"))
         return verifier
 

@@ -1,21 +1,15 @@
 """Helpers for the hook tests: servers with hooks, a recording hook program, a loopback hook endpoint.
 
 Servers with file or HTTP hooks are real ``pytusd`` processes started with ``--hooks-dir`` /
-``--hooks-http``. Until the ``pytusd`` command knows those flags, the same flags go to this file
-run as a script: it builds the app exactly as ``pytusd`` does (``app_from_settings``), adds
-``hooks_from_settings`` and serves it with uvicorn and pytusd's protocol class. Python hooks need
-the app in the test's own process: :class:`InProcessServer` serves it over real TCP from a thread.
+``--hooks-http``. Python hooks need the app in the test's own process: :class:`InProcessServer`
+serves it over real TCP from a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import logging
-import os
 import stat
-import subprocess
 import sys
 import threading
 import time
@@ -26,133 +20,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-if __name__ == "__main__":  # run as the launcher script: make `pytusd` and `tests` importable
-    sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+import httpx
+from tests.server import ServerProcess, free_port
 
-import httpx  # noqa: E402
-from tests.server import ServerProcess, free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Generous bound for anything that must not hang.
 TIMEOUT = 15.0
 
 
-def cli_has_hook_flags() -> bool:
-    from pytusd import cli
-
-    return any(flag.name == "hooks-dir" for flag in cli.FLAGS)
-
-
-def handler_stops_uploads() -> bool:
-    """The handler acts on post-receive answers (StopUpload) while a body arrives."""
-    from pytusd.handler import UploadHandler
-
-    return hasattr(UploadHandler, "_watch_post_receive")
-
-
-def handler_adds_hook_headers() -> bool:
-    """The handler adds a non-rejecting pre-create/pre-finish answer's headers to its response."""
-    from pytusd import handler
-
-    return hasattr(handler, "_success_headers")
-
-
-def handler_sends_hook_bodies() -> bool:
-    """The handler sends a rejecting hook's body and Content-Type verbatim (not as a one-line reason)."""
-    from pytusd import handler
-
-    return hasattr(handler, "_HookRejection")
-
-
-@functools.cache
-def handler_maps_hook_status() -> bool:
-    """The handler answers a failed blocking hook with the HookError's status (502, 504)."""
-    from pytusd.handler import UploadHandler
-    from pytusd.hooks import HookError, PythonHooks
-    from pytusd.hooks.python import HookCall
-    from pytusd.messages import Request
-    from pytusd.stores.memory import MemoryStore
-
-    def pre_create(call: HookCall) -> None:
-        raise HookError("gateway timeout", 504)
-
-    handler = UploadHandler(MemoryStore(), hooks=PythonHooks(pre_create=pre_create))
-    request = Request("POST", "/files/", {"tus-resumable": "1.0.0", "upload-length": "1", "host": "h"})
-    logging.disable(logging.CRITICAL)
-    try:
-        return asyncio.run(handler.handle(request)).status == 504
-    finally:
-        logging.disable(logging.NOTSET)
-
-
 # -- servers ------------------------------------------------------------------------------------
 
 
-class LauncherProcess(ServerProcess):
-    """Like :class:`ServerProcess`, but runs this file, which wires the hook flags itself."""
-
-    def start(self, timeout: float = 20.0) -> ServerProcess:
-        cmd = [
-            sys.executable, str(Path(__file__).resolve()),
-            "--host", self.host, "--port", str(self.port),
-            "--upload-dir", str(self.upload_dir), *self.args,
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTUSD_")}
-        env.update(self.env)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"launcher exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.options(self.url, timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"launcher did not start within {timeout}s:\n{self.log()}")
-
-
 def start_hook_server(upload_dir: Path, args: Sequence[str], env: dict[str, str] | None = None) -> ServerProcess:
-    """A real server with the given (hook) flags: ``pytusd`` itself once it knows the hook flags."""
-    cls = ServerProcess if cli_has_hook_flags() else LauncherProcess
-    return cls(upload_dir, args, env=env).start()
-
-
-def _launch(argv: Sequence[str]) -> None:
-    """The launcher: ``pytusd``'s flags plus the hook flags, one process, no workers."""
-    import uvicorn
-
-    from pytusd import cli
-    from pytusd.flags import parse_duration, parse_size
-    from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
-    from pytusd.serving import PytusdHttpProtocol
-
-    parser = cli.build_parser()
-    known = {flag.name for flag in cli.FLAGS}
-    converters: dict[str, Callable[[str], Any]] = {"int": int, "duration": parse_duration, "size": parse_size}
-    for flag in HOOK_FLAGS:
-        if flag.name not in known:
-            parser.add_argument("--" + flag.name, type=converters.get(flag.kind, str), default=flag.default)
-    settings = vars(parser.parse_args(argv))
-    app = cli.app_from_settings(settings)
-    if app.handler.hooks.__class__.__name__ == "NoHooks":
-        hooks = hooks_from_settings(settings)
-        if hooks is not None:
-            app.handler.hooks = hooks
-    uvicorn.run(
-        app,
-        host=settings["host"],
-        port=settings["port"],
-        loop="uvloop",
-        http=PytusdHttpProtocol,
-        lifespan="on",
-        log_config=cli._log_config("text", settings["log_level"]),
-        access_log=False,
-    )
+    """A real ``pytusd`` with the given (hook) flags."""
+    return ServerProcess(upload_dir, args, env=env).start()
 
 
 class InProcessServer:
@@ -416,6 +298,8 @@ class Harness:
     host: str
     port: int
     upload_dir: Path
+    #: tusd's Storage.Type of the server's store.
+    store_type: str = "filestore"
 
     def plan(self, event: str, **plan: Any) -> None:
         raise NotImplementedError
@@ -436,6 +320,7 @@ class Harness:
     def _attach(self, server: Any, upload_dir: Path) -> None:
         self.base_url, self.url, self.host, self.port = server.base_url, server.url, server.host, server.port
         self.upload_dir = upload_dir
+        self.store_type = "s3store" if getattr(server, "backend", "file") == "s3" else "filestore"
 
 
 class FileHarness(Harness):
@@ -568,7 +453,3 @@ class PythonHarness(Harness):
 
 
 HARNESSES: dict[str, type[Harness]] = {"file": FileHarness, "http": HttpHarness, "python": PythonHarness}
-
-
-if __name__ == "__main__":
-    _launch(sys.argv[1:])

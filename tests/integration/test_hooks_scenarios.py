@@ -20,10 +20,6 @@ from tests.integration.hook_helpers import (
     HOOK_TIMEOUT,
     PROGRESS_INTERVAL,
     Harness,
-    handler_adds_hook_headers,
-    handler_maps_hook_status,
-    handler_sends_hook_bodies,
-    handler_stops_uploads,
 )
 from tests.integration.tus_helpers import OCTET, TUS, RawConnection, b64, build_request, upload_files, wait_until
 
@@ -73,8 +69,7 @@ def patch(client: httpx.Client, url: str, data: bytes, offset: int = 0, **header
 def assert_hook_failure(response: httpx.Response) -> None:
     """A 5xx with one plain-text line that says a hook failed (never a stack trace)."""
     assert 500 <= response.status_code <= 599, (response.status_code, response.text)
-    if handler_maps_hook_status():
-        assert response.status_code in (500, 502, 504)
+    assert response.status_code in (500, 502, 504)
     if response.request.method == "HEAD":
         return
     text = response.text.strip()
@@ -116,7 +111,7 @@ def test_every_event_with_tusd_json(hooks: Harness, client: httpx.Client) -> Non
 
     (post_create,) = [c for c in calls if c["Type"] == "post-create"]
     assert post_create["Event"]["Upload"]["ID"] == upload_id
-    assert post_create["Event"]["Upload"]["Storage"]["Type"] == "filestore"
+    assert post_create["Event"]["Upload"]["Storage"]["Type"] == hooks.store_type
 
     access = [c["Event"]["HTTPRequest"]["Method"] for c in calls if c["Type"] == "pre-access"]
     assert sorted(access) == ["DELETE", "GET", "HEAD", "PATCH", "PATCH"]
@@ -178,9 +173,8 @@ def test_pre_create_rejection_keeps_the_hooks_status_headers_and_body(hooks: Har
     assert response.status_code == 413
     assert response.headers["x-quota"] == "5"
     assert json.loads(response.text) == {"message": "over quota"}
-    if handler_sends_hook_bodies():
-        assert response.text == '{\n  "message": "over quota"\n}'
-        assert response.headers.get_list("content-type") == ["application/json"]
+    assert response.text == '{\n  "message": "over quota"\n}'
+    assert response.headers.get_list("content-type") == ["application/json"]
     time.sleep(0.3)
     assert events_of(hooks.calls_for(mark)) == ["pre-create"]  # no post-create
     assert upload_files_of(hooks) == before
@@ -209,7 +203,8 @@ def test_pre_create_changes_id_and_metadata(hooks: Harness, client: httpx.Client
     head = client.head(url)
     assert head.status_code == 200
     assert sorted(head.headers["upload-metadata"].split(",")) == sorted([f"test {b64(mark)}", f"owner {b64('alice')}"])
-    assert (hooks.upload_dir / new_id).is_file()
+    if hooks.store_type == "filestore":
+        assert (hooks.upload_dir / new_id).is_file()
     assert patch(client, url, b"12345").status_code == 204
     assert wait_until(lambda: "post-finish" in events_of(hooks.calls_for(mark)))
     post_create = hooks.calls_for(mark, "post-create")[0]["Event"]["Upload"]
@@ -234,7 +229,6 @@ def test_pre_create_id_taken_is_a_conflict(hooks: Harness, client: httpx.Client)
     assert create(client, marker()).status_code == 409
 
 
-@pytest.mark.skipif(not handler_adds_hook_headers(), reason="needs the handler to merge hook headers")
 def test_pre_create_and_pre_finish_headers_reach_the_client(hooks: Harness, client: httpx.Client) -> None:
     hooks.plan("pre-create", response={"HTTPResponse": {"Header": {"X-Upload-Name": "report"}}})
     hooks.plan("pre-finish", response={"HTTPResponse": {"Header": {"Link": "<https://example.org/f/1>"}}})
@@ -334,7 +328,7 @@ def test_failing_pre_create_changes_nothing(hooks: Harness, client: httpx.Client
     response = create(client, mark)
     assert_hook_failure(response)
     assert time.monotonic() - start < HOOK_TIMEOUT * 3 + 2
-    if how == "timeout" and handler_maps_hook_status():
+    if how == "timeout":
         assert response.status_code == 504
     time.sleep(0.2)
     assert upload_files_of(hooks) == before
@@ -423,16 +417,18 @@ def slow_patch(hooks: Harness, url: str, chunks: int, size: int, pause: float) -
 def test_post_receive_reports_progress_at_most_once_per_interval(hooks: Harness, client: httpx.Client) -> None:
     mark = marker()
     url = created(client, mark, 200)
-    for offset in range(0, 200, 20):  # ten quick PATCH requests
+    started = time.monotonic()
+    for offset in range(0, 200, 20):  # ten PATCH requests
         assert patch(client, url, b"y" * 20, offset).status_code == 204
     assert wait_until(lambda: 200 in [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")])
     time.sleep(PROGRESS_INTERVAL * 2)
+    elapsed = time.monotonic() - started
     offsets = [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")]
     assert offsets == sorted(offsets) and offsets[-1] == 200
-    assert len(offsets) < 10
+    # Pacing bounds the count by the time that passed, however fast or slow the store is.
+    assert len(offsets) <= elapsed / PROGRESS_INTERVAL + 2
 
 
-@pytest.mark.skipif(not handler_stops_uploads(), reason="needs the handler to run post-receive while a body arrives")
 def test_post_receive_runs_while_a_long_request_arrives(hooks: Harness, client: httpx.Client) -> None:
     mark = marker()
     url = created(client, mark, 12 * 1000)
@@ -443,7 +439,6 @@ def test_post_receive_runs_while_a_long_request_arrives(hooks: Harness, client: 
     assert len(offsets) >= 3 and offsets[0] < 12000 and offsets[-1] == 12000
 
 
-@pytest.mark.skipif(not handler_stops_uploads(), reason="needs the handler to act on StopUpload")
 def test_post_receive_stop_upload(hooks: Harness, client: httpx.Client) -> None:
     mark = marker()
     hooks.plan(

@@ -10,27 +10,36 @@ Objects per upload ``<id>`` (see docs/s3.md for the whole story):
     It is the upload's existence: created last, deleted first.
 ``<info-prefix><id>.part``
     The *incomplete part*: bytes that do not (yet) make a part, plus, in its metadata, how many
-    parts of the multipart upload are committed (``x-amz-meta-tus-parts``).
+    parts of the multipart upload are committed (``x-amz-meta-tus-parts``). Once the upload is
+    complete, an empty marker (``x-amz-meta-tus-complete``) instead: see below why it stays.
+``<info-prefix><id>.finals/<final-id>``
+    For a partial upload, one empty object per final upload waiting for it. A final is added
+    without the partial's lock, and S3 has no atomic append: one object each is the append.
 
 Nothing lives only in memory: the offset is recomputed from S3 on every :meth:`get_info`, as
 the sizes of the committed parts (ListParts) plus the size of the incomplete part, or the size of
 the finished object. A restarted server, or another instance, sees exactly what this one did.
 
 **Commit point.** Parts of a request are uploaded while its body still arrives, but they count
-only once the request *commits* by writing the incomplete-part object with the new part count
+only once they are *committed*: by writing the incomplete-part object with the new part count
 (one PutObject, atomic) or by completing the multipart upload. Until then they are invisible
-to :meth:`get_info`, and the previous incomplete part still counts. That gives three guarantees
-without a second copy of any data:
+to :meth:`get_info`, and the previous incomplete part still counts. That gives, without a second
+copy of any data:
 
 * every byte acknowledged to a client is in a committed part or the incomplete part;
-* a crash or an S3 error in the middle of a request leaves the offset where it was (uploaded but
-  uncommitted parts are overwritten by the next request, or dropped at completion);
-* ``all_or_nothing`` (a chunk with a checksum) costs nothing extra: a chunk that fails is never
-  committed, however many of its parts already went up.
+* a crash or an S3 error in the middle of a request never leaves a half-counted state: uploaded
+  but uncommitted parts are overwritten by the next request, or left out at completion;
+* an ordinary request also commits while its body arrives: its parts as they finish, and the
+  bytes spooled for the next part whenever the body pauses (so HEAD, IETF progress responses and
+  a crash see what reached the server, as with a file store), and once more at its end;
+* ``all_or_nothing`` (a chunk with a checksum) costs nothing extra: it commits only at its end,
+  so a chunk that fails is never counted, however many of its parts already went up.
 
-Reads of the state go incomplete part first, finished object second, part list third, so that a
-reader running beside a writer (HEAD needs no lock) sees one consistent state: part numbers up to
-the committed count are never rewritten.
+A reader running beside a writer (HEAD needs no lock) reads the info, the incomplete part and
+the finished object at once, then the part list; whatever order S3 answers in, it sees a state
+the upload really was in: part numbers up to the committed count are never rewritten, and
+completing an upload replaces the incomplete part by a marker rather than deleting it (a missing
+incomplete part beside a missing object could otherwise be taken for a fresh upload).
 
 Limits of S3 this store works within (the arithmetic is in :mod:`pytusd.stores.s3_parts`): parts
 of at least 5 MiB except the last, at most 5 GiB, at most 10,000 of them.
@@ -50,7 +59,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,22 +83,42 @@ logger = logging.getLogger("pytusd.s3")
 
 INFO_SUFFIX = ".info"
 PART_SUFFIX = ".part"
-#: An ID ending like this would collide with another upload's info or incomplete part.
-RESERVED_SUFFIXES = (INFO_SUFFIX, PART_SUFFIX)
+#: ``<info-prefix><partial>.finals/<final>``: one empty object per final waiting for a partial.
+FINALS_SUFFIX = ".finals/"
+#: An ID with a segment ending like this could collide with another upload's keys.
+RESERVED_SUFFIXES = (INFO_SUFFIX, PART_SUFFIX, FINALS_SUFFIX[:-1])
 
 #: Metadata of the incomplete-part object (S3 returns user metadata names in lower case).
 META_PARTS = "tus-parts"  # how many parts of the multipart upload are committed
 META_MULTIPART = "tus-multipart"  # the multipart upload it belongs to (guards against stale objects)
 META_WRITTEN = "tus-written"  # Unix time of the commit, sub-second (LastModified has whole seconds)
+META_COMPLETE = "tus-complete"  # the marker that replaces the incomplete part of a finished upload
 
 #: Keys of UploadInfo.storage that this store owns.
 STORAGE_TYPE = "s3store"
 STORAGE_MULTIPART = "MultipartUploadId"
 _OWN_STORAGE_KEYS = ("Type", "Bucket", "Key", "InfoKey", "PartKey", STORAGE_MULTIPART)
 
+#: While a body arrives, the bytes spooled for the next part are committed at most this often...
+COMMIT_EVERY = 0.2
+#: ...as long as the spool is this small, else only when the body pauses (for COMMIT_EVERY)...
+EAGER_COMMIT_LIMIT = 1024 * 1024
+#: ...and as long as all such commits of the request re-upload at most twice what it received,
+#: plus this much (see _ChunkWriter).
+COMMIT_SLACK = 256 * 1024
+
 _EMPTY_MD5 = base64.b64encode(hashlib.md5(b"", usedforsecurity=False).digest()).decode()
 _MIME = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 _COPY_BLOCK = 1024 * 1024
+
+
+class UnfinishedPartsUnreadable(StoreError):
+    """:meth:`S3Store.read` of bytes that sit in parts of an unfinished multipart upload.
+
+    S3 has no API to read the parts of a multipart upload in progress (GetObject sees only
+    finished objects), so of an unfinished upload only the bytes in the incomplete part can be
+    read; the whole upload can once it is complete.
+    """
 
 
 class _Spool:
@@ -302,7 +331,7 @@ class S3Store(DataStore):
 
     def object_key(self, upload_id: str) -> str:
         """Key of the upload's data; refuses IDs that would collide with another's metadata."""
-        if not is_valid_upload_id(upload_id) or upload_id.endswith(RESERVED_SUFFIXES):
+        if not _acceptable_id(upload_id):
             raise UploadNotFound(upload_id)
         return self.object_prefix + upload_id
 
@@ -313,6 +342,10 @@ class S3Store(DataStore):
     def part_key(self, upload_id: str) -> str:
         self.object_key(upload_id)
         return self.info_prefix + upload_id + PART_SUFFIX
+
+    def finals_prefix(self, upload_id: str) -> str:
+        self.object_key(upload_id)
+        return self.info_prefix + upload_id + FINALS_SUFFIX
 
     # -- info -----------------------------------------------------------------------------------
 
@@ -332,20 +365,35 @@ class S3Store(DataStore):
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         await self.client.put(self.info_key(info.id), data, len(data), md5, content_type="application/json")
 
-    async def _state(self, upload_id: str) -> _State:
+    async def _state(self, upload_id: str, *, finals: bool = False) -> _State:
+        """The upload as S3 holds it; with ``finals``, a partial's pending finals included."""
         key, part_key = self.object_key(upload_id), self.part_key(upload_id)
 
-        async def tail_then_object() -> tuple[ObjectHead | None, ObjectHead | None]:
-            # In this order: a writer changes the incomplete part before it completes the upload.
-            tail = await self.client.head(part_key)
-            return tail, await self.client.head(key)
-
-        info, (tail, finished) = await asyncio.gather(self._load_info(upload_id), tail_then_object())
+        info, tail, finished = await asyncio.gather(
+            self._load_info(upload_id), self.client.head(part_key), self.client.head(key)
+        )
         if info is None:
             raise UploadNotFound(upload_id)
+        if not (finals and info.is_partial):
+            return await self._data_state(info, tail, finished)
+        # Listed beside the data's state, not after it: a partial's HEAD costs one request more,
+        # no extra round trip.
+        state, waiting = await asyncio.gather(self._data_state(info, tail, finished), self._pending_finals(upload_id))
+        info.pending_finals += [f for f in waiting if f not in info.pending_finals]
+        return state
+
+    async def _pending_finals(self, upload_id: str) -> list[str]:
+        prefix = self.finals_prefix(upload_id)
+        return [key[len(prefix) :] async for key in self.client.list_keys(prefix)]
+
+    async def _data_state(self, info: UploadInfo, tail: ObjectHead | None, finished: ObjectHead | None) -> _State:
+        upload_id, key = info.id, self.object_key(info.id)
         multipart = info.storage.get(STORAGE_MULTIPART, "")
         if finished is not None:
             return _State(info, multipart, finished, [], None)
+        if tail is not None and tail.metadata.get(META_COMPLETE):
+            # Completed after the object was looked at: look again.
+            return await self._finished_or_gone(info, multipart, "its object is missing")
         if tail is not None and tail.metadata.get(META_MULTIPART) != multipart:
             tail = None  # left over from something else under the same key
         count = _parse_count(tail, upload_id)
@@ -405,7 +453,7 @@ class S3Store(DataStore):
         return info
 
     async def get_info(self, upload_id: str) -> UploadInfo:
-        state = await self._state(upload_id)
+        state = await self._state(upload_id, finals=True)
         state.info.offset = state.offset
         return state.info
 
@@ -417,6 +465,20 @@ class S3Store(DataStore):
         own = {k: stored.storage[k] for k in _OWN_STORAGE_KEYS if k in stored.storage}
         info.storage = {**info.storage, **own}
         await self._put_info(info)
+
+    async def add_pending_final(self, partial_id: str, final_id: str) -> None:
+        """Record a final waiting for a partial, without the partial's lock (see the base class).
+
+        S3 has no atomic append, and conditional writes (If-Match) are not implemented by every
+        S3-compatible service, so a read-modify-write of the info object could undo a length
+        the partial's own PATCH declares at the same moment. Instead each waiting final is an
+        empty object of its own: one PutObject, atomic, and the info object is not touched.
+        """
+        if await self.client.head(self.info_key(partial_id)) is None:
+            raise UploadNotFound(partial_id)
+        if not _acceptable_id(final_id):
+            raise StoreError(f"invalid final upload ID {final_id!r}")
+        await self.client.put(self.finals_prefix(partial_id) + final_id, b"", 0, _EMPTY_MD5)
 
     async def declare_length(self, upload_id: str, length: int) -> None:
         info = await self._load_info(upload_id)
@@ -446,7 +508,7 @@ class S3Store(DataStore):
             return 0
         if offset != state.offset:
             raise StoreError(f"upload {upload_id}: write at {offset}, but S3 holds {state.offset} bytes")
-        writer = _ChunkWriter(self, state)
+        writer = _ChunkWriter(self, state, progressive=not all_or_nothing)
         iterator = aiter(source)
         try:
             while True:
@@ -478,19 +540,32 @@ class S3Store(DataStore):
         except S3Error as exc:
             if not exc.not_found:
                 raise
-            # All bytes are in parts, but a crash came between storing the length and completing
-            # (see declare_length): complete now.
-            state = await self._state(upload_id)
-            if state.completed is None:
-                if not state.full:
-                    raise StoreError(f"upload {upload_id} is not complete") from None
-                await self._finish_from_state(state)
-            chunks = await self.client.open_range(key, start, end)
+            chunks = await self._read_unfinished(upload_id, start, end)
         try:
             async for block in chunks:
                 yield block
         finally:
             await chunks.aclose()  # a client that went away must not hold an S3 connection
+
+    async def _read_unfinished(self, upload_id: str, start: int, end: int | None) -> AsyncGenerator[bytes, None]:
+        """Bytes of an upload that has no finished object (yet)."""
+        state = await self._state(upload_id)
+        if state.completed is None and state.full:
+            # All bytes are in parts, but a crash came between storing the length and
+            # completing (see declare_length): complete now.
+            await self._finish_from_state(state)
+            return await self.client.open_range(self.object_key(upload_id), start, end)
+        if state.completed is not None:
+            return await self.client.open_range(self.object_key(upload_id), start, end)
+        stop = state.offset if end is None else min(end, state.offset)
+        if start >= stop:
+            return _nothing()
+        if state.tail is not None and start >= state.stored:
+            return await self.client.open_range(self.part_key(upload_id), start - state.stored, stop - state.stored)
+        raise UnfinishedPartsUnreadable(
+            f"upload {upload_id}: bytes {start}-{stop - 1} are in parts of an unfinished S3 multipart upload,"
+            " which S3 cannot read back before the upload is complete"
+        )
 
     async def terminate(self, upload_id: str) -> None:
         info = await self._load_info(upload_id)
@@ -503,6 +578,9 @@ class S3Store(DataStore):
         self._cache.drop(upload_id)
         multipart = info.storage.get(STORAGE_MULTIPART, "")
         jobs = [self.client.delete(key), self.client.delete(self.part_key(upload_id))]
+        if info.is_partial:
+            prefix = self.finals_prefix(upload_id)
+            jobs += [self.client.delete(marker) async for marker in self.client.list_keys(prefix)]
         if multipart:
             jobs.append(self.client.abort(key, multipart))
         # Every deletion is attempted, even if one fails (the first failure is then raised).
@@ -561,7 +639,7 @@ class S3Store(DataStore):
             if not key.endswith(INFO_SUFFIX):
                 continue
             upload_id = key[len(self.info_prefix) : -len(INFO_SUFFIX)]
-            if is_valid_upload_id(upload_id) and not upload_id.endswith(RESERVED_SUFFIXES):
+            if _acceptable_id(upload_id):
                 yield upload_id
 
     async def last_write_time(self, upload_id: str) -> float:
@@ -593,7 +671,9 @@ class S3Store(DataStore):
             if state.multipart:
                 await self.client.abort(key, state.multipart)
         self._cache.drop(upload_id)
-        await self.client.delete(self.part_key(upload_id))
+        # Replaced, not deleted: see the module documentation.
+        marker = {META_COMPLETE: "1", META_MULTIPART: state.multipart, META_WRITTEN: f"{time.time():.6f}"}
+        await self.client.put(self.part_key(upload_id), b"", 0, _EMPTY_MD5, metadata=marker)
 
     async def _finish_from_state(self, state: _State) -> None:
         """Complete an upload whose bytes are all stored: the incomplete part becomes the last
@@ -629,6 +709,19 @@ class S3Store(DataStore):
             spool.discard()
             raise
         return spool
+
+    async def _snapshot(self, spool: _Spool, size: int) -> _Spool:
+        """A new spool with the first ``size`` bytes of ``spool`` (copied in a thread)."""
+        spool.file.flush()
+        md5 = spool.md5.copy()
+        copy = _Spool.new(self._temp_dir)
+        try:
+            await asyncio.to_thread(_copy_prefix, spool.path, copy.file, size)
+        except BaseException:
+            copy.discard()
+            raise
+        copy.size, copy.md5 = size, md5
+        return copy
 
     async def _download_into(self, spool: _Spool, key: str, start: int, end: int) -> None:
         chunks = await self.client.open_range(key, start, end)
@@ -673,9 +766,24 @@ class _ChunkWriter:
     At most ``max_concurrent_parts`` parts of one request are spooled or in flight at a time
     (the request's body waits for S3 beyond that), and the store-wide semaphore bounds the
     uploads of all requests together.
+
+    ``progressive`` (every write but an all-or-nothing one) also commits while the body arrives,
+    so that what reached the server is counted (and survives a crash) as it would be on a disk:
+
+    * whenever the uploaded parts form a longer unbroken run, the incomplete part is replaced by an
+      empty one counting them (the old incomplete part's bytes are inside the first of them);
+    * the bytes spooled for the next part are committed as the incomplete part (a copy of the
+      spool, which keeps growing) every :data:`COMMIT_EVERY` seconds while the spool is small
+      (:data:`EAGER_COMMIT_LIMIT`), else when the body pauses. S3 cannot append, so each such
+      commit uploads the whole spool again: a budget keeps all of them within twice the bytes
+      the request received (plus :data:`COMMIT_SLACK`), so a slow or stuttering client costs at
+      most that, and a fast one nothing (its parts fill before it pauses).
+
+    All these commits and the final one go through :meth:`_advance`, one at a time and only
+    forward, so the offset readers see never decreases.
     """
 
-    def __init__(self, store: S3Store, state: _State) -> None:
+    def __init__(self, store: S3Store, state: _State, *, progressive: bool) -> None:
         self.store = store
         self.state = state
         self.size = state.info.size
@@ -687,9 +795,28 @@ class _ChunkWriter:
         self.spool: _Spool | None = None
         self.target = 0
         self.tail_loaded = False
-        self.tasks: list[asyncio.Task[Part]] = []
+        self.active: set[asyncio.Task[Part]] = set()
+        self.results: dict[int, Part] = {}
+        self.failure: BaseException | None = None
+        #: Parts 1..done_run are in S3.
+        self.done_run = len(state.parts)
+        #: What S3's incomplete-part object says now: (committed parts, bytes of the incomplete part).
+        self.pointer = (len(state.parts), state.tail.size if state.tail is not None else 0)
+        self.pointer_lock = asyncio.Lock()
+        self.progressive = progressive
+        self.helpers: list[asyncio.Task[None]] = []
+        self.progress: asyncio.Task[None] | None = None
+        self.closing = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.last_feed = self.last_commit = loop.time()
+        #: Bytes uploaded again by commits of the spool (the budget's account).
+        self.recommitted = 0
 
     async def feed(self, chunk: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self.last_feed = loop.time()
+        if self.progressive and not self.helpers:
+            self.helpers.append(loop.create_task(self._commit_spool()))
         view = memoryview(chunk)
         while view:
             if self.spool is None:
@@ -704,6 +831,7 @@ class _ChunkWriter:
             if spool.size >= self.target:
                 await self._submit()
         self.received += len(chunk)
+        self.last_feed = loop.time()
 
     async def _open_spool(self) -> None:
         try:
@@ -719,30 +847,103 @@ class _ChunkWriter:
     async def _submit(self) -> None:
         spool, self.spool = self.spool, None
         assert spool is not None
-        self.count += 1
-        self.stored += spool.size
-        number = self.count
         try:
             await self._make_room()
         except BaseException:
             spool.discard()
             raise
-        task = asyncio.get_running_loop().create_task(self.store._upload_spool(self.state, number, spool))
-        self.tasks.append(task)
+        self.count += 1
+        self.stored += spool.size
+        task = asyncio.get_running_loop().create_task(self.store._upload_spool(self.state, self.count, spool))
+        self.active.add(task)
+        task.add_done_callback(self._part_done)
 
     async def _make_room(self) -> None:
         while True:
-            self._raise_failures()
-            active = [t for t in self.tasks if not t.done()]
-            if len(active) < self.store.max_concurrent_parts:
+            self._raise_failure()
+            if len(self.active) < self.store.max_concurrent_parts:
                 return
-            await asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(set(self.active), return_when=asyncio.FIRST_COMPLETED)
 
-    def _raise_failures(self) -> None:
-        for task in self.tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                raise exc if isinstance(exc, StoreError) else StoreError(str(exc))
+    def _raise_failure(self) -> None:
+        exc = self.failure
+        if exc is not None:
+            raise exc if isinstance(exc, StoreError) else StoreError(str(exc))
+
+    def _part_done(self, task: asyncio.Task[Part]) -> None:
+        self.active.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.failure = self.failure or exc
+            return
+        part = task.result()
+        self.results[part.number] = part
+        while self.done_run + 1 in self.results:
+            self.done_run += 1
+        if self.progressive and not self.closing.is_set() and (self.progress is None or self.progress.done()):
+            self.progress = asyncio.get_running_loop().create_task(self._commit_parts())
+            self.helpers.append(self.progress)
+
+    async def _commit_parts(self) -> None:
+        while not self.closing.is_set() and self.failure is None and self.done_run > self.pointer[0]:
+            try:
+                await self._advance(self.done_run, None)
+            except StoreError as exc:
+                # Only an early commit failed: the final one decides (and reports S3's trouble).
+                logger.warning("upload %s: could not commit parts so far: %s", self.state.info.id, exc)
+                return
+
+    async def _commit_spool(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), COMMIT_EVERY / 2)
+                return
+            spool, now = self.spool, loop.time()
+            if (
+                spool is None
+                or now - self.last_commit < COMMIT_EVERY
+                or self.done_run != self.count  # the incomplete part follows every part before it
+                or self.failure is not None
+                or (self.count, spool.size) <= self.pointer
+                or (spool.size > EAGER_COMMIT_LIMIT and now - self.last_feed < COMMIT_EVERY)
+                or self.recommitted + spool.size > 2 * self.received + COMMIT_SLACK
+            ):
+                continue
+            size, count = spool.size, self.count
+            try:
+                snapshot = await self.store._snapshot(spool, size)
+            except (OSError, ValueError, StoreError):
+                continue  # the spool filled up and went up as a part meanwhile: nothing to do
+            self.recommitted += size
+            try:
+                await self._advance(count, snapshot)
+            except StoreError as exc:
+                logger.warning("upload %s: could not commit the bytes so far: %s", self.state.info.id, exc)
+
+    async def _advance(self, count: int, tail: _Spool | None) -> None:
+        """Point S3's incomplete part at ``count`` parts and ``tail``, if that is further than it
+        points now; takes ownership of ``tail``."""
+        size = tail.size if tail is not None else 0
+        async with self.pointer_lock:
+            if (count, size) <= self.pointer:
+                if tail is not None:
+                    tail.discard()
+                return
+            await self.store._commit_tail(self.state, count, tail)
+            self.pointer = (count, size)
+            self.last_commit = asyncio.get_running_loop().time()
+
+    async def _settle(self) -> None:
+        """Let parts in flight finish and the early commits stop before the final commit."""
+        self.closing.set()
+        if self.active:
+            await asyncio.wait(set(self.active))
+        helpers = [t for t in self.helpers if not t.done()]
+        if helpers:
+            await asyncio.wait(helpers)
 
     async def commit(self) -> int:
         """Make everything received part of the upload; returns the bytes received."""
@@ -751,10 +952,10 @@ class _ChunkWriter:
             if state.full:
                 await store._finish_from_state(state)
             return 0
-        if self.tasks:
-            await asyncio.wait(self.tasks)
-            self._raise_failures()
-        parts = list(state.parts) + sorted((t.result() for t in self.tasks), key=lambda p: p.number)
+        await self._settle()
+        self._raise_failure()
+        first = len(state.parts) + 1
+        parts = list(state.parts) + [self.results[n] for n in range(first, self.count + 1)]
         spool, self.spool = self.spool, None
         if spool is not None and spool.size == 0:
             spool.discard()
@@ -771,7 +972,7 @@ class _ChunkWriter:
                 await store._complete(state, parts)
             else:
                 tail, spool = spool, None
-                await store._commit_tail(state, len(parts), tail)  # the tail cache owns the spool now
+                await self._advance(len(parts), tail)  # the tail cache owns the spool now
         finally:
             if spool is not None:
                 spool.discard()
@@ -784,11 +985,10 @@ class _ChunkWriter:
 
     async def discard(self) -> None:
         """Drop what was not committed: cancel uploads in flight, delete spool files."""
-        for task in self.tasks:
+        self.closing.set()
+        for task in list(self.active):
             task.cancel()
-        if self.tasks:
-            await asyncio.wait(self.tasks)
-        self.tasks = []
+        await self._settle()
         if self.spool is not None:
             self.spool.discard()
             self.spool = None
@@ -803,6 +1003,30 @@ async def _all(jobs: Sequence[Any]) -> list[Any]:
         first = group_error.exceptions[0]
         raise first from None
     return [t.result() for t in tasks]
+
+
+async def _nothing() -> AsyncGenerator[bytes, None]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def _copy_prefix(path: str, target: Any, size: int) -> None:
+    with open(path, "rb") as source:
+        left = size
+        while left:
+            block = source.read(min(_COPY_BLOCK, left))
+            if not block:
+                raise StoreError("spool file shorter than expected")
+            target.write(block)
+            left -= len(block)
+    target.flush()
+
+
+def _acceptable_id(upload_id: str) -> bool:
+    """A valid ID none of whose segments ends like one of the store's own keys (as FileStore)."""
+    return is_valid_upload_id(upload_id) and not any(
+        segment.endswith(RESERVED_SUFFIXES) for segment in upload_id.split("/")
+    )
 
 
 def _parse_count(tail: ObjectHead | None, upload_id: str) -> int:

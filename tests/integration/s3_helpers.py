@@ -1,0 +1,246 @@
+"""Helpers of the S3 tests: one real Swift (with s3api) per test session, stores and servers on it.
+
+tests/server.py uses :func:`shared_swift`, :func:`s3_flags`, :func:`aws_env` and
+:func:`unique_prefix` to run the whole integration and interop suites on S3 as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.server import _kill_tree, free_port
+from tests.services import ServiceError
+from tests.services.swift import SwiftS3Server
+
+MiB = 1024 * 1024
+BUCKET = "pytusd-s3-tests"
+ROOT = Path(__file__).resolve().parents[2]
+
+_swift: SwiftS3Server | None = None
+_swift_lock = threading.Lock()
+
+
+def shared_swift() -> SwiftS3Server:
+    """The session's Swift, started on first use and stopped when the interpreter exits.
+
+    A module-level singleton rather than only a session fixture: fixtures defined outside
+    conftest.py are per module, and a Swift costs ~12 s to start.
+    """
+    global _swift
+    with _swift_lock:
+        if _swift is None:
+            try:
+                server = SwiftS3Server().start()
+            except ServiceError as exc:
+                if "not found" in str(exc):
+                    pytest.skip(f"OpenStack Swift is not installed: {exc}")
+                raise
+            server.create_bucket(BUCKET)
+            atexit.register(server.stop)
+            _swift = server
+        return _swift
+
+
+# Fixtures are registered under their ``name``; test modules import the functions, whose own
+# names then do not clash with the parameters that receive the fixtures.
+
+
+@pytest.fixture(scope="session", name="swift")
+def swift_fixture() -> SwiftS3Server:
+    return shared_swift()
+
+
+def aws_env(swift: SwiftS3Server, *, secret: str | None = None) -> dict[str, str]:
+    """The standard AWS variables for Swift's tempauth user (no other credential source)."""
+    return {
+        "AWS_ACCESS_KEY_ID": swift.access_key,
+        "AWS_SECRET_ACCESS_KEY": secret or swift.secret_key,
+        "AWS_REGION": swift.region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
+@pytest.fixture(name="s3_env")
+def s3_env_fixture(swift: SwiftS3Server, monkeypatch: pytest.MonkeyPatch) -> SwiftS3Server:
+    """Credentials for in-process stores, from the environment as in production."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in aws_env(swift).items():
+        monkeypatch.setenv(name, value)
+    return swift
+
+
+def unique_prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}/"
+
+
+def s3_flags(swift: SwiftS3Server, prefix: str, *, part_size: int = 5 * MiB, concurrency: int = 4) -> list[str]:
+    """The command-line flags of a pytusd server on the test bucket."""
+    return [
+        "--s3-bucket", BUCKET,
+        "--s3-endpoint", swift.endpoint_url,
+        "--s3-object-prefix", prefix,
+        "--s3-part-size", str(part_size),
+        "--s3-max-concurrent-parts", str(concurrency),
+    ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def open_store(swift: SwiftS3Server, prefix: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+    """A started S3Store on the test bucket (5 MiB parts unless told otherwise)."""
+    from pytusd.stores.s3 import S3Store
+
+    kwargs.setdefault("part_size", 5 * MiB)
+    kwargs.setdefault("max_concurrent_parts", 4)
+    store = S3Store(BUCKET, endpoint_url=swift.endpoint_url, object_prefix=prefix or unique_prefix(), **kwargs)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def bucket_keys(swift: SwiftS3Server, prefix: str) -> list[str]:
+    client = swift.client()
+    try:
+        listing = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+        return sorted(item["Key"] for item in listing.get("Contents") or [])
+    finally:
+        client.close()
+
+
+def multipart_uploads(swift: SwiftS3Server, prefix: str) -> list[str]:
+    client = swift.client()
+    try:
+        listing = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix)
+        return sorted(item["Key"] for item in listing.get("Uploads") or [])
+    finally:
+        client.close()
+
+
+def parts_in_s3(swift: SwiftS3Server, key: str) -> list[int]:
+    """Numbers of the parts S3 holds for the multipart upload in progress at ``key``."""
+    client = swift.client()
+    try:
+        listing = client.list_multipart_uploads(Bucket=BUCKET, Prefix=key)
+        (upload,) = [u for u in listing.get("Uploads") or [] if u["Key"] == key]
+        parts = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload["UploadId"])
+        return [int(p["PartNumber"]) for p in parts.get("Parts") or []]
+    finally:
+        client.close()
+
+
+async def chunks_of(data: bytes, step: int = 64 * 1024, *, fail_at: int | None = None) -> AsyncIterator[bytes]:
+    """``data`` as a request body would arrive; raises after ``fail_at`` bytes if asked.
+
+    Like a socket it gives the event loop a turn per chunk, and before failing it waits a moment,
+    so that parts the store started uploading are really in S3 when the body breaks.
+    """
+    for start in range(0, len(data), step):
+        if fail_at is not None and start >= fail_at:
+            break
+        await asyncio.sleep(0)
+        yield data[start : start + step]
+    if fail_at is not None:
+        await asyncio.sleep(0.5)
+        raise ConnectionResetError("client went away")
+
+
+# -- a pytusd server on S3, in its own process ----------------------------------------------------
+
+
+class S3ServerProcess:
+    """``pytusd`` on S3 with the given flags and AWS credentials from the environment only."""
+
+    def __init__(self, swift: SwiftS3Server, args: Sequence[str], log_dir: Path, *, secret: str | None = None) -> None:
+        self.args = list(args)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTUSD_", "AWS_"))}
+        self.env.update(aws_env(swift, secret=secret))
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self.log_dir = log_dir
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/files/"
+
+    def start(self, timeout: float = 30.0) -> S3ServerProcess:
+        self.port = free_port()
+        self.starts += 1
+        log_path = self.log_dir / f"s3-server-{self.port}-{self.starts}.log"
+        cmd = [sys.executable, "-m", "pytusd", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--upload-dir", str(self.log_dir / "locks")]  # with S3 it holds only lock files
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*cmd, *self.args], stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+            )
+        self.log_path = log_path
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"S3 server exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.options(self.url, timeout=1.0).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"S3 server did not start within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except (AttributeError, FileNotFoundError):
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing saved on the way out."""
+        if self.proc is None:
+            return
+        _kill_tree(self.proc.pid)
+        self.proc.wait()
+        self.proc = None
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture(name="s3_server_factory")
+def s3_server_factory_fixture(swift: SwiftS3Server, tmp_path: Path) -> Iterator[Any]:
+    """``start(args, secret=None)``: S3 servers that are all killed at the end of the test."""
+    started: list[S3ServerProcess] = []
+
+    def start(args: Sequence[str], *, secret: str | None = None, wait: bool = True) -> S3ServerProcess:
+        server = S3ServerProcess(swift, args, tmp_path, secret=secret)
+        started.append(server)
+        return server.start() if wait else server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def run(coro: Any) -> Any:
+    """Run a test's coroutine in a fresh event loop."""
+    return asyncio.run(coro)
