@@ -221,6 +221,8 @@ def run_rounds(
         print(f"[round {rnd}/{args.rounds}]", flush=True)
         for wl in workloads:
             for i, srv in enumerate(running):
+                if srv.spec.workloads is not None and wl not in srv.spec.workloads:
+                    continue
                 if not srv.alive:
                     print(f"  {srv.name} died; restarting. Log tail:\n{srv.log_tail()}", flush=True)
                     srv.stop()

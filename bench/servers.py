@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import json
@@ -16,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -58,6 +60,7 @@ class Spec:
 
     name = ""
     reference = False  # True: no tus logic (offsets are not verified)
+    workloads: tuple[str, ...] | None = None  # None: every workload
 
     def prepare(self) -> None:
         """Install whatever is missing into bench/.cache; raise Unavailable."""
@@ -93,6 +96,57 @@ class Pytusd(Spec):
             v = "unknown"
         rev = _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
         return {"pytusd": v + (f" (git {rev})" if re.fullmatch(r"[0-9a-f]+", rev) else "")}
+
+
+class PytusdS3(Pytusd):
+    """pytusd on S3: a real single-node OpenStack Swift (s3api), started once for the run."""
+
+    workloads = ("stream", "chunked")
+    bucket = "pytusd-bench"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "pytusd-s3"
+        self._swift: Any = None
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self._swift is not None:
+            return
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        try:
+            from tests.services.swift import SwiftS3Server
+
+            swift = SwiftS3Server().start()
+        except Exception as exc:  # a missing Debian package, a port clash: skip, say why
+            raise Unavailable(f"could not start Swift: {exc}") from exc
+        atexit.register(swift.stop)
+        swift.create_bucket(self.bucket)
+        # The server process inherits these (boto's standard credential chain).
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=swift.access_key, AWS_SECRET_ACCESS_KEY=swift.secret_key,
+            AWS_REGION=swift.region, AWS_EC2_METADATA_DISABLED="true",
+        )  # fmt: skip
+        self._swift = swift
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        s3 = ["--s3-bucket", self.bucket, "--s3-endpoint", self._swift.endpoint_url,
+              "--s3-object-prefix", f"{tmp.name}/"]  # fmt: skip
+        return super().command(port, data, tmp) + s3
+
+    def versions(self) -> dict[str, str]:
+        swift = _out(["dpkg-query", "-W", "-f", "${Version}", "swift"]) or "unknown"
+        return {"swift (Debian)": swift, "aiobotocore": _pkg("aiobotocore")}
+
+
+def _pkg(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class TusNode(Spec):
@@ -251,7 +305,7 @@ class Nginx(Spec):
 
 
 SPECS: dict[str, Spec] = {
-    s.name: s for s in [Pytusd(), Pytusd(workers=2), TusNode(), Tuspyserver(), Nginx()]
+    s.name: s for s in [Pytusd(), Pytusd(workers=2), TusNode(), Tuspyserver(), Nginx(), PytusdS3()]
 }
 
 
