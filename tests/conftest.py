@@ -1,44 +1,31 @@
-"""Shared fixtures: real pytusd servers on real TCP ports, on each store.
+"""Shared fixtures: real pytusd servers on real TCP ports.
 
-Every test module under tests/integration and tests/interop runs once per store in
-``PYTUSD_TEST_STORES`` (default: file and s3): servers started by the module (through these
-fixtures or ``ServerProcess`` directly) use that store. A module that is about one store only sets
-``STORES = ("file",)``. On S3, a test that inspects the file store's files is skipped.
+The store the servers use is chosen per session by ``PYTUSD_TEST_STORE`` (``file``, the default, or
+``s3``): scripts/test runs the whole suite on the file store, then tests/integration and
+tests/interop again on S3. On S3, a test that inspects the file store's files is skipped. A module
+about some stores only lists them in ``STORES`` (e.g. ``STORES = ("file",)``); it is skipped on
+the others.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server import ServerProcess, set_backend
+from tests.server import ServerProcess, current_backend
 
 TUS = {"Tus-Resumable": "1.0.0"}
-STORES = tuple(kind for kind in os.environ.get("PYTUSD_TEST_STORES", "file,s3").split(",") if kind)
-PER_STORE_DIRS = ("integration", "interop")
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "store_backend" not in metafunc.fixturenames:
-        return
-    path = str(metafunc.module.__file__)
-    if not any(f"{os.sep}tests{os.sep}{d}{os.sep}" in path for d in PER_STORE_DIRS):
-        return
-    wanted = getattr(metafunc.module, "STORES", STORES)
-    metafunc.parametrize("store_backend", [kind for kind in STORES if kind in wanted], indirect=True, scope="module")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def store_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The store this module's servers use (parametrized for integration and interop tests)."""
-    kind = getattr(request, "param", "file")
-    set_backend(kind)
-    yield kind
-    set_backend("file")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    store = current_backend()
+    for item in items:
+        stores = getattr(item.module, "STORES", None) if item.module is not None else None
+        if stores is not None and store not in stores:
+            item.add_marker(pytest.mark.skip(reason=f"not a test of the {store} store"))
 
 
 @pytest.fixture(scope="module")

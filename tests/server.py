@@ -14,13 +14,8 @@ from pathlib import Path
 
 import httpx
 
-#: The store the servers of the running test module use: "file" or "s3" (see tests/conftest.py).
-_backend = "file"
-
-
-def set_backend(kind: str) -> None:
-    global _backend
-    _backend = kind
+#: The store every server of this test session uses: "file" (default) or "s3" (see tests/conftest.py).
+_backend = os.environ.get("PYTUSD_TEST_STORE", "file")
 
 
 def current_backend() -> str:
