@@ -37,13 +37,6 @@ from tests.integration.tus_helpers import (
 )
 from tests.server import ServerProcess
 
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    """One client per module (overrides the per-test one of conftest: creating clients is slow)."""
-    with tus_client(server) as c:
-        yield c
-
 MARK = "EVILMARKER"
 
 #: Values that are not a non-negative decimal integer of at most 63 bits.

@@ -21,13 +21,6 @@ from tests.integration.tus_helpers import (
 )
 from tests.server import ServerProcess
 
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    """One client per module (overrides the per-test one of conftest: creating clients is slow)."""
-    with tus_client(server) as c:
-        yield c
-
 ORIGIN = "https://app.example.com"
 
 README_ALLOW_METHODS = ["POST", "HEAD", "PATCH", "DELETE", "OPTIONS", "GET"]

@@ -19,13 +19,6 @@ from tests.integration.tus_helpers import (
 )
 from tests.server import ServerProcess
 
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    """One client per module (overrides the per-test one of conftest: creating clients is slow)."""
-    with tus_client(server) as c:
-        yield c
-
 INLINE = [
     "text/plain",
     "image/png",

@@ -24,13 +24,6 @@ from tests.integration.tus_helpers import (
 )
 from tests.server import ServerProcess
 
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    """One client per module (overrides the per-test one of conftest: creating clients is slow)."""
-    with tus_client(server) as c:
-        yield c
-
 #: RFC 9110 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 IMF_FIXDATE = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "

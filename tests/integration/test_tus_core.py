@@ -6,7 +6,7 @@ Sections of the text are named in each test's docstring.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -21,20 +21,12 @@ from tests.integration.tus_helpers import (
     patch,
     raw_request,
     split_list,
-    tus_client,
     upload,
     upload_files,
     url_path,
     wait_until,
 )
 from tests.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    """One client per module (overrides the per-test one of conftest: creating clients is slow)."""
-    with tus_client(server) as c:
-        yield c
 
 # -- Tus-Resumable / Tus-Version ---------------------------------------------------------------
 

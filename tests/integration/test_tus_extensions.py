@@ -37,13 +37,6 @@ from tests.integration.tus_helpers import (
 )
 from tests.server import ServerProcess
 
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    """One client per module (overrides the per-test one of conftest: creating clients is slow)."""
-    with tus_client(server) as c:
-        yield c
-
 Factory = Callable[..., ServerProcess]
 
 
@@ -157,9 +150,7 @@ def test_max_size_413_and_nothing_created(limited: ServerProcess) -> None:
 def test_creation_with_upload_whole_body(client: httpx.Client) -> None:
     """creation-with-upload: 201 with Upload-Offset after applying the body."""
     assert "creation-with-upload" in extensions(client)
-    response = client.post(
-        "/files/", content=b"hello", headers={"Upload-Length": "5", "Content-Type": OCTET}
-    )
+    response = client.post("/files/", content=b"hello", headers={"Upload-Length": "5", "Content-Type": OCTET})
     assert response.status_code == 201
     assert response.headers["upload-offset"] == "5"
     url = str(client.base_url.join(response.headers["location"]))
