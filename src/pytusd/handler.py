@@ -55,7 +55,6 @@ OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 STOPPED_BY_REQUEST = "stopped by a newer request for this upload"
 STOPPED_BY_SHUTDOWN = "server is shutting down"
 STOPPED_BY_HOOK = "stopped by a post-receive hook"
-UPLOAD_METHODS = "HEAD, PATCH, DELETE, GET, OPTIONS"
 
 
 class _TooLarge(Exception):

@@ -28,8 +28,7 @@ from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-INTERIM_EXTENSION = "pytusd.interim"
-TRAILERS_EXTENSION = "pytusd.trailers"
+from pytusd.asgi import INTERIM_EXTENSION, TRAILERS_EXTENSION
 
 _PHRASES = {104: "Upload Resumption Supported", 460: "Checksum Mismatch"}
 for _code, _phrase in _PHRASES.items():
