@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import secrets
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
@@ -27,6 +28,7 @@ RESERVED_SUFFIXES = (INFO_SUFFIX, FINALS_SUFFIX, ".lock", ".stop", ".tmp", ".par
 TEMP_DIR = ".pytusd-tmp"
 READ_BLOCK = 1024 * 1024
 INFO_CACHE_SIZE = 4096
+CACHE_SETTLE_NS = 1_000_000_000
 
 
 class FileStore(DataStore):
@@ -118,9 +120,12 @@ class FileStore(DataStore):
                     parsed = UploadInfo.from_json(json.loads(raw))
                 except (ValueError, KeyError, TypeError) as exc:
                     raise StoreError(f"corrupt info file for upload {upload_id}") from exc
-                if len(self._info_cache) >= INFO_CACHE_SIZE:
-                    self._info_cache.pop(next(iter(self._info_cache)))
-                self._info_cache[info_path] = (key, parsed)
+                # A file changed within the last second may be replaced again within the same mtime
+                # tick, by a file that reuses the inode and has the same size: cache only settled ones.
+                if time.time_ns() - st.st_mtime_ns > CACHE_SETTLE_NS:
+                    if len(self._info_cache) >= INFO_CACHE_SIZE:
+                        self._info_cache.pop(next(iter(self._info_cache)))
+                    self._info_cache[info_path] = (key, parsed)
                 info = parsed.copy()
             size = os.stat(path).st_size
         except FileNotFoundError:
