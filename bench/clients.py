@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -424,3 +426,41 @@ async def head(t: Target, duration: float, conc: int) -> tuple[Metrics, int]:
     d = HeadDriver(request_bytes("HEAD", t, path, {}), t0 + duration)
     await drive(t, conc, d)
     return _summary(d, "req/s", time.perf_counter() - t0)
+
+
+HEAD_CLIENT_SOURCE = Path(__file__).with_name("headclient.c")
+
+
+def build_head_client(cache: Path) -> Path | None:
+    """Compile headclient.c into the cache (once per source change); None without a C compiler."""
+    exe = cache / "headclient"
+    if exe.exists() and exe.stat().st_mtime >= HEAD_CLIENT_SOURCE.stat().st_mtime:
+        return exe
+    cc = next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    if cc is None:
+        return None
+    cache.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run([cc, "-O2", "-o", str(exe), str(HEAD_CLIENT_SOURCE)], capture_output=True)
+    if res.returncode:
+        print(f"[setup] {cc} failed on {HEAD_CLIENT_SOURCE.name}:\n{res.stderr.decode()}", flush=True)
+        return None
+    return exe
+
+
+def head_native(t: Target, duration: float, conc: int, exe: Path) -> tuple[Metrics, int]:
+    """The head workload driven by the compiled client (same requests, same measures)."""
+    path = _once(t, lambda c: c.create(65536))
+    with tempfile.NamedTemporaryFile("wb", suffix=".http") as req:
+        req.write(request_bytes("HEAD", t, path, {}))
+        req.flush()
+        out = subprocess.run(
+            [str(exe), t.host, str(t.port), req.name, str(conc), str(duration)],
+            capture_output=True, text=True, check=False, timeout=duration + 60,
+        )
+    if out.returncode:
+        raise HTTPError(f"headclient exited {out.returncode}: {out.stderr.strip()}")
+    for line in out.stderr.splitlines()[:3]:
+        print(f"    error: {line}", flush=True)
+    ok, failures, secs, p50, p99 = out.stdout.split()
+    return {"req/s": int(ok) / float(secs), "p50 ms": float(p50) * 1e3,
+            "p99 ms": float(p99) * 1e3}, int(failures)
