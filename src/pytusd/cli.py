@@ -98,7 +98,9 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
     os.makedirs(directory, exist_ok=True)
     # With S3 the upload directory still holds the lock files that workers on this machine share.
     store: DataStore = store_from_settings(settings) or FileStore(directory, fsync=settings["fsync"])
-    return TusApp(store, config, locker=FileLocker(directory), hooks=hooks_from_settings(settings))
+    target = store.lock_target if isinstance(store, FileStore) else None
+    locker = FileLocker(directory, lock_target=target)
+    return TusApp(store, config, locker=locker, hooks=hooks_from_settings(settings))
 
 
 def app_from_env() -> TusApp:

@@ -523,10 +523,13 @@ def test_patch_stops_stalled_creation_with_upload(setup: tuple[ServerProcess, st
 
 @contextlib.contextmanager
 def foreign_lock_holder(server: ServerProcess, path: str) -> Iterator[Path]:
-    """Hold the upload's flock from this process: a stuck worker that never reacts to stop files."""
+    """Hold the upload's flock from this process: a stuck worker that never reacts to stop files.
+
+    With the file store the server locks the upload's data file itself (no lock file per upload).
+    """
     lock_dir = server.upload_dir / LOCK_DIR
     lock_dir.mkdir(exist_ok=True)
-    fd = os.open(lock_dir / f"{upload_id(path)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(server.upload_dir / upload_id(path), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield lock_dir / f"{upload_id(path)}.stop"

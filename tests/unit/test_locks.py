@@ -11,6 +11,7 @@ a few tests use a real second process where only one will do.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
@@ -62,13 +63,39 @@ class Holder:
         await self.lock.release()
 
 
-@pytest.fixture(params=["memory", "file"])
+NewLocker = Callable[..., FileLocker]
+
+
+def data_files(root: Path) -> Callable[[str], str]:
+    """A lock target like the file store's: each upload's own (data) file, which exists."""
+
+    def target(upload_id: str) -> str:
+        path = root / "data" / upload_id.replace("/", "_")
+        path.parent.mkdir(exist_ok=True)
+        path.touch()
+        return str(path)
+
+    return target
+
+
+@pytest.fixture(params=["lock-files", "data-files"])
+def new_locker(request: pytest.FixtureRequest, tmp_path: Path) -> NewLocker:
+    """FileLocker instances ("worker processes") on one directory, in either locking mode."""
+    if request.param == "lock-files":
+        return FileLocker
+    target = data_files(tmp_path)
+    return lambda directory, **kw: FileLocker(directory, lock_target=target, **kw)
+
+
+@pytest.fixture(params=["memory", "file", "file-data"])
 def make_locker(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Locker]:
     """A factory of lockers sharing one state (for FileLocker: one directory, one instance)."""
     if request.param == "memory":
         locker: Locker = MemoryLocker()
-    else:
+    elif request.param == "file":
         locker = FileLocker(tmp_path)
+    else:
+        locker = FileLocker(tmp_path, lock_target=data_files(tmp_path))
     return lambda: locker
 
 
@@ -230,9 +257,9 @@ def _stop_file(tmp_path: Path, upload_id: str) -> Path:
     return tmp_path / LOCK_DIR / f"{upload_id}.stop"
 
 
-def test_file_locker_stop_request_crosses_instances(tmp_path: Path) -> None:
+def test_file_locker_stop_request_crosses_instances(tmp_path: Path, new_locker: NewLocker) -> None:
     async def main() -> None:
-        worker_a, worker_b = FileLocker(tmp_path), FileLocker(tmp_path)
+        worker_a, worker_b = new_locker(tmp_path), new_locker(tmp_path)
         holder = await Holder().take(worker_a, "up")
         serving = asyncio.create_task(holder.serve_until_asked())
         began = time.monotonic()
@@ -248,9 +275,9 @@ def test_file_locker_stop_request_crosses_instances(tmp_path: Path) -> None:
     run(main())
 
 
-def test_file_locker_times_out_against_an_instance_that_ignores_stop(tmp_path: Path) -> None:
+def test_file_locker_times_out_against_an_instance_that_ignores_stop(tmp_path: Path, new_locker: NewLocker) -> None:
     async def main() -> None:
-        worker_a, worker_b = FileLocker(tmp_path), FileLocker(tmp_path)
+        worker_a, worker_b = new_locker(tmp_path), new_locker(tmp_path)
         holder = await Holder(ignore_stop=True).take(worker_a, "up")
         with pytest.raises(LockTimeout):
             await worker_b.acquire("up", lambda: None, 0.5)
@@ -268,11 +295,11 @@ def test_file_locker_times_out_against_an_instance_that_ignores_stop(tmp_path: P
     run(main())
 
 
-def test_file_locker_mutual_exclusion_across_instances(tmp_path: Path) -> None:
+def test_file_locker_mutual_exclusion_across_instances(tmp_path: Path, new_locker: NewLocker) -> None:
     """Requests spread over three "workers": never two holders of one upload at once."""
 
     async def main() -> None:
-        workers = [FileLocker(tmp_path, poll_interval=0.005) for _ in range(3)]
+        workers = [new_locker(tmp_path, poll_interval=0.005) for _ in range(3)]
         inside = most = served = 0
 
         async def request(n: int) -> None:
@@ -300,12 +327,12 @@ def test_file_locker_mutual_exclusion_across_instances(tmp_path: Path) -> None:
     run(main())
 
 
-def test_stale_stop_file_does_not_stop_a_new_holder(tmp_path: Path) -> None:
+def test_stale_stop_file_does_not_stop_a_new_holder(tmp_path: Path, new_locker: NewLocker) -> None:
     async def main() -> None:
         stop = _stop_file(tmp_path, "up")
         stop.parent.mkdir(parents=True)
         stop.touch()  # left behind by a process killed while it waited
-        locker = FileLocker(tmp_path)
+        locker = new_locker(tmp_path)
         holder = await Holder().take(locker, "up")
         await asyncio.sleep(0.5)  # several polls of the stop file
         assert holder.stop_requests == 0
@@ -317,9 +344,9 @@ def test_stale_stop_file_does_not_stop_a_new_holder(tmp_path: Path) -> None:
     run(main())
 
 
-def test_release_removes_the_stop_file_and_stops_watching(tmp_path: Path) -> None:
+def test_release_removes_the_stop_file_and_stops_watching(tmp_path: Path, new_locker: NewLocker) -> None:
     async def main() -> None:
-        worker_a, worker_b = FileLocker(tmp_path), FileLocker(tmp_path)
+        worker_a, worker_b = new_locker(tmp_path), new_locker(tmp_path)
         holder = await Holder(ignore_stop=True).take(worker_a, "up")
         waiter = asyncio.create_task(worker_b.acquire("up", lambda: None, 20.0))
         await asyncio.wait_for(holder.asked.wait(), BOUND)
@@ -333,6 +360,85 @@ def test_release_removes_the_stop_file_and_stops_watching(tmp_path: Path) -> Non
         assert not _stop_file(tmp_path, "up").exists()
         await worker_a.close()
         await worker_b.close()
+
+    run(main())
+
+
+def test_lock_files_do_not_pile_up(tmp_path: Path) -> None:
+    """Each lock file goes with its release: a server that served a million uploads keeps none."""
+
+    async def main() -> None:
+        locker = FileLocker(tmp_path)
+        for n in range(20):
+            lock = await locker.acquire(f"u{n}", lambda: None, 0.0)
+            assert (tmp_path / LOCK_DIR / f"u{n}.lock").exists(), "the held lock has no lock file"
+            await lock.release()
+        assert list((tmp_path / LOCK_DIR).iterdir()) == []
+        await locker.close()
+
+    run(main())
+
+
+def test_data_file_mode_locks_the_upload_file_and_creates_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        data = tmp_path / "up"
+        data.write_bytes(b"x")
+        locker = FileLocker(tmp_path, lock_target=lambda uid: str(tmp_path / uid))
+        lock = await locker.acquire("up", lambda: None, 0.0)
+        fd = os.open(data, os.O_RDONLY)
+        try:  # the kernel sees the data file itself locked
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            await lock.release()
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        assert not (tmp_path / LOCK_DIR).exists(), "a lock in data-file mode created files"
+        await locker.close()
+
+    run(main())
+
+
+def test_data_file_mode_without_the_file_still_excludes_within_the_process(tmp_path: Path) -> None:
+    """No data file: the upload does not exist and the request will answer 404, but two requests in
+    one process still never hold it at once."""
+
+    async def main() -> None:
+        locker = FileLocker(tmp_path, lock_target=lambda uid: str(tmp_path / uid))
+        holder = await Holder(ignore_stop=True).take(locker, "missing")
+        with pytest.raises(LockTimeout):
+            await locker.acquire("missing", lambda: None, 0.1)
+        assert holder.stop_requests >= 1 and holder.lock is not None
+        await holder.lock.release()
+        lock = await locker.acquire("missing", lambda: None, 0.0)
+        await lock.release()
+        await locker.close()
+
+    run(main())
+
+
+def test_waiter_relocks_a_file_replaced_while_it_waited(tmp_path: Path) -> None:
+    """A final upload's data is renamed into place under its lock: a waiter that then wins the old,
+    replaced file must lock the new one, or a third request could lock it too."""
+
+    async def main() -> None:
+        data = tmp_path / "final"
+        data.write_bytes(b"")
+        target = lambda uid: str(tmp_path / uid)  # noqa: E731
+        worker_a, worker_b, worker_c = (FileLocker(tmp_path, lock_target=target) for _ in range(3))
+        holder = await Holder(ignore_stop=True).take(worker_a, "final")
+        waiter = asyncio.create_task(worker_b.acquire("final", lambda: None, 20.0))
+        await asyncio.wait_for(holder.asked.wait(), BOUND)
+        (tmp_path / "staged").write_bytes(b"joined")
+        os.replace(tmp_path / "staged", data)
+        assert holder.lock is not None
+        await holder.lock.release()
+        lock = await asyncio.wait_for(waiter, BOUND)
+        with pytest.raises(LockTimeout):  # the new file is the one held now
+            await worker_c.acquire("final", lambda: None, 0.2)
+        await lock.release()
+        for worker in (worker_a, worker_b, worker_c):
+            await worker.close()
 
     run(main())
 

@@ -1,9 +1,20 @@
-"""Locks shared by worker processes on one machine: ``flock`` on a lock file per upload.
+"""Locks shared by worker processes on one machine: ``flock`` on a file per upload.
 
 Requests in the same process meet in a :class:`MemoryLocker` first (no system call, instant stop
 requests). Across processes the kernel's ``flock`` decides, and a waiter asks the holder to stop
-by creating a ``.stop`` file beside the lock, which the holder's process polls for. ``flock``
+by creating a ``.stop`` file in ``.pytusd-locks/``, which the holder's process polls for. ``flock``
 locks die with their process, so a killed worker never leaves an upload locked.
+
+Which file is locked:
+
+- Given ``lock_target`` (the file store passes its data file of an upload), the upload's own data
+  file. Nothing is created per lock, so nothing piles up and no inode is spent: on ext4 without a
+  journal, every file created soon after many deletions pays to skip the deleted inodes.
+- Otherwise (uploads on S3) a ``.lock`` file in ``.pytusd-locks/``, removed again by its holder.
+
+A locked file can be unlinked (lock file released, upload terminated) or replaced (a final upload's
+data renamed in) while others wait on it, so a winner checks that the path still names the file it
+locked and otherwise locks again: the usual rule for ``flock`` on files that come and go.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+from collections.abc import Callable
 
 from pytusd.locks.base import Lock, Locker, LockTimeout, StopCallback
 from pytusd.locks.memory import MemoryLocker
@@ -19,26 +31,37 @@ from pytusd.protocol.urls import is_valid_upload_id
 
 LOCK_DIR = ".pytusd-locks"
 
+#: upload ID -> the file to lock, or None when the upload has none (it does not exist)
+LockTarget = Callable[[str], "str | None"]
+
 
 class _FileLock(Lock):
-    __slots__ = ("_fd", "_inner", "_locker", "_stop_path")
+    __slots__ = ("_fd", "_inner", "_locker", "_remove", "_stop_path")
 
-    def __init__(self, locker: FileLocker, fd: int, stop_path: str, inner: Lock) -> None:
-        self._locker, self._fd, self._stop_path, self._inner = locker, fd, stop_path, inner
+    def __init__(self, locker: FileLocker, fd: int | None, remove: str | None, stop_path: str, inner: Lock) -> None:
+        self._locker, self._fd, self._remove, self._stop_path, self._inner = locker, fd, remove, stop_path, inner
 
     async def release(self) -> None:
         self._locker.unwatch(self._stop_path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._stop_path)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
+        if self._fd is not None:
+            if self._remove is not None:  # while still held: see the module docstring
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._remove)
+            os.close(self._fd)  # drops the flock
         await self._inner.release()
 
 
 class FileLocker(Locker):
-    def __init__(self, directory: str | os.PathLike[str], *, poll_interval: float = 0.02) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        poll_interval: float = 0.02,
+        lock_target: LockTarget | None = None,
+    ) -> None:
         self.directory = os.path.join(os.path.abspath(os.fspath(directory)), LOCK_DIR)
         self.poll_interval = poll_interval
+        self.lock_target = lock_target
         self._local = MemoryLocker()
         #: stop-file path -> callback of the request in this process that holds the lock
         self._watched: dict[str, StopCallback] = {}
@@ -58,25 +81,20 @@ class FileLocker(Locker):
         inner = await self._local.acquire(upload_id, on_stop_request, timeout)
         try:
             lock_path, stop_path = self._paths(upload_id)
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except FileNotFoundError:
-                os.makedirs(self.directory, exist_ok=True)
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                while not _try_flock(fd):
-                    # Ask the holder in the other process to stop; re-assert if it consumed the file.
-                    if not os.path.exists(stop_path):
-                        with contextlib.suppress(OSError):
-                            os.close(os.open(stop_path, os.O_WRONLY | os.O_CREAT, 0o644))
-                    if loop.time() >= deadline:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(stop_path)
-                        raise LockTimeout(upload_id)
-                    await asyncio.sleep(self.poll_interval)
-            except BaseException:
-                os.close(fd)
-                raise
+            target = self.lock_target(upload_id) if self.lock_target is not None else None
+            path = target or lock_path
+            while True:
+                fd = self._open(path, create=target is None)
+                if fd is None:  # the upload has no data file: it does not exist, nothing to guard
+                    return _FileLock(self, None, None, stop_path, inner)
+                try:
+                    await self._flock(fd, stop_path, deadline, upload_id)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if _still_names(path, fd):
+                    break
+                os.close(fd)  # unlinked or replaced while we waited: lock what is there now
         except BaseException:
             await inner.release()
             raise
@@ -84,17 +102,32 @@ class FileLocker(Locker):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stop_path)
         self._watch(stop_path, on_stop_request)
-        return _FileLock(self, fd, stop_path, inner)
+        return _FileLock(self, fd, None if target else lock_path, stop_path, inner)
 
-    async def forget(self, upload_id: str) -> None:
-        """Remove the lock file of a terminated upload, so lock files do not pile up.
+    def _open(self, path: str, *, create: bool) -> int | None:
+        if not create:
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(self.directory, exist_ok=True)
+            return os.open(path, flags, 0o644)
 
-        A request that opened the old file meanwhile locks a file nobody else will lock; it finds
-        the upload gone and answers 404 either way.
-        """
-        lock_path, _ = self._paths(upload_id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
+    async def _flock(self, fd: int, stop_path: str, deadline: float, upload_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        while not _try_flock(fd):
+            # Ask the holder in the other process to stop; re-assert if it consumed the file.
+            if not os.path.exists(stop_path):
+                _touch(stop_path, self.directory)
+            if loop.time() >= deadline:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(stop_path)
+                raise LockTimeout(upload_id)
+            await asyncio.sleep(self.poll_interval)
 
     def _watch(self, stop_path: str, callback: StopCallback) -> None:
         self._watched[stop_path] = callback
@@ -116,6 +149,27 @@ class FileLocker(Locker):
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+
+
+def _still_names(path: str, fd: int) -> bool:
+    """Does ``path`` still lead to the file open as ``fd``?"""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev)
+
+
+def _touch(path: str, directory: str) -> None:
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError:
+        pass  # the waiter still times out; the holder just is not asked
 
 
 def _try_flock(fd: int) -> bool:

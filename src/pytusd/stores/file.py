@@ -67,6 +67,17 @@ class FileStore(DataStore):
             raise UploadNotFound(upload_id)
         return path
 
+    def lock_target(self, upload_id: str) -> str | None:
+        """The file a :class:`~pytusd.locks.file.FileLocker` locks for ``upload_id``: its data file.
+
+        ``None`` for an ID that cannot name an upload here. Locking a file that exists anyway keeps
+        the locker from creating (and the directory from collecting) a lock file per upload.
+        """
+        try:
+            return self.data_path(upload_id)
+        except UploadNotFound:
+            return None
+
     def _temp_path(self) -> str:
         return os.path.join(self._temp, secrets.token_hex(12) + ".tmp")
 
