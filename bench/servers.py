@@ -71,6 +71,10 @@ class Spec:
     def versions(self) -> dict[str, str]:
         return {}
 
+    def backend_pids(self) -> list[int]:
+        """Processes that work only for this server (its storage): their CPU counts as the server's."""
+        return []
+
 
 class Pytusd(Spec):
     def __init__(self, workers: int | None = None) -> None:
@@ -134,6 +138,10 @@ class PytusdS3(Pytusd):
         s3 = ["--s3-bucket", self.bucket, "--s3-endpoint", self._swift.endpoint_url,
               "--s3-object-prefix", f"{tmp.name}/"]  # fmt: skip
         return super().command(port, data, tmp) + s3
+
+    def backend_pids(self) -> list[int]:
+        procs = self._swift._procs.values() if self._swift is not None else []
+        return [p.pid for p in procs if p.poll() is None]
 
     def versions(self) -> dict[str, str]:
         swift = _out(["dpkg-query", "-W", "-f", "${Version}", "swift"]) or "unknown"
@@ -375,7 +383,7 @@ class Running:
         return self.proc.poll() is None
 
     def cpu(self) -> float:
-        return tree_cpu(self.proc.pid)
+        return tree_cpu(self.proc.pid) + sum(tree_cpu(pid) for pid in self.spec.backend_pids())
 
     def rss(self) -> int:
         return tree_rss(self.proc.pid)

@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 
 from pytusd.asgi import TusApp
-from pytusd.serving import PytusdHttpProtocol
+from pytusd.serving import BufferedHttpProtocol
 
 #: Seconds to wait for requests to finish after they were told to stop.
 GRACEFUL_TIMEOUT = 30
@@ -51,7 +51,7 @@ def serve(*, host: str, port: int, uds: str | None, workers: int, log_config: di
         workers=workers,
         log_config=log_config,
         loop="uvloop",
-        http=PytusdHttpProtocol,
+        http=BufferedHttpProtocol,  # type: ignore[arg-type]  # a protocol class in all but name
         lifespan="on",
         proxy_headers=False,  # the app decides what to trust (--behind-proxy)
         server_header=False,

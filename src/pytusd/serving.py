@@ -20,15 +20,20 @@ no ``checksum-trailer`` in ``Tus-Extension``.
 
 from __future__ import annotations
 
+import asyncio
 import http
+import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from pytusd.asgi import INTERIM_EXTENSION, TRAILERS_EXTENSION
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
 
 _PHRASES = {104: "Upload Resumption Supported", 460: "Checksum Mismatch"}
 for _code, _phrase in _PHRASES.items():
@@ -40,6 +45,16 @@ BODY_HIGH_WATER = max(HIGH_WATER_LIMIT, 256 * 1024)
 #: Request line plus header fields (and, separately, trailer fields) larger than this get a 431:
 #: httptools itself has no limit, and headers are held in memory whole.
 MAX_HEADER_BYTES = 64 * 1024
+
+
+#: Bytes read from the socket at once (uvloop's own read buffer is as large).
+READ_BUFFER = 256 * 1024
+#: While a large body streams in fast, the socket wakes us only once this much has arrived.
+RECEIVE_LOW_WATER = 128 * 1024
+#: Seconds without a read after which the low-water mark drops back to one byte.
+LOW_WATER_STALL = 0.05
+#: A read at least this large means the client sends faster than we read: batch the wake-ups.
+FAST_READ = 64 * 1024
 
 
 class _HeadersTooLarge(Exception):
@@ -66,10 +81,54 @@ class _Chunks:
     def __len__(self) -> int:
         return self.size
 
+    def pop_oldest(self) -> bytes:
+        chunk = self.chunks.pop(0)
+        self.size -= len(chunk)
+        return chunk
+
     def __bytes__(self) -> bytes:
         if len(self.chunks) == 1:
             return self.chunks[0]
         return b"".join(self.chunks)
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request cycle, handing over buffered body chunks one by one.
+
+    uvicorn's ``receive`` joins everything buffered into one ``bytes`` (a copy of each chunk, and
+    several reads often arrive while the app writes the previous chunk). Returning the oldest
+    chunk while more are buffered costs one more call instead of the copy. Otherwise this is
+    uvicorn's ``receive`` (0.5x), which the version bound in pyproject.toml keeps in step.
+    """
+
+    async def receive(self) -> ASGIReceiveEvent:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+
+        if not self.disconnected and not self.response_complete:
+            if _buffered_chunks(self.body) > 1:
+                return self._oldest_chunk()
+            self.flow.resume_reading()
+            await self.message_event.wait()
+            self.message_event.clear()
+
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        if _buffered_chunks(self.body) > 1:
+            self.message_event.set()  # more is buffered: the next receive must not wait
+            return self._oldest_chunk()
+        message: ASGIReceiveEvent = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        self.body = bytearray()
+        return message
+
+    def _oldest_chunk(self) -> ASGIReceiveEvent:
+        body: Any = self.body
+        return {"type": "http.request", "body": body.pop_oldest(), "more_body": True}
+
+
+def _buffered_chunks(body: object) -> int:
+    return len(body.chunks) if type(body) is _Chunks else 0
 
 
 def _status_line(status: int) -> bytes:
@@ -85,9 +144,64 @@ def _status_line(status: int) -> bytes:
 class PytusdHttpProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _too_large = False
+    #: body bytes of the current request still to come (0: none, or not known: chunked)
+    _body_left = 0
+    _content_length = -1
+    #: the socket's SO_RCVLOWAT as last set
+    _low_water = 1
+
+    _reads = 0
+    _reads_at_check = 0
+    _stall_check: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Every wake-up of an idle process costs a context switch (far more in a VM, where the
+        # vCPU halts): when a body streams in faster than we read it, let the kernel gather
+        # RECEIVE_LOW_WATER bytes per wake-up. Never more than the body still owes, so its end
+        # (and the response) is never held back; slow senders keep one wake-up per read; and a
+        # sender that stalls has what it sent read (and stored) within LOW_WATER_STALL seconds.
+        self._reads += 1
+        left = self._body_left
+        want = min(RECEIVE_LOW_WATER, left) if left > 0 and len(data) >= FAST_READ else 1
+        if want != self._low_water:
+            self._set_low_water(want)
+            if want > 1 and self._stall_check is None:
+                self._watch_for_stall()
+
+    def _watch_for_stall(self) -> None:
+        self._reads_at_check = self._reads
+        self._stall_check = self.loop.call_later(LOW_WATER_STALL, self._check_stall)
+
+    def _check_stall(self) -> None:
+        self._stall_check = None
+        if self._low_water <= 1 or self.transport.is_closing():
+            return
+        if self._reads == self._reads_at_check:
+            self._set_low_water(1)  # the kernel then wakes us for what it holds
+        else:
+            self._watch_for_stall()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._stall_check is not None:
+            self._stall_check.cancel()
+            self._stall_check = None
+        super().connection_lost(exc)
+
+    def _set_low_water(self, size: int) -> None:
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+        except OSError:
+            return
+        self._low_water = size
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._content_length = -1
+        self._body_left = 0
         self._header_bytes = 0
         self._in_trailers = False
         trailers: list[tuple[bytes, bytes]] = []
@@ -124,14 +238,21 @@ class PytusdHttpProtocol(HttpToolsProtocol):
         if self._in_trailers:
             self._trailers.append((name.lower(), value))
         else:
+            if len(name) == 14 and name.lower() == b"content-length" and value.strip().isdigit():
+                self._content_length = int(value)
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if type(self.cycle) is RequestResponseCycle:
+            self.cycle.__class__ = _Cycle  # same object, our receive (uvicorn builds it inline)
+        # httptools itself refuses a Content-Length next to chunked coding or a second, different one.
+        self._body_left = max(self._content_length, 0)
         self._in_trailers = True
         self._header_bytes = 0  # trailers get a budget of their own
 
     def on_body(self, body: bytes) -> None:
+        self._body_left -= len(body)
         cycle: Any = self.cycle  # its ``body`` becomes a _Chunks, which uvicorn's types do not know
         if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
             return
@@ -168,3 +289,43 @@ class PytusdHttpProtocol(HttpToolsProtocol):
             self.transport.write(b"".join(lines))
 
         return send_interim
+
+
+class BufferedHttpProtocol(asyncio.BufferedProtocol):
+    """:class:`PytusdHttpProtocol` behind uvloop's buffered reads: one copy less per received byte.
+
+    uvloop copies every read into a fresh ``bytes`` for ``data_received``, unless the protocol is
+    a ``BufferedProtocol`` and *not* an ``asyncio.Protocol`` (uvicorn's classes are the latter).
+    So this wrapper lends uvloop one buffer per connection and has httptools parse it in place.
+    Nothing keeps a reference to the buffer after parsing: httptools hands out copies (header
+    values, body chunks), and uvicorn handles parser errors and upgrades inside the call.
+
+    Give it to uvicorn as the protocol class: uvicorn calls it with its keyword arguments.
+    """
+
+    __slots__ = ("_buffer", "inner")
+
+    def __init__(self, **uvicorn_kwargs: Any) -> None:
+        self.inner = PytusdHttpProtocol(**uvicorn_kwargs)
+        self._buffer = memoryview(bytearray(READ_BUFFER))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)  # type: ignore[arg-type]  # uvicorn wants a Transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def eof_received(self) -> None:
+        self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.inner.data_received(self._buffer[:nbytes])  # type: ignore[arg-type]  # any buffer will do

@@ -22,7 +22,16 @@ from uvicorn.protocols.http import httptools_impl
 
 from pytusd.asgi import TusApp
 from pytusd.config import Config
-from pytusd.serving import INTERIM_EXTENSION, TRAILERS_EXTENSION, PytusdHttpProtocol, _Chunks, _status_line
+from pytusd.serving import (
+    INTERIM_EXTENSION,
+    LOW_WATER_STALL,
+    READ_BUFFER,
+    TRAILERS_EXTENSION,
+    BufferedHttpProtocol,
+    PytusdHttpProtocol,
+    _Chunks,
+    _status_line,
+)
 from pytusd.stores.memory import MemoryStore
 
 # -- driving the ASGI app by hand -------------------------------------------------------------------
@@ -321,36 +330,49 @@ class Probe:
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
+        #: X-Tag of a request -> body bytes it has received so far
+        self.progress: dict[str, int] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         extensions = scope.get("extensions") or {}
         await extensions[INTERIM_EXTENSION]["send"](104, [(b"x-probe", b"1")])
-        body = b""
+        headers = dict(scope["headers"])
+        slow = b"x-slow" in headers  # let reads pile up between receives
+        tag = headers.get(b"x-tag", b"").decode()
+        body, sizes = b"", []
         while True:
             message = await receive()
             body += message.get("body", b"")
+            sizes.append(len(message.get("body", b"")))
+            self.progress[tag] = len(body)
             if not message.get("more_body"):
                 break
+            if slow:
+                await asyncio.sleep(0.005)
         self.seen.append(
             {
                 "headers": [(n.decode(), v.decode()) for n, v in scope["headers"]],
                 "trailers": [(n.decode(), v.decode()) for n, v in extensions[TRAILERS_EXTENSION]["get"]()],
                 "body": body,
+                "sizes": sizes,
             }
         )
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-@pytest.fixture(scope="module")
-def probe_server() -> Iterator[tuple[int, Probe]]:
+@pytest.fixture(scope="module", params=["protocol-asyncio", "buffered-uvloop"])
+def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
+    """The protocol class as mounted by tests, and the buffered wrapper the ``pytusd`` command serves."""
     app = Probe()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=PytusdHttpProtocol, loop="asyncio",
+    protocol, loop = (PytusdHttpProtocol, "asyncio") if request.param == "protocol-asyncio" else (
+        BufferedHttpProtocol, "uvloop")  # fmt: skip
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, loop=loop,  # type: ignore[arg-type]
                             lifespan="off", log_level="warning", access_log=False)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -440,3 +462,42 @@ def test_protocol_large_body_arrives_whole(probe_server: tuple[int, Probe]) -> N
                 received += chunk
     assert b"HTTP/1.1 200" in received
     assert app.seen[-1]["body"] == body
+
+
+def test_protocol_hands_over_buffered_reads_one_by_one(probe_server: tuple[int, Probe]) -> None:
+    """An app slower than the socket gets every read as it came, in order, never several joined."""
+    port, app = probe_server
+    body = bytes(range(256)) * 16384  # 4 MiB
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(body)
+        received = b""
+        while b"\r\n\r\nok" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    seen = app.seen[-1]
+    assert seen["body"] == body
+    assert max(seen["sizes"]) <= READ_BUFFER, f"reads were joined: {max(seen['sizes'])} bytes in one message"
+
+
+def test_protocol_reads_what_a_stalled_fast_sender_sent(probe_server: tuple[int, Probe]) -> None:
+    """A fast sender that stops mid-body: the app gets every byte sent so far, promptly.
+
+    The receive low-water mark batches the wake-ups of a fast stream; it must not leave a stalled
+    sender's last bytes in the kernel, where no HEAD sees them and a dropped connection loses them.
+    """
+    port, app = probe_server
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + LOW_WATER_STALL + 5
+        while app.progress.get("stall") != count:
+            assert time.monotonic() < deadline, f"the app got {app.progress.get('stall')} of {count} bytes"
+            time.sleep(0.005)
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: stall\r\nContent-Length: 1000000\r\n\r\n")
+        sock.sendall(bytes(300_000))  # fast: large reads raise the low-water mark
+        wait_for(300_000)
+        sock.sendall(bytes(50_000))  # then less than the mark, and nothing more
+        wait_for(350_000)
