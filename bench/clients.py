@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -428,39 +427,45 @@ async def head(t: Target, duration: float, conc: int) -> tuple[Metrics, int]:
     return _summary(d, "req/s", time.perf_counter() - t0)
 
 
-HEAD_CLIENT_SOURCE = Path(__file__).with_name("headclient.c")
+LOAD_CLIENT_SOURCE = Path(__file__).with_name("loadclient.c")
 
 
-def build_head_client(cache: Path) -> Path | None:
-    """Compile headclient.c into the cache (once per source change); None without a C compiler."""
-    exe = cache / "headclient"
-    if exe.exists() and exe.stat().st_mtime >= HEAD_CLIENT_SOURCE.stat().st_mtime:
+def build_load_client(cache: Path) -> Path | None:
+    """Compile loadclient.c into the cache (again when the source changed); None without a C compiler."""
+    exe = cache / "loadclient"
+    if exe.exists() and exe.stat().st_mtime >= LOAD_CLIENT_SOURCE.stat().st_mtime:
         return exe
     cc = next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
     if cc is None:
         return None
     cache.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run([cc, "-O2", "-o", str(exe), str(HEAD_CLIENT_SOURCE)], capture_output=True)
+    res = subprocess.run([cc, "-O2", "-o", str(exe), str(LOAD_CLIENT_SOURCE)], capture_output=True)
     if res.returncode:
-        print(f"[setup] {cc} failed on {HEAD_CLIENT_SOURCE.name}:\n{res.stderr.decode()}", flush=True)
+        print(f"[setup] {cc} failed on {LOAD_CLIENT_SOURCE.name}:\n{res.stderr.decode()}", flush=True)
         return None
     return exe
+
+
+def _native(exe: Path, args: list[str], rate: str, timeout: float) -> tuple[Metrics, int]:
+    out = subprocess.run([str(exe), *args], capture_output=True, text=True, check=False, timeout=timeout)
+    if out.returncode:
+        raise HTTPError(f"loadclient exited {out.returncode}: {out.stderr.strip()}")
+    for line in out.stderr.splitlines()[:3]:
+        print(f"    error: {line}", flush=True)
+    ok, failures, secs, p50, p99 = out.stdout.split()
+    metrics = {rate: int(ok) / float(secs), "p50 ms": float(p50) * 1e3, "p99 ms": float(p99) * 1e3}
+    return metrics, int(failures)
 
 
 def head_native(t: Target, duration: float, conc: int, exe: Path) -> tuple[Metrics, int]:
     """The head workload driven by the compiled client (same requests, same measures)."""
     path = _once(t, lambda c: c.create(65536))
-    with tempfile.NamedTemporaryFile("wb", suffix=".http") as req:
-        req.write(request_bytes("HEAD", t, path, {}))
-        req.flush()
-        out = subprocess.run(
-            [str(exe), t.host, str(t.port), req.name, str(conc), str(duration)],
-            capture_output=True, text=True, check=False, timeout=duration + 60,
-        )
-    if out.returncode:
-        raise HTTPError(f"headclient exited {out.returncode}: {out.stderr.strip()}")
-    for line in out.stderr.splitlines()[:3]:
-        print(f"    error: {line}", flush=True)
-    ok, failures, secs, p50, p99 = out.stdout.split()
-    return {"req/s": int(ok) / float(secs), "p50 ms": float(p50) * 1e3,
-            "p99 ms": float(p99) * 1e3}, int(failures)
+    args = ["head", t.host, str(t.port), str(conc), str(duration), path]
+    return _native(exe, args, "req/s", duration + 60)
+
+
+def small_native(t: Target, n: int, size: int, conc: int, cwu: bool, exe: Path) -> tuple[Metrics, int]:
+    """The small workloads driven by the compiled client (same requests, same measures)."""
+    args = ["cwu" if cwu else "small", t.host, str(t.port), str(conc), str(n), str(size), t.base]
+    args += [] if t.verify else ["noverify"]
+    return _native(exe, args, "uploads/s", 900)

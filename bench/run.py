@@ -70,8 +70,8 @@ class Record:
     error: str = ""
 
 
-#: the compiled HEAD client (bench/headclient.c), built in main(); None: the Python one
-HEAD_CLIENT: Path | None = None
+#: the compiled client for head and small (bench/loadclient.c), built in main(); None: the Python ones
+LOAD_CLIENT: Path | None = None
 
 
 def source_file(size: int) -> Path:
@@ -142,11 +142,14 @@ def workload_fn(
             return lambda: clients.chunked(t, src, p.chunked_size, p.chunk)
         case "small" | "small-cwu":
             cwu = name == "small-cwu"
+            if LOAD_CLIENT is not None:
+                exe = LOAD_CLIENT
+                return lambda: clients.small_native(t, p.small_n, p.small_size, p.small_conc, cwu, exe)
             return lambda: clients.run_async(
                 clients.small(t, p.small_n, p.small_size, p.small_conc, cwu))
         case "head":
-            if HEAD_CLIENT is not None:
-                exe = HEAD_CLIENT
+            if LOAD_CLIENT is not None:
+                exe = LOAD_CLIENT
                 return lambda: clients.head_native(t, p.head_secs, p.head_conc, exe)
             return lambda: clients.run_async(clients.head(t, p.head_secs, p.head_conc))
         case "memory":
@@ -190,9 +193,12 @@ def warm_up(srv: servers.Running, src: Path) -> None:
     try:
         clients.chunked(t, src, 32 * MiB, 8 * MiB)
         for cwu in (False, True):
-            clients.run_async(clients.small(t, 300, 64 * 1024, 16, cwu))
-        if HEAD_CLIENT is not None:
-            clients.head_native(t, 1.0, 16, HEAD_CLIENT)
+            if LOAD_CLIENT is not None:
+                clients.small_native(t, 300, 64 * 1024, 16, cwu, LOAD_CLIENT)
+            else:
+                clients.run_async(clients.small(t, 300, 64 * 1024, 16, cwu))
+        if LOAD_CLIENT is not None:
+            clients.head_native(t, 1.0, 16, LOAD_CLIENT)
         else:
             clients.run_async(clients.head(t, 1.0, 16))
     except (OSError, clients.HTTPError) as e:
@@ -276,10 +282,10 @@ def main() -> int:
     command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
     started = datetime.now(UTC)
     src = source_file(params.stream_size)
-    global HEAD_CLIENT
-    HEAD_CLIENT = clients.build_head_client(servers.CACHE)
-    if HEAD_CLIENT is None:
-        print("[setup] no C compiler: the head workload uses the slower Python client", flush=True)
+    global LOAD_CLIENT
+    LOAD_CLIENT = clients.build_load_client(servers.CACHE)
+    if LOAD_CLIENT is None:
+        print("[setup] no C compiler: head and small use the slower Python clients", flush=True)
     running: list[servers.Running] = []
     skipped: dict[str, str] = {}
     try:
