@@ -163,7 +163,8 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
         "pytusd's median (pytusd = 1.00; for memory, > 1 means more memory than pytusd).",
         "- MB/s is 10^6 bytes per second. Latencies are per upload (small) or per request (head).",
         "- server CPU s: user+system CPU seconds of the server's process tree during the workload "
-        "(/proc/<pid>/stat); client CPU s: the harness process plus curl. client cores = client "
+        "(/proc/<pid>/stat); client CPU s: the harness process plus its client programs (curl, loadclient). "
+        "client cores = client "
         f"CPU s / wall time; ⚠ marks more than {CLIENT_CORES_LIMIT} core, i.e. the client may "
         "have been the bottleneck on this 2-core machine.",
         "- kernel CPU s: interrupts, softirqs (loopback networking) and kernel threads (writeback, "

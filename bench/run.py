@@ -95,7 +95,7 @@ def source_file(size: int) -> Path:
 
 
 def client_cpu() -> float:
-    """CPU seconds of this process plus its finished children (curl)."""
+    """CPU seconds of this process plus its finished children (curl, loadclient)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 

@@ -47,10 +47,13 @@ BODY_HIGH_WATER = max(HIGH_WATER_LIMIT, 256 * 1024)
 MAX_HEADER_BYTES = 64 * 1024
 
 
-#: Bytes read from the socket at once (uvloop's own read buffer is as large).
-READ_BUFFER = 256 * 1024
-#: While a large body streams in fast, the socket wakes us only once this much has arrived.
-RECEIVE_LOW_WATER = 128 * 1024
+#: Most bytes read from a socket at once: one upload streaming alone gets reads this large.
+READ_BUFFER = 1024 * 1024
+#: Reads of all bodies arriving at once share this budget (each read is held as a chunk until
+#: written), so memory does not grow with concurrent uploads: 32 at once read 128 KiB each.
+READ_BUDGET = 4 * 1024 * 1024
+#: ... but no read is smaller than this.
+MIN_READ = 64 * 1024
 #: Seconds without a read after which the low-water mark drops back to one byte.
 LOW_WATER_STALL = 0.05
 #: A read at least this large means the client sends faster than we read: batch the wake-ups.
@@ -149,6 +152,8 @@ class PytusdHttpProtocol(HttpToolsProtocol):
     _content_length = -1
     #: the socket's SO_RCVLOWAT as last set
     _low_water = 1
+    #: counted in _receiving_bodies
+    _counted = False
 
     _reads = 0
     _reads_at_check = 0
@@ -158,12 +163,12 @@ class PytusdHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         # Every wake-up of an idle process costs a context switch (far more in a VM, where the
         # vCPU halts): when a body streams in faster than we read it, let the kernel gather
-        # RECEIVE_LOW_WATER bytes per wake-up. Never more than the body still owes, so its end
+        # half a read's worth of bytes per wake-up. Never more than the body still owes, so its end
         # (and the response) is never held back; slow senders keep one wake-up per read; and a
         # sender that stalls has what it sent read (and stored) within LOW_WATER_STALL seconds.
         self._reads += 1
         left = self._body_left
-        want = min(RECEIVE_LOW_WATER, left) if left > 0 and len(data) >= FAST_READ else 1
+        want = min(read_size() // 2, left) if left > 0 and len(data) >= FAST_READ else 1
         if want != self._low_water:
             self._set_low_water(want)
             if want > 1 and self._stall_check is None:
@@ -183,6 +188,7 @@ class PytusdHttpProtocol(HttpToolsProtocol):
             self._watch_for_stall()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._count_body(False)
         if self._stall_check is not None:
             self._stall_check.cancel()
             self._stall_check = None
@@ -242,17 +248,27 @@ class PytusdHttpProtocol(HttpToolsProtocol):
                 self._content_length = int(value)
             super().on_header(name, value)
 
+    def _count_body(self, receiving: bool) -> None:
+        """Keep the process-wide count of bodies being received (it sizes the reads)."""
+        global _receiving_bodies
+        if receiving != self._counted:
+            self._counted = receiving
+            _receiving_bodies += 1 if receiving else -1
+
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         if type(self.cycle) is RequestResponseCycle:
             self.cycle.__class__ = _Cycle  # same object, our receive (uvicorn builds it inline)
         # httptools itself refuses a Content-Length next to chunked coding or a second, different one.
         self._body_left = max(self._content_length, 0)
+        self._count_body(self._body_left > 0)
         self._in_trailers = True
         self._header_bytes = 0  # trailers get a budget of their own
 
     def on_body(self, body: bytes) -> None:
         self._body_left -= len(body)
+        if self._body_left <= 0 and self._counted:
+            self._count_body(False)
         cycle: Any = self.cycle  # its ``body`` becomes a _Chunks, which uvicorn's types do not know
         if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
             return
@@ -296,18 +312,19 @@ class BufferedHttpProtocol(asyncio.BufferedProtocol):
 
     uvloop copies every read into a fresh ``bytes`` for ``data_received``, unless the protocol is
     a ``BufferedProtocol`` and *not* an ``asyncio.Protocol`` (uvicorn's classes are the latter).
-    So this wrapper lends uvloop one buffer per connection and has httptools parse it in place.
+    So this wrapper lends uvloop one buffer (shared by all connections of the process: a buffer
+    per connection would cost its size per idle keep-alive connection) and has httptools parse
+    it in place.
     Nothing keeps a reference to the buffer after parsing: httptools hands out copies (header
     values, body chunks), and uvicorn handles parser errors and upgrades inside the call.
 
     Give it to uvicorn as the protocol class: uvicorn calls it with its keyword arguments.
     """
 
-    __slots__ = ("_buffer", "inner")
+    __slots__ = ("inner",)
 
     def __init__(self, **uvicorn_kwargs: Any) -> None:
         self.inner = PytusdHttpProtocol(**uvicorn_kwargs)
-        self._buffer = memoryview(bytearray(READ_BUFFER))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.inner.connection_made(transport)  # type: ignore[arg-type]  # uvicorn wants a Transport
@@ -325,7 +342,21 @@ class BufferedHttpProtocol(asyncio.BufferedProtocol):
         self.inner.resume_writing()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
+        return _READ_BUFFER[: read_size()]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.inner.data_received(self._buffer[:nbytes])  # type: ignore[arg-type]  # any buffer will do
+        self.inner.data_received(_READ_BUFFER[:nbytes])  # type: ignore[arg-type]  # any buffer will do
+
+
+#: Bodies of this process that are arriving now (their requests have more bytes to come).
+_receiving_bodies = 0
+
+
+def read_size() -> int:
+    """How much one read may take now: READ_BUFFER, or a share of READ_BUDGET when many arrive."""
+    return max(MIN_READ, min(READ_BUFFER, READ_BUDGET // max(1, _receiving_bodies)))
+
+
+#: One read buffer for every connection of the process: uvloop fills it and calls buffer_updated
+#: synchronously, one connection at a time, and parsing copies out all it keeps.
+_READ_BUFFER = memoryview(bytearray(READ_BUFFER))

@@ -20,16 +20,20 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
 
+from pytusd import serving
 from pytusd.asgi import TusApp
 from pytusd.config import Config
 from pytusd.serving import (
     INTERIM_EXTENSION,
     LOW_WATER_STALL,
+    MIN_READ,
+    READ_BUDGET,
     READ_BUFFER,
     TRAILERS_EXTENSION,
     BufferedHttpProtocol,
     PytusdHttpProtocol,
     _Chunks,
+    _Cycle,
     _status_line,
 )
 from pytusd.stores.memory import MemoryStore
@@ -235,6 +239,38 @@ def test_status_line(status: int, line: bytes) -> None:
 def test_uvicorn_knows_the_reason_phrases() -> None:
     assert httptools_impl.STATUS_LINE[104] == b"HTTP/1.1 104 Upload Resumption Supported\r\n"
     assert httptools_impl.STATUS_LINE[460] == b"HTTP/1.1 460 Checksum Mismatch\r\n"
+
+
+# -- the request cycle, on an object without a connection ---------------------------------------------
+
+
+class FakeFlow:
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+
+def test_cycle_hands_over_buffered_chunks_one_by_one_without_copies() -> None:
+    async def main() -> None:
+        cycle: Any = _Cycle.__new__(_Cycle)
+        chunks = [b"a" * 10, b"b" * 20, b"c" * 30]
+        cycle.body = _Chunks()
+        for chunk in chunks:
+            cycle.body.append(chunk)
+        cycle.disconnected = cycle.response_complete = cycle.waiting_for_100_continue = False
+        cycle.more_body = False  # the whole body has arrived
+        cycle.message_event = asyncio.Event()
+        cycle.message_event.set()
+        cycle.flow, cycle.transport = FakeFlow(), FakeTransport()
+        got = [await asyncio.wait_for(cycle.receive(), 1) for _ in chunks]
+        assert [m["body"] for m in got] == chunks
+        assert all(m["body"] is chunk for m, chunk in zip(got, chunks, strict=True)), "a chunk was copied"
+        assert [m["more_body"] for m in got] == [True, True, False]
+        assert cycle.flow.resumed == 1, "reading resumed while chunks were still buffered"
+
+    asyncio.run(main())
 
 
 # -- the interim sender, on a protocol object without a connection ----------------------------------
@@ -479,6 +515,7 @@ def test_protocol_hands_over_buffered_reads_one_by_one(probe_server: tuple[int, 
     seen = app.seen[-1]
     assert seen["body"] == body
     assert max(seen["sizes"]) <= READ_BUFFER, f"reads were joined: {max(seen['sizes'])} bytes in one message"
+    assert len(seen["sizes"]) > 4, "the body came in a few large pieces: the test did not exercise buffering"
 
 
 def test_protocol_reads_what_a_stalled_fast_sender_sent(probe_server: tuple[int, Probe]) -> None:
@@ -501,3 +538,26 @@ def test_protocol_reads_what_a_stalled_fast_sender_sent(probe_server: tuple[int,
         wait_for(300_000)
         sock.sendall(bytes(50_000))  # then less than the mark, and nothing more
         wait_for(350_000)
+
+
+def test_read_size_shares_a_budget_among_arriving_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for arriving, expected in [(0, READ_BUFFER), (1, READ_BUFFER), (32, READ_BUDGET // 32), (10_000, MIN_READ)]:
+        monkeypatch.setattr(serving, "_receiving_bodies", arriving)
+        assert serving.read_size() == expected
+
+
+def test_protocol_counts_arriving_bodies_back_to_zero(probe_server: tuple[int, Probe]) -> None:
+    """Finished bodies, stalled ones whose connection closed, bodies cut short: none stays counted
+    (a leak would shrink every later read to the minimum)."""
+    port, _ = probe_server
+    assert b"HTTP/1.1 200" in raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + bytes(200_000))
+        deadline = time.monotonic() + 5
+        while serving._receiving_bodies == 0:
+            assert time.monotonic() < deadline, "a body under way was not counted"
+            time.sleep(0.005)
+    deadline = time.monotonic() + 5
+    while serving._receiving_bodies != 0:
+        assert time.monotonic() < deadline, f"{serving._receiving_bodies} bodies still counted"
+        time.sleep(0.005)
