@@ -96,7 +96,7 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
         "",
         f"Generated {raw['started'].replace('T', ' ').replace('+00:00', ' UTC')} by `{raw['command']}` "
         f"({raw['rounds']} round{'s' * (raw['rounds'] != 1)}; in each round every workload "
-        "runs on every server in turn, A B C A B C …"
+        "runs on every server in turn, the order rotated by one each round: A B C, B C A, …"
         + (", **quick mode: reduced sizes, smoke test only**" if raw["quick"] else "") + ").",
         "",
         f"Machine: {m['cpu']}, {m['nproc']} cores (nproc), {m['memory']} RAM, {m['kernel']}. "

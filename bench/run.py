@@ -236,12 +236,16 @@ def run_rounds(
     running: list[servers.Running], workloads: list[str], p: Params, src: Path,
     args: argparse.Namespace,
 ) -> list[Record]:
-    """Every round: every workload on every server in turn (A B C A B C ...)."""
+    """Every round: every workload on every server in turn, the order rotated by one each round."""
     records: list[Record] = []
     for rnd in range(1, args.rounds + 1):
         print(f"[round {rnd}/{args.rounds}]", flush=True)
+        # Each round starts with the next server (A B C, B C A, C A B, ...): whoever goes first after a
+        # workload switch follows the largest deletions and page-cache churn, so nobody always does.
+        order = [(rnd - 1 + k) % len(running) for k in range(len(running))]
         for wl in workloads:
-            for i, srv in enumerate(running):
+            for i in order:
+                srv = running[i]
                 if srv.spec.workloads is not None and wl not in srv.spec.workloads:
                     continue
                 if not srv.alive:
