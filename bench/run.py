@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import sys
 import time
 import traceback
@@ -79,10 +80,8 @@ def source_file(size: int) -> Path:
     path = servers.CACHE / "data" / f"random-{size}.bin"
     if path.exists() and path.stat().st_size == size:
         # Into the page cache now: else the first stream measurement pays for reading the disk.
-        with open(path, "rb") as f:
-            buf = bytearray(8 * MiB)
-            while f.readinto(buf):
-                pass
+        with open(path, "rb") as f, open(os.devnull, "wb") as sink:
+            shutil.copyfileobj(f, sink, 8 * MiB)
         return path
     print(f"[setup] writing {size / MiB:.0f} MiB of random data to {path}", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)

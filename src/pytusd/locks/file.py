@@ -110,6 +110,10 @@ class FileLocker(Locker):
                 return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 return None
+        return self._create(path)
+
+    def _create(self, path: str) -> int:
+        """Open (creating it, and the lock directory, if need be) a file in the lock directory."""
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
             return os.open(path, flags, 0o644)
@@ -122,7 +126,8 @@ class FileLocker(Locker):
         while not _try_flock(fd):
             # Ask the holder in the other process to stop; re-assert if it consumed the file.
             if not os.path.exists(stop_path):
-                _touch(stop_path, self.directory)
+                with contextlib.suppress(OSError):  # unasked, the holder still times the waiter out
+                    os.close(self._create(stop_path))
             if loop.time() >= deadline:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(stop_path)
@@ -159,17 +164,6 @@ def _still_names(path: str, fd: int) -> bool:
         return False
     mine = os.fstat(fd)
     return (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev)
-
-
-def _touch(path: str, directory: str) -> None:
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    except FileNotFoundError:
-        os.makedirs(directory, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    except OSError:
-        pass  # the waiter still times out; the holder just is not asked
 
 
 def _try_flock(fd: int) -> bool:
