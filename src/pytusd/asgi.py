@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -29,6 +30,7 @@ logger = logging.getLogger("pytusd")
 #: Scope extensions offered by pytusd's serving layer (see pytusd.serving); absent elsewhere.
 INTERIM_EXTENSION = "pytusd.interim"
 TRAILERS_EXTENSION = "pytusd.trailers"
+SPLICE_EXTENSION = "pytusd.splice"
 
 
 class ASGIBody:
@@ -72,6 +74,34 @@ class ASGIBody:
         if getter is None or not self.complete:
             return None
         return _join_headers(getter())
+
+    @property
+    def can_write_into(self) -> bool:
+        return SPLICE_EXTENSION in (self._scope.get("extensions") or {})
+
+    async def write_into(self, fd: int) -> int:
+        """The rest of the body into ``fd`` through the serving layer's ``pytusd.splice``."""
+        if self.complete or self.disconnected or self._stopped is not None:
+            return 0
+        into = self._scope["extensions"][SPLICE_EXTENSION]["into"]
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+        self._task = asyncio.current_task()
+        self._waiting = True
+        try:
+            written, complete = await into(fd)
+        except asyncio.CancelledError:
+            if self._cancelled_by_stop and self._task is not None:
+                self._task.uncancel()
+                # Stopped between two moves: the splices advanced the file position.
+                return os.lseek(fd, 0, os.SEEK_CUR) - start
+            raise
+        finally:
+            self._waiting = False
+        if complete:
+            self.complete = True
+        else:
+            self.disconnected = True
+        return int(written)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()

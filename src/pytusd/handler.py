@@ -45,7 +45,7 @@ from pytusd.protocol.urls import (
     parse_concat,
     upload_path,
 )
-from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound
+from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
 
 logger = logging.getLogger("pytusd")
 ProgressSender = Callable[[int], Awaitable[None]]
@@ -535,6 +535,7 @@ class UploadHandler:
         else:
             limit = -1
         declared = request.headers.get("content-length")
+        content_length: int | None = None
         if declared is not None:
             content_length = parse_non_negative_int(declared, "Content-Length")
             if 0 <= limit < content_length:
@@ -542,7 +543,12 @@ class UploadHandler:
         body = request.body
         if self._shutting_down:
             body.stop(STOPPED_BY_SHUTDOWN)
-        source = _guarded(body, limit, verifier)
+        source: AsyncIterable[bytes]
+        if verifier is None and content_length is not None and body.can_write_into:
+            # Its length fits and no digest needs its bytes: the body may write itself.
+            source = _DirectBody(body)
+        else:
+            source = _guarded(body, limit, verifier)
         self._active.add(body)
         error: HTTPError | None = None
         written = 0
@@ -832,6 +838,21 @@ class _Verifier:
             checksum = parse_checksum(value, ALGORITHMS)
             if self._trailer[checksum.algorithm].digest() != checksum.digest:
                 raise _ChecksumMismatch
+
+
+class _DirectBody(DirectSource):
+    """A body the store may have write itself into a file (see DirectSource)."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: Body) -> None:
+        self._body = body
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body.__aiter__()
+
+    async def write_into(self, fd: int) -> int:
+        return await self._body.write_into(fd)
 
 
 async def _guarded(body: AsyncIterable[bytes], limit: int, verifier: _Verifier | None) -> AsyncIterator[bytes]:

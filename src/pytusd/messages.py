@@ -40,6 +40,13 @@ class Body(Protocol):
     def trailers(self) -> Mapping[str, str] | None:
         """Request trailers, once the body is complete; None if the server cannot read them."""
 
+    @property
+    def can_write_into(self) -> bool:
+        """The web server can move the body into a file descriptor itself (pytusd's can, on Linux)."""
+
+    async def write_into(self, fd: int) -> int:
+        """Write the rest of the body at ``fd``'s position; only when :attr:`can_write_into`."""
+
 
 class EmptyBody:
     """The body of a request that has none."""
@@ -48,6 +55,7 @@ class EmptyBody:
     disconnected = False
     complete = True
     can_read_trailers = False
+    can_write_into = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._nothing()
@@ -61,6 +69,9 @@ class EmptyBody:
 
     def trailers(self) -> Mapping[str, str] | None:
         return None
+
+    async def write_into(self, fd: int) -> int:
+        return 0
 
 
 InterimSender = Callable[[int, Headers], Awaitable[None]]

@@ -10,6 +10,11 @@ httptools protocol, which offers two scope extensions the app uses when present:
 - ``pytusd.trailers``: ``{"get": () -> list[(name, value)]}`` returns the request's trailer fields
   once the body is complete. Stock uvicorn appends trailers to ``scope["headers"]``; here they are
   kept apart, so a trailer can never pose as a header.
+- ``pytusd.splice``: ``{"into": async (fd) -> (bytes_moved, complete)}``, offered for a body with
+  a Content-Length on a plain socket: writes the rest of the body at ``fd``'s file position, moving
+  it from the socket through a pipe with ``splice(2)``, so the bytes never enter the process.
+  ``complete`` is False if the client went away first. Cancelled, it stops between two moves and
+  the file position tells how far it got; the connection then closes after the response.
 
 It also hands each received chunk to the app without the two copies (``bytearray +=`` then
 ``bytes()``) that stock uvicorn makes per chunk.
@@ -21,16 +26,20 @@ no ``checksum-trailer`` in ``Tus-Extension``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import http
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import httptools
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from pytusd.asgi import INTERIM_EXTENSION, TRAILERS_EXTENSION
+from pytusd.asgi import INTERIM_EXTENSION, SPLICE_EXTENSION, TRAILERS_EXTENSION
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
@@ -58,6 +67,8 @@ MIN_READ = 64 * 1024
 LOW_WATER_STALL = 0.05
 #: A read at least this large means the client sends faster than we read: batch the wake-ups.
 FAST_READ = 64 * 1024
+#: splice(2) exists (Linux); without it bodies are always read by the event loop.
+CAN_SPLICE = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")
 
 
 class _HeadersTooLarge(Exception):
@@ -161,6 +172,10 @@ class PytusdHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        self._pace(len(data))
+
+    def _pace(self, nbytes: int) -> None:
+        """After a read of ``nbytes``: how many bytes should the next wake-up wait for?"""
         # Every wake-up of an idle process costs a context switch (far more in a VM, where the
         # vCPU halts): when a body streams in faster than we read it, let the kernel gather
         # half a read's worth of bytes per wake-up. Never more than the body still owes, so its end
@@ -168,7 +183,7 @@ class PytusdHttpProtocol(HttpToolsProtocol):
         # sender that stalls has what it sent read (and stored) within LOW_WATER_STALL seconds.
         self._reads += 1
         left = self._body_left
-        want = min(read_size() // 2, left) if left > 0 and len(data) >= FAST_READ else 1
+        want = min(read_size() // 2, left) if left > 0 and nbytes >= FAST_READ else 1
         if want != self._low_water:
             self._set_low_water(want)
             if want > 1 and self._stall_check is None:
@@ -264,6 +279,83 @@ class PytusdHttpProtocol(HttpToolsProtocol):
         self._count_body(self._body_left > 0)
         self._in_trailers = True
         self._header_bytes = 0  # trailers get a budget of their own
+        if self._body_left > 0 and CAN_SPLICE and self.transport.get_extra_info("ssl_object") is None:
+            cycle = self.cycle
+
+            async def splice_into(fd: int) -> tuple[int, bool]:
+                return await self._splice_into(cycle, fd)
+
+            self.scope["extensions"][SPLICE_EXTENSION] = {"into": splice_into}
+
+    async def _splice_into(self, cycle: RequestResponseCycle, fd: int) -> tuple[int, bool]:
+        """The ``pytusd.splice`` extension: the rest of this request's body into ``fd``.
+
+        Bytes that arrived with the headers are written first. The rest never enters the
+        process: splice(2) moves it from the socket into a pipe (on loopback the pipe takes
+        references to the socket's pages) and from the pipe into the file (one copy, into the
+        page cache). Reading the same bytes costs three copies: into the read buffer, into a
+        ``bytes`` for the chunk, into the page cache. httptools never sees the spliced bytes, so
+        a fresh parser takes over for the next request; a body cut short closes the connection.
+        """
+        if cycle.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            cycle.waiting_for_100_continue = False
+        buffered: Any = cycle.body
+        cycle.body = bytearray()
+        written = 0
+        for chunk in buffered.chunks if type(buffered) is _Chunks else [bytes(buffered)]:
+            written += _write_all(fd, chunk)
+        if cycle is not self.cycle or not cycle.more_body or cycle.disconnected:
+            # Parsed whole (httptools moves to a pipelined request only after a body's end), or
+            # the client is gone: what was buffered is all there is.
+            return written, not cycle.more_body
+        self.flow.pause_reading()
+        complete = False
+        # A second descriptor for the same socket: uvloop refuses readers on a transport's own.
+        watched = os.dup(self.transport.get_extra_info("socket").fileno())
+        pipe_out, pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            pipe_size = _grow_pipe(pipe_in, read_size())
+            while True:
+                left = self._body_left
+                if left <= 0:
+                    complete = True
+                    break
+                try:
+                    moved = os.splice(watched, pipe_in, min(left, pipe_size), flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    await self._readable(watched)
+                    continue
+                except OSError:
+                    break  # reset by the client: as good as gone
+                if moved == 0:
+                    break  # the client closed its side before the body ended
+                self._body_left -= moved
+                written += _drain_pipe(pipe_out, fd, moved)
+                self._pace(moved)
+        finally:
+            os.close(pipe_out)
+            os.close(pipe_in)
+            os.close(watched)
+            self._set_low_water(1)
+            if complete:
+                self.parser = httptools.HttpRequestParser(self)
+                with contextlib.suppress(AttributeError):  # as uvicorn: answer before a pipelined request
+                    self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+                cycle.more_body = False
+                self._count_body(False)
+                self.flow.resume_reading()
+            else:
+                cycle.keep_alive = False  # httptools lost count of this body: do not parse what follows
+        return written, complete
+
+    async def _readable(self, fd: int) -> None:
+        waiter = self.loop.create_future()
+        self.loop.add_reader(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self.loop.remove_reader(fd)  # before the descriptor closes: epoll keys on it
 
     def on_body(self, body: bytes) -> None:
         self._body_left -= len(body)
@@ -346,6 +438,36 @@ class BufferedHttpProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.inner.data_received(_READ_BUFFER[:nbytes])  # type: ignore[arg-type]  # any buffer will do
+
+
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _grow_pipe(fd: int, size: int) -> int:
+    """Make the pipe hold ``size`` bytes if the system lets us; return what it holds."""
+    with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size or the user's pipe quota
+        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+
+
+def _drain_pipe(pipe_out: int, fd: int, size: int) -> int:
+    """Move ``size`` bytes that sit in the pipe into ``fd`` (at its position)."""
+    done = 0
+    while done < size:
+        done += os.splice(pipe_out, fd, size - done, flags=getattr(os, "SPLICE_F_MOVE", 0))
+    return size
+
+
+def _write_all(fd: int, chunk: bytes) -> int:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(chunk)
 
 
 #: Bodies of this process that are arriving now (their requests have more bytes to come).

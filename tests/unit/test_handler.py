@@ -19,6 +19,7 @@ class ListBody:
         self.stopped: str | None = None
         self.disconnected = False
         self.complete = False
+        self.can_write_into = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._gen()

@@ -24,6 +24,27 @@ class UploadExists(StoreError):
     """create() was given an ID that is taken (hooks may choose IDs)."""
 
 
+class DirectSource(abc.ABC):
+    """A stream that can also write itself into a file descriptor, without passing through Python.
+
+    A store that writes to a file may hand its descriptor to :meth:`write_into` instead of
+    iterating (pytusd's serving layer then moves the bytes with ``splice(2)``); any other store
+    iterates it as usual. The handler only offers one where no byte needs looking at: no checksum
+    to compute, and a body whose length is known and fits the upload.
+    """
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    @abc.abstractmethod
+    async def write_into(self, fd: int) -> int:
+        """Write every remaining byte at ``fd``'s position (advancing it); return how many.
+
+        Bytes written before an early end (the body was stopped, or the client left) stay
+        written and are counted; errors of ``fd`` itself propagate.
+        """
+
+
 class DataStore(abc.ABC):
     """Everything a store must do. Optional abilities are announced by :attr:`features`.
 
@@ -63,6 +84,7 @@ class DataStore(abc.ABC):
         them) and the exception propagates, unless ``all_or_nothing``: then none of them become part
         of the upload, in storage or in a later :meth:`get_info` — this is how a chunk whose
         checksum fails is discarded. A store makes the bytes durable before it returns.
+        ``source`` may be a :class:`DirectSource` (never with ``all_or_nothing``).
         """
 
     @abc.abstractmethod

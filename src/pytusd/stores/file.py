@@ -19,7 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
-from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound
+from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
 
 INFO_SUFFIX = ".info"
 #: Suffixes of files that sit beside a data file; IDs may not end with them.
@@ -242,11 +242,14 @@ class FileStore(DataStore):
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             try:
-                async for chunk in source:
-                    written += _write_all(fd, chunk)
+                if isinstance(source, DirectSource):
+                    written = await source.write_into(fd)
+                else:
+                    async for chunk in source:
+                        written += _write_all(fd, chunk)
             finally:
                 # Bytes received before an error are kept (and synced): the client resumes after them.
-                if self.fsync and written:
+                if self.fsync:
                     await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
