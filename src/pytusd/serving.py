@@ -67,6 +67,9 @@ MIN_READ = 64 * 1024
 LOW_WATER_STALL = 0.05
 #: A read at least this large means the client sends faster than we read: batch the wake-ups.
 FAST_READ = 64 * 1024
+#: A body with less than this left after the headers' read is read as usual: splicing it would
+#: cost more system calls (a pipe, a second descriptor) than the two copies it saves.
+SPLICE_MIN = 64 * 1024
 #: splice(2) exists (Linux); without it bodies are always read by the event loop.
 CAN_SPLICE = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")
 
@@ -305,15 +308,21 @@ class PytusdHttpProtocol(HttpToolsProtocol):
         written = 0
         for chunk in buffered.chunks if type(buffered) is _Chunks else [bytes(buffered)]:
             written += _write_all(fd, chunk)
-        if cycle is not self.cycle or not cycle.more_body or cycle.disconnected:
-            # Parsed whole (httptools moves to a pipelined request only after a body's end), or
-            # the client is gone: what was buffered is all there is.
+        if not cycle.more_body or cycle.disconnected:
+            # Parsed whole, or the client is gone: what was buffered is all there is. (A pipelined
+            # request can follow only a parsed end, so ``self._body_left`` is this body's.)
             return written, not cycle.more_body
+        if self._body_left < SPLICE_MIN:
+            return await self._receive_into(cycle, fd, written)
         self.flow.pause_reading()
         complete = False
         # A second descriptor for the same socket: uvloop refuses readers on a transport's own.
         watched = os.dup(self.transport.get_extra_info("socket").fileno())
-        pipe_out, pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            pipe_out, pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            os.close(watched)
+            raise
         try:
             pipe_size = _grow_pipe(pipe_in, read_size())
             while True:
@@ -348,6 +357,17 @@ class PytusdHttpProtocol(HttpToolsProtocol):
             else:
                 cycle.keep_alive = False  # httptools lost count of this body: do not parse what follows
         return written, complete
+
+    @staticmethod
+    async def _receive_into(cycle: RequestResponseCycle, fd: int, written: int) -> tuple[int, bool]:
+        """The rest of a body too short to repay a pipe and a second descriptor: read it."""
+        while True:
+            message: Any = await cycle.receive()  # http.request or http.disconnect
+            if message["type"] == "http.disconnect":
+                return written, False
+            written += _write_all(fd, message["body"])
+            if not message["more_body"]:
+                return written, True
 
     async def _readable(self, fd: int) -> None:
         waiter = self.loop.create_future()

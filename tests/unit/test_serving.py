@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from pytusd.serving import (
     MIN_READ,
     READ_BUDGET,
     READ_BUFFER,
+    SPLICE_EXTENSION,
     TRAILERS_EXTENSION,
     BufferedHttpProtocol,
     PytusdHttpProtocol,
@@ -368,6 +371,11 @@ class Probe:
         self.seen: list[dict[str, Any]] = []
         #: X-Tag of a request -> body bytes it has received so far
         self.progress: dict[str, int] = {}
+        #: X-Tag of a spliced request -> (bytes written, complete or None if stopped)
+        self.spliced: dict[str, tuple[int, bool | None]] = {}
+        #: X-Tag -> whether the request was offered the splice extension
+        self.offered: dict[str, bool] = {}
+        self.directory = tempfile.mkdtemp(prefix="pytusd-probe-")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -375,6 +383,12 @@ class Probe:
         extensions = scope.get("extensions") or {}
         await extensions[INTERIM_EXTENSION]["send"](104, [(b"x-probe", b"1")])
         headers = dict(scope["headers"])
+        self.offered[headers.get(b"x-tag", b"").decode()] = SPLICE_EXTENSION in extensions
+        if b"x-splice" in headers:
+            await self._splice(extensions[SPLICE_EXTENSION]["into"], headers)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
         slow = b"x-slow" in headers  # let reads pile up between receives
         tag = headers.get(b"x-tag", b"").decode()
         body, sizes = b"", []
@@ -397,6 +411,35 @@ class Probe:
         )
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
+
+    def path(self, tag: str) -> str:
+        return os.path.join(self.directory, tag)
+
+    async def _splice(self, into: Any, headers: dict[bytes, bytes]) -> None:
+        """Splice the body into a file named by X-Tag; X-Stop-At: stop (cancel) once it holds that many."""
+        tag = headers[b"x-tag"].decode()
+        fd = os.open(self.path(tag), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = None
+        if b"x-stop-at" in headers:
+            watcher = asyncio.get_running_loop().create_task(self._stop_at(tag, int(headers[b"x-stop-at"]), task))
+        result: tuple[int, bool | None]
+        try:
+            result = await into(fd)
+        except asyncio.CancelledError:
+            task.uncancel()
+            result = (os.lseek(fd, 0, os.SEEK_CUR), None)
+        finally:
+            os.close(fd)
+            if watcher is not None:
+                watcher.cancel()
+        self.spliced[tag] = result
+
+    async def _stop_at(self, tag: str, size: int, task: asyncio.Task[Any]) -> None:
+        while os.path.getsize(self.path(tag)) < size:  # noqa: ASYNC110 - polls a file, no event to wait on
+            await asyncio.sleep(0.002)
+        task.cancel()
 
 
 @pytest.fixture(scope="module", params=["protocol-asyncio", "buffered-uvloop"])
@@ -561,3 +604,143 @@ def test_protocol_counts_arriving_bodies_back_to_zero(probe_server: tuple[int, P
     while serving._receiving_bodies != 0:
         assert time.monotonic() < deadline, f"{serving._receiving_bodies} bodies still counted"
         time.sleep(0.005)
+
+
+# -- splice: the body moves from the socket into a file without entering the process ---------------
+
+
+def read_answers(sock: socket.socket, count: int) -> bytes:
+    """Read until ``count`` final answers ("ok" bodies) arrived, or the peer closed."""
+    received = b""
+    while received.count(b"\r\n\r\nok") < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_splice_is_offered_only_for_a_body_with_a_content_length(probe_server: tuple[int, Probe]) -> None:
+    port, app = probe_server
+    raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: cl\r\nContent-Length: 3\r\n\r\nabc")
+    raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: zero\r\nContent-Length: 0\r\n\r\n")
+    raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: chunked\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n")
+    assert app.offered == app.offered | {"cl": True, "zero": False, "chunked": False}
+
+
+@pytest.mark.parametrize("expect_continue", [False, True])
+@pytest.mark.parametrize("size", [3 * 1024 * 1024 + 17, 40_000], ids=["spliced", "short-read"])
+def test_splice_moves_the_body_into_the_file_and_the_connection_goes_on(
+    probe_server: tuple[int, Probe], expect_continue: bool, size: int
+) -> None:
+    """Every byte lands in the file in order; the next request on the connection parses as usual
+    (httptools never saw the spliced bytes, so a fresh parser must take over). A short rest is
+    read instead of spliced."""
+    port, app = probe_server
+    tag = f"whole-{expect_continue}-{size}-{id(app)}"
+    body = os.urandom(size)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n" % (
+        tag.encode(),
+        len(body),
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        if expect_continue:
+            sock.sendall(head + b"Expect: 100-continue\r\n\r\n")
+            received = b""
+            while b"100 Continue" not in received:
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+            sock.sendall(body)
+        else:
+            sock.sendall(head + b"\r\n" + body[:1000])
+            time.sleep(0.05)  # the app starts with some body buffered, the rest is spliced
+            sock.sendall(body[1000:])
+        first = read_answers(sock, 1)
+        assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
+        second = read_answers(sock, 1)
+    assert b"HTTP/1.1 200" in second, second
+    assert app.spliced[tag] == (len(body), True)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == body
+    assert app.seen[-1]["body"] == b"after"
+
+
+def test_splice_of_a_body_that_arrived_with_its_headers(probe_server: tuple[int, Probe]) -> None:
+    """A small body parsed whole, and a pipelined request behind it in the same read."""
+    port, app = probe_server
+    tag = f"small-{id(app)}"
+    first = b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: 5\r\n\r\nhello" % tag.encode()
+    second = b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: piped\r\nContent-Length: 3\r\n\r\nxyz"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(first + second)
+        answers = read_answers(sock, 2)
+    assert answers.count(b"HTTP/1.1 200") == 2, answers
+    assert app.spliced[tag] == (5, True)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == b"hello"
+    assert app.seen[-1]["body"] == b"xyz"
+
+
+def test_splice_keeps_what_arrived_when_the_client_leaves(probe_server: tuple[int, Probe]) -> None:
+    port, app = probe_server
+    tag = f"gone-{id(app)}"
+    sent = os.urandom(1024 * 1024 + 5)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: 4000000\r\n\r\n" % tag.encode()
+        )
+        sock.sendall(sent)
+        wait_until(lambda: os.path.exists(app.path(tag)) and os.path.getsize(app.path(tag)) == len(sent),
+                   "the bytes sent did not reach the file")  # fmt: skip
+    wait_until(lambda: tag in app.spliced, "the splice did not end when the client left")
+    assert app.spliced[tag] == (len(sent), False)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == sent
+
+
+def test_splice_stopped_midway_keeps_its_bytes_and_closes_the_connection(probe_server: tuple[int, Probe]) -> None:
+    """A stop (another request wants the upload, shutdown) ends the splice between two moves;
+    the parser lost count of the body, so the connection must close after the answer."""
+    port, app = probe_server
+    tag = f"stopped-{id(app)}"
+    sent = os.urandom(1536 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nX-Stop-At: 1048576\r\n"
+                     b"Content-Length: 4000000\r\n\r\n" % tag.encode())  # fmt: skip
+        sock.sendall(sent)
+        answer = read_answers(sock, 1)
+        assert b"HTTP/1.1 200" in answer and b"connection: close" in answer.lower(), answer
+        sock.settimeout(5)
+        assert sock.recv(65536) == b"", "the connection stayed open after a body cut short"
+    written, complete = app.spliced[tag]
+    assert complete is None and 1048576 <= written <= len(sent)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == sent[:written]
+
+
+def test_splice_stores_what_a_stalled_fast_sender_sent(probe_server: tuple[int, Probe]) -> None:
+    """As with reads: a raised low-water mark must not hold a stalled sender's bytes back."""
+    port, app = probe_server
+    tag = f"stall-{id(app)}"
+
+    def wait_for(count: int) -> None:
+        wait_until(lambda: os.path.exists(app.path(tag)) and os.path.getsize(app.path(tag)) == count,
+                   f"the file does not hold the {count} bytes sent", LOW_WATER_STALL + 5)  # fmt: skip
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: 1000000\r\n\r\n" % tag.encode()
+        )
+        sock.sendall(bytes(300_000))
+        wait_for(300_000)
+        sock.sendall(bytes(50_000))
+        wait_for(350_000)
