@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import os
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import pytest
 
 from pytusd.config import Config
 from pytusd.handler import UploadHandler
 from pytusd.messages import Request, Response
+from pytusd.stores.file import FileStore
 from pytusd.stores.memory import MemoryStore
+
+SHA1_HELLO = base64.b64encode(hashlib.sha1(b"hello").digest()).decode()
 
 
 class ListBody:
@@ -100,3 +109,76 @@ def test_max_size() -> None:
     assert call(handler, "POST", "/files/", upload_length="11").status == 413
     options = call(handler, "OPTIONS", "/files/")
     assert header(options, "tus-max-size") == "10"
+
+
+# -- bodies that can write themselves into a file (pytusd.splice) -----------------------------------
+
+
+class SelfWritingBody(ListBody):
+    """A body that, like one served by pytusd's serving layer, can write itself into a descriptor."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        super().__init__(*chunks)
+        self.can_write_into = True
+        self.wrote_itself = False
+
+    async def write_into(self, fd: int) -> int:
+        self.wrote_itself = True
+        written = sum(os.write(fd, chunk) for chunk in self.chunks)
+        self.complete = True
+        return written
+
+
+def _file_upload(tmp_path: Path, size: int) -> tuple[UploadHandler, FileStore, str]:
+    store = FileStore(tmp_path)
+    asyncio.run(store.start())
+    handler = UploadHandler(store, Config())
+    location = header(call(handler, "POST", "/files/", upload_length=str(size)), "location")
+    assert location is not None
+    return handler, store, location.removeprefix("http://example.org")
+
+
+def _patch(handler: UploadHandler, path: str, body: ListBody, **headers: str) -> Response:
+    return call(
+        handler, "PATCH", path, body, upload_offset="0", content_type="application/offset+octet-stream", **headers
+    )
+
+
+def test_body_writes_itself_into_the_file_when_nothing_needs_its_bytes(tmp_path: Path) -> None:
+    handler, store, path = _file_upload(tmp_path, 11)
+    body = SelfWritingBody(b"hello ", b"world")
+    assert _patch(handler, path, body, content_length="11").status == 204
+    assert body.wrote_itself
+    assert header(call(handler, "HEAD", path), "upload-offset") == "11"
+    with open(store.data_path(path.rsplit("/", 1)[1]), "rb") as f:
+        assert f.read() == b"hello world"
+
+
+@pytest.mark.parametrize(
+    ("digest", "status", "offset"), [(SHA1_HELLO, 204, "5"), ("AAAAAAAAAAAAAAAAAAAAAAAAAAA=", 460, "0")]
+)
+def test_checksummed_body_is_read_and_verified_never_written_directly(
+    tmp_path: Path, digest: str, status: int, offset: str
+) -> None:
+    handler, _, path = _file_upload(tmp_path, 5)
+    body = SelfWritingBody(b"hello")
+    assert _patch(handler, path, body, content_length="5", upload_checksum=f"sha1 {digest}").status == status
+    assert not body.wrote_itself
+    assert header(call(handler, "HEAD", path), "upload-offset") == offset
+
+
+def test_body_of_unknown_length_is_read_and_cut_at_the_upload_size(tmp_path: Path) -> None:
+    handler, _, path = _file_upload(tmp_path, 4)
+    body = SelfWritingBody(b"ab", b"cdef")
+    assert _patch(handler, path, body).status == 413
+    assert not body.wrote_itself
+    assert header(call(handler, "HEAD", path), "upload-offset") == "4"
+
+
+def test_store_without_files_reads_a_self_writing_body() -> None:
+    handler = make()
+    location = header(call(handler, "POST", "/files/", upload_length="5"), "location")
+    assert location is not None
+    body = SelfWritingBody(b"hel", b"lo")
+    assert _patch(handler, location.removeprefix("http://example.org"), body, content_length="5").status == 204
+    assert not body.wrote_itself
