@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import http
 import os
@@ -323,6 +324,8 @@ class PytusdHttpProtocol(HttpToolsProtocol):
         except OSError:
             os.close(watched)
             raise
+        spliced = 0
+        unsupported = False
         try:
             pipe_size = _grow_pipe(pipe_in, read_size())
             while True:
@@ -335,10 +338,14 @@ class PytusdHttpProtocol(HttpToolsProtocol):
                 except BlockingIOError:
                     await self._readable(watched)
                     continue
-                except OSError:
-                    break  # reset by the client: as good as gone
+                except OSError as exc:
+                    # A socket the kernel cannot splice from (nothing taken yet: read it instead);
+                    # otherwise reset by the client, as good as gone.
+                    unsupported = spliced == 0 and exc.errno in _UNSUPPORTED
+                    break
                 if moved == 0:
                     break  # the client closed its side before the body ended
+                spliced += moved
                 self._body_left -= moved
                 written += _drain_pipe(pipe_out, fd, moved)
                 self._pace(moved)
@@ -354,8 +361,12 @@ class PytusdHttpProtocol(HttpToolsProtocol):
                 cycle.more_body = False
                 self._count_body(False)
                 self.flow.resume_reading()
+            elif unsupported:
+                self.flow.resume_reading()
             else:
                 cycle.keep_alive = False  # httptools lost count of this body: do not parse what follows
+        if unsupported:
+            return await self._receive_into(cycle, fd, written)
         return written, complete
 
     @staticmethod
@@ -475,11 +486,24 @@ def _grow_pipe(fd: int, size: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
 
 
+#: errno of splice(2) for a descriptor that does not support it
+_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
 def _drain_pipe(pipe_out: int, fd: int, size: int) -> int:
-    """Move ``size`` bytes that sit in the pipe into ``fd`` (at its position)."""
+    """Move ``size`` bytes that sit in the pipe into ``fd`` (at its position).
+
+    A file the kernel cannot splice into gets them by read and write instead: they have left the
+    socket already, so failing here would lose them.
+    """
     done = 0
     while done < size:
-        done += os.splice(pipe_out, fd, size - done, flags=getattr(os, "SPLICE_F_MOVE", 0))
+        try:
+            done += os.splice(pipe_out, fd, size - done, flags=getattr(os, "SPLICE_F_MOVE", 0))
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                raise
+            done += _write_all(fd, os.read(pipe_out, size - done))
     return size
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -744,3 +746,45 @@ def test_splice_stores_what_a_stalled_fast_sender_sent(probe_server: tuple[int, 
         wait_for(300_000)
         sock.sendall(bytes(50_000))
         wait_for(350_000)
+
+
+def _splice_refusing(refuse: Any) -> Any:
+    """os.splice, but EINVAL (as for a descriptor without splice support) where ``refuse(src, dst)``."""
+    real = os.splice
+
+    def splice(src: int, dst: int, count: int, *args: Any, **kwargs: Any) -> int:
+        if refuse(src, dst):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(src, dst, count, *args, **kwargs)
+
+    return splice
+
+
+def _is_file(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+@pytest.mark.parametrize(
+    "refuse", [lambda src, dst: True, lambda src, dst: _is_file(dst)], ids=["socket-refuses", "file-refuses"]
+)
+def test_splice_falls_back_to_copying_where_the_kernel_refuses(
+    probe_server: tuple[int, Probe], monkeypatch: pytest.MonkeyPatch, refuse: Any
+) -> None:
+    """A socket the kernel cannot splice from is read instead; bytes already in the pipe when the
+    file refuses them are copied: none is lost either way, and the connection goes on."""
+    port, app = probe_server
+    monkeypatch.setattr(os, "splice", _splice_refusing(refuse))
+    tag = f"refused-{id(refuse)}-{id(app)}"
+    body = os.urandom(2 * 1024 * 1024 + 3)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (tag.encode(), len(body)))  # fmt: skip
+        time.sleep(0.05)  # the body does not come with the headers: the splice path is taken
+        sock.sendall(body)
+        first = read_answers(sock, 1)
+        assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
+        assert b"HTTP/1.1 200" in read_answers(sock, 1)
+    assert app.spliced[tag] == (len(body), True)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == body
