@@ -3,7 +3,9 @@
 The offset is the size of the data file, so it can never run ahead of the bytes on disk, also
 after the process is killed. Writes go straight from the request chunk to the file descriptor in
 the event loop: a write into the page cache costs microseconds, far less than a thread hop per
-chunk. Only ``fsync`` (which waits for the device) and bulk copies run in a thread.
+chunk. A :class:`DirectSource` is given the descriptor instead and writes itself (pytusd's serving
+layer splices the body from the socket). Only ``fsync`` (which waits for the device) and bulk
+copies run in a thread.
 """
 
 from __future__ import annotations
