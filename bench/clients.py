@@ -457,6 +457,20 @@ def _native(exe: Path, args: list[str], rate: str, timeout: float) -> tuple[Metr
     return metrics, int(failures)
 
 
+def small_uploads(t: Target, n: int, size: int, conc: int, cwu: bool, exe: Path | None) -> tuple[Metrics, int]:
+    """The small workload with the compiled client ``exe``, or the Python one without it."""
+    if exe is not None:
+        return small_native(t, n, size, conc, cwu, exe)
+    return run_async(small(t, n, size, conc, cwu))
+
+
+def heads(t: Target, duration: float, conc: int, exe: Path | None) -> tuple[Metrics, int]:
+    """The head workload with the compiled client ``exe``, or the Python one without it."""
+    if exe is not None:
+        return head_native(t, duration, conc, exe)
+    return run_async(head(t, duration, conc))
+
+
 def head_native(t: Target, duration: float, conc: int, exe: Path) -> tuple[Metrics, int]:
     """The head workload driven by the compiled client (same requests, same measures)."""
     path = _once(t, lambda c: c.create(65536))

@@ -71,10 +71,6 @@ class Record:
     error: str = ""
 
 
-#: the compiled client for head and small (bench/loadclient.c), built in main(); None: the Python ones
-LOAD_CLIENT: Path | None = None
-
-
 def source_file(size: int) -> Path:
     """size random bytes, generated once in the cache."""
     path = servers.CACHE / "data" / f"random-{size}.bin"
@@ -132,8 +128,9 @@ def wait_quiet(max_wait: float, limit: float = 0.25) -> float:
 
 
 def workload_fn(
-    name: str, p: Params, t: Target, src: Path, srv: servers.Running
+    name: str, p: Params, t: Target, src: Path, srv: servers.Running, load_client: Path | None
 ) -> Callable[[], tuple[Metrics, int]]:
+    """``load_client``: the compiled client for head and small (bench/loadclient.c); None: the Python ones."""
     match name:
         case "stream":
             return lambda: clients.stream(t, src, p.stream_size)
@@ -141,27 +138,20 @@ def workload_fn(
             return lambda: clients.chunked(t, src, p.chunked_size, p.chunk)
         case "small" | "small-cwu":
             cwu = name == "small-cwu"
-            if LOAD_CLIENT is not None:
-                exe = LOAD_CLIENT
-                return lambda: clients.small_native(t, p.small_n, p.small_size, p.small_conc, cwu, exe)
-            return lambda: clients.run_async(
-                clients.small(t, p.small_n, p.small_size, p.small_conc, cwu))
+            return lambda: clients.small_uploads(t, p.small_n, p.small_size, p.small_conc, cwu, load_client)
         case "head":
-            if LOAD_CLIENT is not None:
-                exe = LOAD_CLIENT
-                return lambda: clients.head_native(t, p.head_secs, p.head_conc, exe)
-            return lambda: clients.run_async(clients.head(t, p.head_secs, p.head_conc))
+            return lambda: clients.heads(t, p.head_secs, p.head_conc, load_client)
         case "memory":
             return lambda: clients.memory(t, src, p.mem_n, p.mem_size, srv.rss)
     raise ValueError(name)
 
 
 def measure(
-    rnd: int, name: str, srv: servers.Running, p: Params, src: Path, max_wait: float
+    rnd: int, name: str, srv: servers.Running, p: Params, src: Path, max_wait: float, load_client: Path | None
 ) -> Record:
     rec = Record(rnd, name, srv.name)
     target = Target("127.0.0.1", srv.port, verify=not srv.spec.reference)
-    fn = workload_fn(name, p, target, src, srv)
+    fn = workload_fn(name, p, target, src, srv, load_client)
     srv.wipe()
     os.sync()
     gc.collect()
@@ -186,20 +176,14 @@ def measure(
     return rec
 
 
-def warm_up(srv: servers.Running, src: Path) -> None:
+def warm_up(srv: servers.Running, src: Path, load_client: Path | None) -> None:
     """Unmeasured traffic first, so JITs and caches are warm in round 1 too."""
     t = Target("127.0.0.1", srv.port, verify=not srv.spec.reference)
     try:
         clients.chunked(t, src, 32 * MiB, 8 * MiB)
         for cwu in (False, True):
-            if LOAD_CLIENT is not None:
-                clients.small_native(t, 300, 64 * 1024, 16, cwu, LOAD_CLIENT)
-            else:
-                clients.run_async(clients.small(t, 300, 64 * 1024, 16, cwu))
-        if LOAD_CLIENT is not None:
-            clients.head_native(t, 1.0, 16, LOAD_CLIENT)
-        else:
-            clients.run_async(clients.head(t, 1.0, 16))
+            clients.small_uploads(t, 300, 64 * 1024, 16, cwu, load_client)
+        clients.heads(t, 1.0, 16, load_client)
     except (OSError, clients.HTTPError) as e:
         print(f"  warm-up of {srv.name} failed: {e!r}", flush=True)
     srv.wipe()
@@ -215,12 +199,13 @@ def describe(rec: Record) -> str:
 
 
 def measure_quietest(
-    rnd: int, wl: str, srv: servers.Running, p: Params, src: Path, args: argparse.Namespace
+    rnd: int, wl: str, srv: servers.Running, p: Params, src: Path, args: argparse.Namespace,
+    load_client: Path | None,
 ) -> Record:
     """measure(), repeated while other processes made it noisy; keeps the quietest try."""
     tries: list[Record] = []
     while len(tries) <= args.retries:
-        tries.append(measure(rnd, wl, srv, p, src, args.max_wait_idle))
+        tries.append(measure(rnd, wl, srv, p, src, args.max_wait_idle, load_client))
         print(describe(tries[-1]), flush=True)
         if tries[-1].other_cpu <= NOISE_CORES * tries[-1].wall:
             break
@@ -233,7 +218,7 @@ def measure_quietest(
 
 def run_rounds(
     running: list[servers.Running], workloads: list[str], p: Params, src: Path,
-    args: argparse.Namespace,
+    args: argparse.Namespace, load_client: Path | None,
 ) -> list[Record]:
     """Every round: every workload on every server in turn, the order rotated by one each round."""
     records: list[Record] = []
@@ -252,8 +237,22 @@ def run_rounds(
                     srv.stop()
                     srv = running[i] = servers.start(srv.spec)
                     srv.notes.append(f"died, restarted in round {rnd} before {wl}")
-                records.append(measure_quietest(rnd, wl, srv, p, src, args))
+                records.append(measure_quietest(rnd, wl, srv, p, src, args, load_client))
     return records
+
+
+#: A line in a report after which the text is written by hand (analysis, profiles): kept on rewrite.
+KEEP_MARKER = "<!-- Written by hand from here on; bench/run.py keeps it when it rewrites the tables above. -->"
+
+
+def hand_written_part(out: Path) -> str:
+    """The hand-written end of an existing report (from KEEP_MARKER on), to append to a new one."""
+    try:
+        old = out.read_text()
+    except FileNotFoundError:
+        return ""
+    at = old.find(KEEP_MARKER)
+    return "" if at < 0 else "\n" + old[at:]
 
 
 def parse_args() -> argparse.Namespace:
@@ -262,7 +261,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --quick)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--servers", default=",".join(servers.SPECS))
-    ap.add_argument("--out", default=str(servers.ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--out", help="report path (default docs/benchmarks.md; with --quick bench/.cache/quick.md)")
     ap.add_argument("--max-wait-idle", type=float, default=60.0, metavar="S",
                     help="before each measurement wait up to S seconds for other load to stop")
     ap.add_argument("--retries", type=int, default=2, metavar="N",
@@ -270,6 +269,8 @@ def parse_args() -> argparse.Namespace:
                          f"more than {NOISE_CORES} cores during it")
     args = ap.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
+    # A smoke test must not replace the recorded report.
+    args.out = args.out or str(servers.CACHE / "quick.md" if args.quick else servers.ROOT / "docs" / "benchmarks.md")
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.servers = [s for s in args.servers.split(",") if s]
     unknown = [w for w in args.workloads if w not in WORKLOADS]
@@ -285,9 +286,8 @@ def main() -> int:
     command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
     started = datetime.now(UTC)
     src = source_file(params.stream_size)
-    global LOAD_CLIENT
-    LOAD_CLIENT = clients.build_load_client(servers.CACHE)
-    if LOAD_CLIENT is None:
+    load_client = clients.build_load_client(servers.CACHE)
+    if load_client is None:
         print("[setup] no C compiler: head and small use the slower Python clients", flush=True)
     running: list[servers.Running] = []
     skipped: dict[str, str] = {}
@@ -300,9 +300,9 @@ def main() -> int:
                 print(f"[skip] {name}: {e}", flush=True)
                 continue
             print(f"[start] {name} on port {running[-1].port}, warming up", flush=True)
-            warm_up(running[-1], src)
+            warm_up(running[-1], src, load_client)
         versions = report.versions([s.spec for s in running])  # what is running, not what is on disk later
-        records = run_rounds(running, args.workloads, params, src, args)
+        records = run_rounds(running, args.workloads, params, src, args, load_client)
     finally:
         for srv in running:
             srv.stop()
@@ -320,7 +320,7 @@ def main() -> int:
     (results / f"{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(raw, indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.render(raw, args.workloads, args.servers))
+    out.write_text(report.render(raw, args.workloads, args.servers) + hand_written_part(out))
     print(f"[done] report written to {out}", flush=True)
     return 0
 
