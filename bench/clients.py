@@ -6,6 +6,7 @@ the client shares the two cores with the server and must stay cheap.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import os
@@ -257,7 +258,7 @@ def memory(
 # request is written from there, with no future or coroutine per request.
 
 
-class Driver:
+class Driver(abc.ABC):
     """Decides what a connection sends next; records latencies and failures."""
 
     def __init__(self) -> None:
@@ -269,9 +270,9 @@ class Driver:
         if self.failures <= 3:
             print(f"    error: {what}", flush=True)
 
+    @abc.abstractmethod
     def next(self, conn: Conn, status: int | None, head: bytes) -> tuple[bytes, ...] | None:
         """The request after this response (status None: first); None ends the connection."""
-        raise NotImplementedError
 
 
 class Conn(asyncio.Protocol):

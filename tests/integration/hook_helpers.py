@@ -7,6 +7,7 @@ serves it over real TCP from a thread.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import stat
@@ -284,7 +285,7 @@ HOOK_TIMEOUT = 1.0
 PROGRESS_INTERVAL = 0.2
 
 
-class Harness:
+class Harness(abc.ABC):
     """A server with hooks of one transport, and a way to script the hooks and read what they got.
 
     A plan (per event): ``response`` (tusd JSON), ``fail`` (the hook crashes: exit 1, HTTP 500,
@@ -301,17 +302,17 @@ class Harness:
     #: tusd's Storage.Type of the server's store.
     store_type: str = "filestore"
 
-    def plan(self, event: str, **plan: Any) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def plan(self, event: str, **plan: Any) -> None: ...
 
-    def calls(self, event: str | None = None) -> list[dict[str, Any]]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def calls(self, event: str | None = None) -> list[dict[str, Any]]: ...
 
-    def clear(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def clear(self) -> None: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     def calls_for(self, marker: str, event: str | None = None) -> list[dict[str, Any]]:
         """Calls about uploads whose metadata has ``test: marker``."""
