@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import select
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import http_sf
+from tests.integration.tus_helpers import SocketReader
 from tests.server import ServerProcess
 
 #: Generous bound for anything that must not hang (never a performance expectation).
@@ -140,23 +140,11 @@ def chunked(pieces: Iterable[bytes], trailers: Sequence[Header] = ()) -> bytes:
     return out + b"\r\n"
 
 
-class RawHTTP:
+class RawHTTP(SocketReader):
     """One TCP connection to the server: send bytes verbatim, read responses one by one."""
 
     def __init__(self, server: ServerProcess, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.timeout = timeout
-        self.buffer = b""
-
-    def __enter__(self) -> RawHTTP:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(server, timeout, nodelay=True)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -168,30 +156,9 @@ class RawHTTP:
         ready, _, _ = select.select([self.sock], [], [], wait)
         return bool(ready)
 
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return False
-        self.buffer += chunk
-        return True
-
-    def _until(self, marker: bytes) -> bytes:
-        while marker not in self.buffer:
-            if not self._fill():
-                raise ConnectionError(f"connection closed before {marker!r}; got {self.buffer[:300]!r}")
-        head, _, self.buffer = self.buffer.partition(marker)
-        return head
-
-    def _exact(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            if not self._fill():
-                raise ConnectionError("connection closed inside a body")
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
-
     def read_message(self, method: str = "GET") -> Message:
         """The next response on the connection, interim or final (with its body)."""
-        head = self._until(b"\r\n\r\n").decode("latin-1")
+        head = self._read_until(b"\r\n\r\n").decode("latin-1")
         status_line, *lines = head.split("\r\n")
         version, status, *reason = status_line.split(" ", 2)
         assert version == "HTTP/1.1", status_line
@@ -203,23 +170,7 @@ class RawHTTP:
         message = Message(int(status), reason[0] if reason else "", header_list)
         if message.interim or method == "HEAD" or message.status in (204, 304):
             return message
-        headers = message.headers
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = b""
-            while True:
-                size = int(self._until(b"\r\n").split(b";")[0], 16)
-                if size == 0:
-                    self._until(b"\r\n")
-                    break
-                body += self._exact(size)
-                self._exact(2)
-            message.body = body
-        elif "content-length" in headers:
-            message.body = self._exact(int(headers["content-length"]))
-        else:
-            while self._fill():
-                pass
-            message.body, self.buffer = self.buffer, b""
+        message.body = self._read_body(message.headers)
         return message
 
     def read_exchange(self, method: str = "GET", exchange: Exchange | None = None) -> Exchange:

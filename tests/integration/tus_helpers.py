@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -227,14 +228,17 @@ def build_request(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-class RawConnection:
-    """One TCP connection; send bytes as they are and read responses by hand."""
+class SocketReader:
+    """A TCP connection to the server with a read buffer: read up to a marker, exactly n bytes, a body."""
 
-    def __init__(self, server: ServerProcess, timeout: float = TIMEOUT) -> None:
+    def __init__(self, server: ServerProcess, timeout: float = TIMEOUT, *, nodelay: bool = False) -> None:
         self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
+        if nodelay:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
         self.buffer = b""
 
-    def __enter__(self) -> RawConnection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -242,14 +246,6 @@ class RawConnection:
 
     def close(self) -> None:
         self.sock.close()
-
-    def send(self, data: bytes) -> bool:
-        """Send; False if the server already closed the connection."""
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            return False
-        return True
 
     def _fill(self) -> bool:
         chunk = self.sock.recv(65536)
@@ -261,7 +257,7 @@ class RawConnection:
     def _read_until(self, marker: bytes) -> bytes:
         while marker not in self.buffer:
             if not self._fill():
-                raise ConnectionError(f"connection closed before {marker!r}; got {self.buffer[:200]!r}")
+                raise ConnectionError(f"connection closed before {marker!r}; got {self.buffer[:300]!r}")
         head, _, self.buffer = self.buffer.partition(marker)
         return head
 
@@ -271,6 +267,36 @@ class RawConnection:
                 raise ConnectionError("connection closed inside a body")
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
+
+    def _read_body(self, headers: Mapping[str, str]) -> bytes:
+        """The body after a head with these (lower-case) headers: chunked, sized, or up to EOF."""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self._read_until(b"\r\n")
+                    return body
+                body += self._read_exact(size)
+                self._read_exact(2)
+        if "content-length" in headers:
+            return self._read_exact(int(headers["content-length"]))
+        while self._fill():
+            pass
+        body, self.buffer = self.buffer, b""
+        return body
+
+
+class RawConnection(SocketReader):
+    """One TCP connection; send bytes as they are and read responses by hand."""
+
+    def send(self, data: bytes) -> bool:
+        """Send; False if the server already closed the connection."""
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            return False
+        return True
 
     def read_head(self) -> RawResponse:
         """Status line and headers of the next response (interim or final), no body."""
@@ -294,26 +320,9 @@ class RawConnection:
                 return response
             break
         response.interim = interim
-        headers = response.headers
         if method.upper() == "HEAD" or response.status in (204, 304):
             return response
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = b""
-            while True:
-                size_line = self._read_until(b"\r\n")
-                size = int(size_line.split(b";")[0], 16)
-                if size == 0:
-                    self._read_until(b"\r\n")
-                    break
-                body += self._read_exact(size)
-                self._read_exact(2)
-            response.body = body
-        elif "content-length" in headers:
-            response.body = self._read_exact(int(headers["content-length"]))
-        else:
-            while self._fill():
-                pass
-            response.body, self.buffer = self.buffer, b""
+        response.body = self._read_body(response.headers)
         return response
 
     def request(
