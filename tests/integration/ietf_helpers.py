@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import http_sf
-from tests.integration.tus_helpers import SocketReader
+from tests.integration.tus_helpers import SocketReader, join_headers
 from tests.server import ServerProcess
 
 #: Generous bound for anything that must not hang (never a performance expectation).
@@ -52,11 +52,7 @@ class Message:
 
     @property
     def headers(self) -> dict[str, str]:
-        joined: dict[str, str] = {}
-        for name, value in self.header_list:
-            key = name.lower()
-            joined[key] = f"{joined[key]}, {value}" if key in joined else value
-        return joined
+        return join_headers(self.header_list)
 
     def get(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -158,16 +154,7 @@ class RawHTTP(SocketReader):
 
     def read_message(self, method: str = "GET") -> Message:
         """The next response on the connection, interim or final (with its body)."""
-        head = self._read_until(b"\r\n\r\n").decode("latin-1")
-        status_line, *lines = head.split("\r\n")
-        version, status, *reason = status_line.split(" ", 2)
-        assert version == "HTTP/1.1", status_line
-        header_list = []
-        for line in lines:
-            name, sep, value = line.partition(":")
-            assert sep, f"malformed header line {line!r}"
-            header_list.append((name.strip(), value.strip()))
-        message = Message(int(status), reason[0] if reason else "", header_list)
+        message = Message(*self._read_head())
         if message.interim or method == "HEAD" or message.status in (204, 304):
             return message
         message.body = self._read_body(message.headers)

@@ -175,6 +175,15 @@ def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT, interv
 # -- raw HTTP/1.1 -----------------------------------------------------------------------------
 
 
+def join_headers(header_list: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-case names; repeated fields joined with ", " (as a server would see them)."""
+    joined: dict[str, str] = {}
+    for name, value in header_list:
+        key = name.lower()
+        joined[key] = f"{joined[key]}, {value}" if key in joined else value
+    return joined
+
+
 @dataclass
 class RawResponse:
     status: int
@@ -186,11 +195,7 @@ class RawResponse:
 
     @property
     def headers(self) -> dict[str, str]:
-        joined: dict[str, str] = {}
-        for name, value in self.header_list:
-            key = name.lower()
-            joined[key] = f"{joined[key]}, {value}" if key in joined else value
-        return joined
+        return join_headers(self.header_list)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -268,6 +273,19 @@ class SocketReader:
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
 
+    def _read_head(self) -> tuple[int, str, list[tuple[str, str]]]:
+        """Status, reason and header fields of the next response."""
+        head = self._read_until(b"\r\n\r\n").decode("latin-1")
+        status_line, *lines = head.split("\r\n")
+        version, status, *reason = status_line.split(" ", 2)
+        assert version == "HTTP/1.1", status_line
+        header_list = []
+        for line in lines:
+            name, sep, value = line.partition(":")
+            assert sep, f"malformed header line {line!r}"
+            header_list.append((name.strip(), value.strip()))
+        return int(status), reason[0] if reason else "", header_list
+
     def _read_body(self, headers: Mapping[str, str]) -> bytes:
         """The body after a head with these (lower-case) headers: chunked, sized, or up to EOF."""
         if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -300,14 +318,7 @@ class RawConnection(SocketReader):
 
     def read_head(self) -> RawResponse:
         """Status line and headers of the next response (interim or final), no body."""
-        head = self._read_until(b"\r\n\r\n").decode("latin-1")
-        status_line, *lines = head.split("\r\n")
-        _version, status, *reason = status_line.split(" ", 2)
-        header_list = []
-        for line in lines:
-            name, _, value = line.partition(":")
-            header_list.append((name.strip(), value.strip()))
-        return RawResponse(int(status), reason[0] if reason else "", header_list)
+        return RawResponse(*self._read_head())
 
     def read_response(self, *, method: str = "GET", skip_interim: bool = True) -> RawResponse:
         interim: list[RawResponse] = []
