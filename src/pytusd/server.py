@@ -7,6 +7,8 @@ reading and save what they have, instead of uvicorn waiting for bodies that may 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import signal
 from types import FrameType
 from typing import Any
@@ -41,7 +43,23 @@ def chain_shutdown_signals(app: TusApp) -> None:
         signal.signal(sig, handler)
 
 
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one; return the limit now in force.
+
+    Each upload in flight holds its connection, its data file and, while spliced, a pipe and a
+    second socket descriptor; the usual soft limit of 1024 would cap a server at a few hundred
+    uploads. Go programs (tusd among them) get the same raise from their runtime.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def serve(*, host: str, port: int, uds: str | None, workers: int, log_config: dict[str, Any]) -> None:
+    raise_open_file_limit()  # before uvicorn starts workers: they inherit it
     uvicorn.run(
         "pytusd.cli:app_from_env",
         factory=True,

@@ -315,15 +315,18 @@ class PytusdHttpProtocol(HttpToolsProtocol):
             return written, not cycle.more_body
         if self._body_left < SPLICE_MIN:
             return await self._receive_into(cycle, fd, written)
-        self.flow.pause_reading()
-        complete = False
-        # A second descriptor for the same socket: uvloop refuses readers on a transport's own.
-        watched = os.dup(self.transport.get_extra_info("socket").fileno())
+        try:
+            # A second descriptor for the same socket: uvloop refuses readers on a transport's own.
+            watched = os.dup(self.transport.get_extra_info("socket").fileno())
+        except OSError:  # out of descriptors: reading needs none
+            return await self._receive_into(cycle, fd, written)
         try:
             pipe_out, pipe_in = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             os.close(watched)
-            raise
+            return await self._receive_into(cycle, fd, written)
+        self.flow.pause_reading()
+        complete = False
         spliced = 0
         unsupported = False
         try:

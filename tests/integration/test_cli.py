@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -153,3 +154,22 @@ def test_no_stray_listeners_left(tmp_path: Path) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
     assert os.path.isdir(tmp_path / "data")
+
+
+def test_lifts_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    """As Go programs do (tusd too): a soft limit of 1024 would cap a server at a few hundred uploads."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard limit {hard}: nothing to lift")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # the server inherits this
+    try:
+        server = ServerProcess(tmp_path / "data").start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert server.proc is not None
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert line.split()[3:5] == [str(hard), str(hard)], line
+    finally:
+        server.stop()

@@ -788,3 +788,30 @@ def test_splice_falls_back_to_copying_where_the_kernel_refuses(
     assert app.spliced[tag] == (len(body), True)
     with open(app.path(tag), "rb") as f:
         assert f.read() == body
+
+
+@pytest.mark.parametrize("call", ["dup", "pipe2"])
+def test_splice_without_descriptors_to_spare_reads_the_body(
+    probe_server: tuple[int, Probe], monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """Out of file descriptors (EMFILE) for the pipe or the second socket descriptor: read instead."""
+    port, app = probe_server
+
+    def exhausted(*args: Any) -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, call, exhausted)
+    tag = f"nofds-{call}-{id(app)}"
+    body = os.urandom(1024 * 1024 + 9)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (tag.encode(), len(body)))  # fmt: skip
+        time.sleep(0.05)
+        sock.sendall(body)
+        first = read_answers(sock, 1)
+        assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
+        assert b"HTTP/1.1 200" in read_answers(sock, 1)
+    assert app.spliced[tag] == (len(body), True)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == body
