@@ -374,7 +374,7 @@ class PytusdHttpProtocol(HttpToolsProtocol):
 
     @staticmethod
     async def _receive_into(cycle: RequestResponseCycle, fd: int, written: int) -> tuple[int, bool]:
-        """The rest of a body too short to repay a pipe and a second descriptor: read it."""
+        """Read the rest of the body: a rest too short to repay a pipe, or one that cannot be spliced."""
         while True:
             message: Any = await cycle.receive()  # http.request or http.disconnect
             if message["type"] == "http.disconnect":
