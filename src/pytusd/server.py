@@ -43,8 +43,8 @@ def chain_shutdown_signals(app: TusApp) -> None:
         signal.signal(sig, handler)
 
 
-def raise_open_file_limit() -> int:
-    """Lift the soft limit on open files to the hard one; return the limit now in force.
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one.
 
     Each upload in flight holds its connection, its data file and, while spliced, a pipe and a
     second socket descriptor; the usual soft limit of 1024 would cap a server at a few hundred
@@ -52,10 +52,9 @@ def raise_open_file_limit() -> int:
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft >= hard:
-        return soft
+        return
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def serve(*, host: str, port: int, uds: str | None, workers: int, log_config: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from pytusd.asgi import INTERIM_EXTENSION, SPLICE_EXTENSION, TRAILERS_EXTENSION
+from pytusd.fdio import write_all
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
@@ -308,7 +309,7 @@ class PytusdHttpProtocol(HttpToolsProtocol):
         cycle.body = bytearray()
         written = 0
         for chunk in buffered.chunks if type(buffered) is _Chunks else [bytes(buffered)]:
-            written += _write_all(fd, chunk)
+            written += write_all(fd, chunk)
         if not cycle.more_body or cycle.disconnected:
             # Parsed whole, or the client is gone: what was buffered is all there is. (A pipelined
             # request can follow only a parsed end, so ``self._body_left`` is this body's.)
@@ -379,7 +380,7 @@ class PytusdHttpProtocol(HttpToolsProtocol):
             message: Any = await cycle.receive()  # http.request or http.disconnect
             if message["type"] == "http.disconnect":
                 return written, False
-            written += _write_all(fd, message["body"])
+            written += write_all(fd, message["body"])
             if not message["more_body"]:
                 return written, True
 
@@ -506,15 +507,8 @@ def _drain_pipe(pipe_out: int, fd: int, size: int) -> int:
         except OSError as exc:
             if exc.errno not in _UNSUPPORTED:
                 raise
-            done += _write_all(fd, os.read(pipe_out, size - done))
+            done += write_all(fd, os.read(pipe_out, size - done))
     return size
-
-
-def _write_all(fd: int, chunk: bytes) -> int:
-    view = memoryview(chunk)
-    while view:
-        view = view[os.write(fd, view) :]
-    return len(chunk)
 
 
 #: Bodies of this process that are arriving now (their requests have more bytes to come).

@@ -299,9 +299,9 @@ class SocketReader:
                 self._read_exact(2)
         if "content-length" in headers:
             return self._read_exact(int(headers["content-length"]))
-        while self._fill():
-            pass
         body, self.buffer = self.buffer, b""
+        while chunk := self.sock.recv(65536):  # no length given: the body ends with the connection
+            body += chunk
         return body
 
 

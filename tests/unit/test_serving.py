@@ -760,6 +760,22 @@ def _splice_refusing(refuse: Any) -> Any:
     return splice
 
 
+def _assert_whole_body_stored_and_connection_reusable(port: int, app: Probe, tag: str, body: bytes) -> None:
+    """Send ``body`` to the splicing probe after its headers: it must land whole, and the connection go on."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (tag.encode(), len(body)))  # fmt: skip
+        time.sleep(0.05)  # the body does not come with the headers: the splice path is taken
+        sock.sendall(body)
+        first = read_answers(sock, 1)
+        assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
+        assert b"HTTP/1.1 200" in read_answers(sock, 1)
+    assert app.spliced[tag] == (len(body), True)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == body
+
+
 def _is_file(fd: int) -> bool:
     return stat.S_ISREG(os.fstat(fd).st_mode)
 
@@ -776,18 +792,7 @@ def test_splice_falls_back_to_copying_where_the_kernel_refuses(
     monkeypatch.setattr(os, "splice", _splice_refusing(refuse))
     tag = f"refused-{id(refuse)}-{id(app)}"
     body = os.urandom(2 * 1024 * 1024 + 3)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
-                     % (tag.encode(), len(body)))  # fmt: skip
-        time.sleep(0.05)  # the body does not come with the headers: the splice path is taken
-        sock.sendall(body)
-        first = read_answers(sock, 1)
-        assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
-        assert b"HTTP/1.1 200" in read_answers(sock, 1)
-    assert app.spliced[tag] == (len(body), True)
-    with open(app.path(tag), "rb") as f:
-        assert f.read() == body
+    _assert_whole_body_stored_and_connection_reusable(port, app, tag, body)
 
 
 @pytest.mark.parametrize("call", ["dup", "pipe2"])
@@ -803,15 +808,4 @@ def test_splice_without_descriptors_to_spare_reads_the_body(
     monkeypatch.setattr(os, call, exhausted)
     tag = f"nofds-{call}-{id(app)}"
     body = os.urandom(1024 * 1024 + 9)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
-                     % (tag.encode(), len(body)))  # fmt: skip
-        time.sleep(0.05)
-        sock.sendall(body)
-        first = read_answers(sock, 1)
-        assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
-        assert b"HTTP/1.1 200" in read_answers(sock, 1)
-    assert app.spliced[tag] == (len(body), True)
-    with open(app.path(tag), "rb") as f:
-        assert f.read() == body
+    _assert_whole_body_stored_and_connection_reusable(port, app, tag, body)

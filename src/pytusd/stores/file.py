@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
+from pytusd.fdio import write_all
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
@@ -192,7 +193,7 @@ class FileStore(DataStore):
         except FileExistsError:
             raise UploadExists(info.id) from None
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
         finally:
             os.close(fd)
         try:
@@ -248,7 +249,7 @@ class FileStore(DataStore):
                     written = await source.write_into(fd)
                 else:
                     async for chunk in source:
-                        written += _write_all(fd, chunk)
+                        written += write_all(fd, chunk)
             finally:
                 # Bytes received before an error are kept (and synced): the client resumes after them.
                 if self.fsync:
@@ -264,7 +265,7 @@ class FileStore(DataStore):
         try:
             written = 0
             async for chunk in source:
-                written += _write_all(fd, chunk)
+                written += write_all(fd, chunk)
             await asyncio.to_thread(self._append_from, fd, written, path, offset)
             return written
         finally:
@@ -353,15 +354,6 @@ class FileStore(DataStore):
             return os.stat(self.data_path(upload_id)).st_mtime
         except FileNotFoundError:
             raise UploadNotFound(upload_id) from None
-
-
-def _write_all(fd: int, chunk: bytes) -> int:
-    view = memoryview(chunk)
-    total = len(view)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-    return total
 
 
 def _copy_range(src: int, src_offset: int, dst: int, dst_offset: int, length: int) -> None:
