@@ -45,7 +45,7 @@ from pytusd.protocol.urls import (
     parse_concat,
     upload_path,
 )
-from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
+from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 
 logger = logging.getLogger("pytusd")
 ProgressSender = Callable[[int], Awaitable[None]]
@@ -356,6 +356,8 @@ class UploadHandler:
             info = await self.store.create(info)
         except UploadExists:
             raise HTTPError(409, "an upload with that ID exists") from None
+        except UploadTooLarge as exc:
+            raise HTTPError(413, str(exc)) from None
         except UploadNotFound:
             # Only a hook-chosen ID can be refused here (say, one naming the store's own files).
             raise HTTPError(500, "pre-create hook chose an upload ID the store cannot use") from None

@@ -24,6 +24,10 @@ class UploadExists(StoreError):
     """create() was given an ID that is taken (hooks may choose IDs)."""
 
 
+class UploadTooLarge(StoreError):
+    """The upload is larger than this store can hold (S3: 5 TiB per object); the service answers 413."""
+
+
 class DirectSource(abc.ABC):
     """A stream that can also write itself into a file descriptor, without passing through Python.
 

@@ -64,9 +64,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytusd.info import UploadInfo
-from pytusd.protocol.errors import HTTPError
 from pytusd.protocol.urls import is_valid_upload_id
-from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound
+from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 from pytusd.stores.s3_client import ClientSettings, ObjectHead, Part, S3Client, S3Error
 from pytusd.stores.s3_parts import (
     MAX_OBJECT_SIZE,
@@ -427,7 +426,7 @@ class S3Store(DataStore):
     async def create(self, info: UploadInfo) -> UploadInfo:
         key = self.object_key(info.id)
         if info.size is not None and info.size > MAX_OBJECT_SIZE:
-            raise HTTPError(413, f"S3 objects hold at most {MAX_OBJECT_SIZE} bytes")
+            raise UploadTooLarge(f"S3 objects hold at most {MAX_OBJECT_SIZE} bytes")
         if await self.client.head(self.info_key(info.id)) is not None:
             raise UploadExists(info.id)
         content_type = _content_type(info)
