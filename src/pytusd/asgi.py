@@ -1,7 +1,7 @@
 """The ASGI application: mount it in any ASGI framework, or let ``pytusd`` serve it.
 
-This module only translates between ASGI messages and the handler's Request/Response; every rule
-lives in the handler and in ``protocol``.
+This module only translates between ASGI messages and the dispatcher's Request/Response; every
+rule lives in ``protocol``, the front ends (``tus``, ``ietf``) and the upload service.
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from pytusd.config import Config
-from pytusd.handler import UploadHandler
+from pytusd.dispatch import Dispatcher
 from pytusd.hooks.base import Hooks
 from pytusd.locks.base import Locker
 from pytusd.messages import Headers, InterimSender, Request, Response
 from pytusd.stores.base import DataStore
+from pytusd.uploads import UploadService
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -160,10 +162,13 @@ class TusApp:
         *,
         locker: Locker | None = None,
         hooks: Hooks | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or Config()
         self.store = store
-        self.handler = UploadHandler(store, self.config, locker=locker, hooks=hooks)
+        #: The upload service (``clock``: seconds since the epoch, injectable for expiry tests).
+        self.uploads = UploadService(store, self.config, locker=locker, hooks=hooks, clock=clock)
+        self.dispatcher = Dispatcher(self.uploads)
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -186,21 +191,21 @@ class TusApp:
 
     async def shutdown(self) -> None:
         """Stop bodies in flight (they save what they have), then close the store and locker."""
-        self.handler.shutdown()
+        self.uploads.shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.handler.wait_background()
-        await self.handler.hooks.aclose()
-        await self.handler.locker.close()
+        await self.uploads.wait_background()
+        await self.uploads.hooks.aclose()
+        await self.uploads.locker.close()
         await self.store.close()
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.expire_interval)
             try:
-                removed = await self.handler.sweep_expired()
+                removed = await self.uploads.sweep_expired()
                 if removed:
                     logger.info("removed %d expired uploads", removed)
             except Exception:
@@ -263,7 +268,7 @@ class TusApp:
             send_interim=interim,
             raw_headers=raw,
         )
-        response = await self.handler.handle(request)
+        response = await self.dispatcher.handle(request)
         await _send_response(send, response, head=scope["method"] == "HEAD")
 
 

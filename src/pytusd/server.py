@@ -36,7 +36,7 @@ def chain_shutdown_signals(app: TusApp) -> None:
         previous = signal.getsignal(sig)
 
         def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
-            loop.call_soon_threadsafe(app.handler.shutdown)
+            loop.call_soon_threadsafe(app.uploads.shutdown)
             if callable(previous):
                 previous(signum, frame)
 

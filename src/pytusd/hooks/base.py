@@ -48,8 +48,6 @@ DEFAULT_EVENTS: frozenset[HookEvent] = frozenset(
      HookEvent.POST_FINISH}
 )  # fmt: skip
 
-#: Suffixes and names a store keeps beside upload data; a hook may not choose IDs that collide.
-_RESERVED_ID_SUFFIXES = (".info", ".lock", ".stop", ".tmp", ".part")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -222,10 +220,11 @@ def validate_response(response: HookResponse) -> None:
 
 
 def is_safe_upload_id(upload_id: str) -> bool:
-    """tusd's rules for hook-chosen IDs, and nothing that collides with a store's own files."""
-    if not is_valid_upload_id(upload_id) or upload_id.endswith(_RESERVED_ID_SUFFIXES):
-        return False
-    return not any(segment.startswith(".pytusd") for segment in upload_id.split("/"))
+    """tusd's rules for hook-chosen IDs, and nothing that collides with a store's own files.
+
+    The same rules as for any ID (one definition, in :mod:`pytusd.protocol.urls`).
+    """
+    return is_valid_upload_id(upload_id)
 
 
 def hook_input(event: HookEvent, info: UploadInfo, request: HookRequest) -> dict[str, Any]:

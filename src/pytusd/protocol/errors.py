@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: RFC 9457 problem types (IANA's HTTP problem types registry) the resumable-upload draft defines;
+#: an error may carry one, and only draft clients of interop version 6+ see it as a document.
+PROBLEM_BASE = "https://iana.org/assignments/http-problem-types#"
+MISMATCHING_OFFSET = PROBLEM_BASE + "mismatching-upload-offset"
+COMPLETED_UPLOAD = PROBLEM_BASE + "completed-upload"
+INCONSISTENT_LENGTH = PROBLEM_BASE + "inconsistent-upload-length"
+
 
 class HTTPError(Exception):
     """A request that must end with ``status`` and a plain-text, one-line ``reason``.
 
-    Raised anywhere below the handler; the handler turns it into a response, so no
-    rule needs to know how responses are written.
+    Raised by the rules, the upload service and the front ends; the dispatcher turns it into a
+    response (plain text, or a problem document for draft clients), so no rule needs to know how
+    responses are written.
     """
 
     def __init__(

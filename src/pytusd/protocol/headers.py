@@ -21,6 +21,9 @@ MAX_INT64 = 2**63 - 1
 MAX_METADATA_HEADER = 64 * 1024
 MAX_METADATA_PAIRS = 256
 
+#: The media type of tus PATCH bodies (draft clients of interop version 3-5 may send it too).
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
+
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _METADATA_KEY = re.compile(r"[!-+\--~]+")  # visible ASCII without space and comma
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -37,6 +40,25 @@ def parse_non_negative_int(value: str | None, header: str) -> int:
     if number > MAX_INT64:
         raise bad_request(f"invalid {header} header: too large")
     return number
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type without parameters, lower-cased (media type names are case-insensitive)."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def has_body(headers: Mapping[str, str]) -> bool:
+    """Whether a request announces content: a non-zero Content-Length, or chunked framing."""
+    length = headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "chunked" in (headers.get("transfer-encoding") or "").lower()
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    """The request's Content-Length (None: the body's length is not announced)."""
+    declared = headers.get("content-length")
+    return None if declared is None else parse_non_negative_int(declared, "Content-Length")
 
 
 def parse_metadata(value: str | None) -> dict[str, str]:

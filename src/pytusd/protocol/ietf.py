@@ -10,22 +10,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import http_sf
 
-from pytusd.protocol.errors import HTTPError
+from pytusd.protocol.errors import COMPLETED_UPLOAD as COMPLETED_UPLOAD
+from pytusd.protocol.errors import INCONSISTENT_LENGTH as INCONSISTENT_LENGTH
+from pytusd.protocol.errors import MISMATCHING_OFFSET as MISMATCHING_OFFSET
+from pytusd.protocol.errors import HTTPError, bad_request
+from pytusd.protocol.headers import OFFSET_OCTET_STREAM, media_type, parse_metadata
 
 SUPPORTED_VERSIONS = frozenset(range(3, 9))
 LATEST_VERSION = 8
 PARTIAL_UPLOAD = "application/partial-upload"
 
-PROBLEM_BASE = "https://iana.org/assignments/http-problem-types#"
-MISMATCHING_OFFSET = PROBLEM_BASE + "mismatching-upload-offset"
-COMPLETED_UPLOAD = PROBLEM_BASE + "completed-upload"
-INCONSISTENT_LENGTH = PROBLEM_BASE + "inconsistent-upload-length"
+_FILENAME = re.compile(r"""filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))""", re.IGNORECASE)
+
 
 #: RFC 9530 digest algorithms we verify (names from the IANA registry).
 DIGEST_ALGORITHMS: dict[str, Callable[[], Any]] = {
@@ -72,6 +75,64 @@ def upload_complete(headers: Mapping[str, str], version: int) -> bool | None:
         incomplete = parse_boolean(headers.get("upload-incomplete"))
         return None if incomplete is None else not incomplete
     return parse_boolean(headers.get("upload-complete"))
+
+
+def require_complete(headers: Mapping[str, str], version: int) -> bool:
+    """:func:`upload_complete`, which creation and append requests must carry (else a 400)."""
+    complete = upload_complete(headers, version)
+    if complete is None:
+        name = "Upload-Incomplete" if version == 3 else "Upload-Complete"
+        raise bad_request(f"missing or invalid {name} header")
+    return complete
+
+
+def completes_at_length(version: int) -> bool:
+    """Whether reaching the announced length completes an upload (up to interop version 6).
+
+    From version 7 the text is explicit that only ``Upload-Complete: ?1`` completes an upload.
+    Up to 6 we let the length decide too: tus-js-client's draft modes (versions 5 and 6) never send
+    ``?1`` for file sources, and their uploads would otherwise never finish.
+    """
+    return version <= 6
+
+
+def declared_length(headers: Mapping[str, str], complete: bool, *, offset: int) -> int | None:
+    """The length a request declares: ``Upload-Length`` and/or ``Upload-Complete: ?1`` + Content-Length."""
+    get = headers.get
+    from_header = parse_integer(get("upload-length"))
+    from_content = None
+    if complete:
+        content_length = get("content-length")
+        if content_length is not None and content_length.isdigit():
+            from_content = offset + int(content_length)
+    if from_header is not None and from_content is not None and from_header != from_content:
+        raise HTTPError(400, "Upload-Length and the content disagree", problem_type=INCONSISTENT_LENGTH)
+    length = from_header if from_header is not None else from_content
+    if length is not None and length < offset:
+        raise HTTPError(400, "Upload-Length is smaller than the offset", problem_type=INCONSISTENT_LENGTH)
+    return length
+
+
+def require_partial_upload(headers: Mapping[str, str], version: int) -> None:
+    """Appends carry ``application/partial-upload`` from interop version 6 (a 415 otherwise)."""
+    if version >= 6 and media_type(headers.get("content-type")) != PARTIAL_UPLOAD:
+        raise HTTPError(415, f"Content-Type must be {PARTIAL_UPLOAD}")
+
+
+def metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """tus-style Upload-Metadata if sent (tus-js-client does), plus the name and type HTTP carries."""
+    get = headers.get
+    result = parse_metadata(get("upload-metadata"))
+    content_type = (get("content-type") or "").strip()
+    if content_type and content_type.split(";")[0].strip() not in (PARTIAL_UPLOAD, OFFSET_OCTET_STREAM):
+        result.setdefault("filetype", content_type)
+    disposition = get("content-disposition")
+    if disposition:
+        match = _FILENAME.search(disposition)
+        if match:
+            name = match.group(1) if match.group(1) is not None else match.group(2)
+            result.setdefault("filename", name.replace('\\"', '"'))
+    return result
 
 
 def complete_headers(complete: bool, version: int) -> list[tuple[str, str]]:

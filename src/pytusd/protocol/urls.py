@@ -14,18 +14,28 @@ from urllib.parse import quote, unquote, urlsplit
 from pytusd.protocol.errors import HTTPError, bad_request
 
 MAX_ID_LENGTH = 255
+#: Names stores keep beside upload data (info files, finals lists, lock and stop files, staged
+#: chunks, S3's incomplete part): no segment of an ID may end with one, whoever chose the ID.
+RESERVED_ID_SUFFIXES = (".info", ".finals", ".lock", ".stop", ".tmp", ".part")
+#: The file store's own directories (temporary files, locks) start with this; no segment may.
+RESERVED_ID_PREFIX = ".pytusd"
 _ID_CHARS = re.compile(r"[A-Za-z0-9\-._~%!$'()*+,;=/:@]+")
 #: Characters left unescaped when an ID is put into a URL path (RFC 3986 pchar and '/').
 _URL_SAFE = "/-._~!$'()*+,;=:@"
 
 
 def is_valid_upload_id(upload_id: str) -> bool:
-    """The ID rules of tusd, plus: no empty, ``.`` or ``..`` path segment."""
+    """The ID rules of tusd, plus: no empty, ``.`` or ``..`` path segment, no reserved name."""
     if not upload_id or len(upload_id) > MAX_ID_LENGTH or not _ID_CHARS.fullmatch(upload_id):
         return False
     if upload_id.startswith("/") or upload_id.endswith("/"):
         return False
-    return all(segment not in ("", ".", "..") for segment in upload_id.split("/"))
+    return all(
+        segment not in ("", ".", "..")
+        and not segment.endswith(RESERVED_ID_SUFFIXES)
+        and not segment.startswith(RESERVED_ID_PREFIX)
+        for segment in upload_id.split("/")
+    )
 
 
 def upload_path(base_path: str, upload_id: str) -> str:

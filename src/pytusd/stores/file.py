@@ -25,9 +25,8 @@ from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
 
 INFO_SUFFIX = ".info"
-#: Suffixes of files that sit beside a data file; IDs may not end with them.
+#: Beside a data file (protocol.urls.RESERVED_ID_SUFFIXES keeps IDs from ending with either).
 FINALS_SUFFIX = ".finals"
-RESERVED_SUFFIXES = (INFO_SUFFIX, FINALS_SUFFIX, ".lock", ".stop", ".tmp", ".part")
 TEMP_DIR = ".pytusd-tmp"
 READ_BLOCK = 1024 * 1024
 INFO_CACHE_SIZE = 4096
@@ -58,15 +57,11 @@ class FileStore(DataStore):
         """The data file of ``upload_id``; refuses any ID that could leave the directory."""
         if not is_valid_upload_id(upload_id):
             raise UploadNotFound(upload_id)
-        # A valid ID has no empty, '.' or '..' segment and no leading '/', so joining cannot leave
-        # the directory; the prefix check below is a second line of defence, not the first.
+        # A valid ID has no empty, '.' or '..' segment, no leading '/' and no name of ours (info,
+        # lock or temporary files), so joining cannot leave the directory or alias our files; the
+        # prefix check is a second line of defence, not the first.
         path = self._prefix + upload_id
-        segments = upload_id.split("/")
-        if (
-            segments[0].startswith(".pytusd-")  # our temporary and lock directories
-            or any(segment.endswith(RESERVED_SUFFIXES) for segment in segments)
-            or not path.startswith(self._prefix)
-        ):
+        if not path.startswith(self._prefix):
             raise UploadNotFound(upload_id)
         return path
 

@@ -1,4 +1,4 @@
-"""The handler driven without a socket: Request in, Response out, MemoryStore behind."""
+"""The dispatcher and both front ends driven without a socket: Request in, Response out, a store behind."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from pytusd.config import Config
-from pytusd.handler import UploadHandler
+from pytusd.dispatch import Dispatcher
 from pytusd.messages import Request, Response
 from pytusd.stores.file import FileStore
 from pytusd.stores.memory import MemoryStore
+from pytusd.uploads import UploadService
 
 SHA1_HELLO = base64.b64encode(hashlib.sha1(b"hello").digest()).decode()
 
@@ -45,7 +46,7 @@ class ListBody:
         return None
 
 
-def call(handler: UploadHandler, method: str, path: str, body: ListBody | None = None, **headers: str) -> Response:
+def call(handler: Dispatcher, method: str, path: str, body: ListBody | None = None, **headers: str) -> Response:
     hdrs = {"host": "example.org", "tus-resumable": "1.0.0"}
     hdrs.update({k.replace("_", "-").lower(): v for k, v in headers.items()})
     request = Request(method=method, path=path, headers=hdrs)
@@ -58,8 +59,8 @@ def header(response: Response, name: str) -> str | None:
     return next((v for k, v in response.headers if k == name), None)
 
 
-def make(**config: object) -> UploadHandler:
-    return UploadHandler(MemoryStore(), Config(**config))  # type: ignore[arg-type]
+def make(**config: object) -> Dispatcher:
+    return Dispatcher(UploadService(MemoryStore(), Config(**config)))  # type: ignore[arg-type]
 
 
 def test_create_patch_head() -> None:
@@ -129,16 +130,16 @@ class SelfWritingBody(ListBody):
         return written
 
 
-def _file_upload(tmp_path: Path, size: int) -> tuple[UploadHandler, FileStore, str]:
+def _file_upload(tmp_path: Path, size: int) -> tuple[Dispatcher, FileStore, str]:
     store = FileStore(tmp_path)
     asyncio.run(store.start())
-    handler = UploadHandler(store, Config())
+    handler = Dispatcher(UploadService(store, Config()))
     location = header(call(handler, "POST", "/files/", upload_length=str(size)), "location")
     assert location is not None
     return handler, store, location.removeprefix("http://example.org")
 
 
-def _patch(handler: UploadHandler, path: str, body: ListBody, **headers: str) -> Response:
+def _patch(handler: Dispatcher, path: str, body: ListBody, **headers: str) -> Response:
     return call(
         handler, "PATCH", path, body, upload_offset="0", content_type="application/offset+octet-stream", **headers
     )

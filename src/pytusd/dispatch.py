@@ -1,0 +1,116 @@
+"""One request in, one response out: pick the protocol, turn errors into answers, add CORS.
+
+A request that carries ``Upload-Draft-Interop-Version`` follows the IETF draft (:mod:`pytusd.ietf`);
+every other one is tus 1.0.0 (:mod:`pytusd.tus`). Both front ends raise
+:class:`~pytusd.protocol.errors.HTTPError`; here it becomes plain text, or an RFC 9457 problem
+document for draft clients that understand one. The web server is not known here either: the ASGI
+app builds the :class:`~pytusd.messages.Request` and writes the :class:`~pytusd.messages.Response`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from pytusd.hooks.base import HookError
+from pytusd.hooks.translate import HookRejection
+from pytusd.ietf import IetfProtocol
+from pytusd.locks.base import LockTimeout
+from pytusd.messages import Request, Response
+from pytusd.protocol import ietf
+from pytusd.protocol.cors import CorsPolicy
+from pytusd.protocol.errors import HTTPError, not_found
+from pytusd.protocol.tus import TUS_VERSION
+from pytusd.protocol.urls import id_from_path
+from pytusd.stores.base import StoreError, UploadNotFound
+from pytusd.tus import TusProtocol
+from pytusd.uploads import UploadService
+
+logger = logging.getLogger("pytusd")
+
+
+class Dispatcher:
+    """Serves both protocols on one base path, for one upload service."""
+
+    def __init__(self, service: UploadService) -> None:
+        self.service = service
+        self.config = service.config
+        self.tus = TusProtocol(service)
+        self.ietf = IetfProtocol(service)
+        self.cors = CorsPolicy(
+            self.config.cors_allow_origin,
+            credentials=self.config.cors_allow_credentials,
+            max_age=self.config.cors_max_age,
+        )
+
+    async def handle(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        cors_ok = self.cors.allowed(origin)
+        draft_version = None
+        try:
+            draft_version = ietf.parse_version(request.headers.get("upload-draft-interop-version"))
+            response = await self._route(request, draft_version, cors_ok)
+        except HTTPError as exc:
+            if draft_version is not None and exc.problem_type and ietf.uses_problem_types(draft_version):
+                response = Response(
+                    exc.status, [*exc.headers, ("content-type", "application/problem+json")], ietf.problem_body(exc)
+                )
+            else:
+                response = error_response(exc)
+        except UploadNotFound:
+            response = error_response(not_found())
+        except LockTimeout:
+            response = error_response(HTTPError(423, "upload is locked by another request that did not let go"))
+        except HookError as exc:  # the hooks layer logged it
+            status = getattr(exc, "status", 500)
+            status = status if 500 <= status <= 599 else 500
+            response = error_response(HTTPError(status, f"hook failed: {_one_line(str(exc))}"))
+        except (StoreError, OSError) as exc:
+            logger.exception("store failure")
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                response = error_response(HTTPError(507, "insufficient storage"))
+            else:
+                response = error_response(HTTPError(500, "storage error"))
+        if draft_version is None and (request.method != "OPTIONS" or response.status >= 400):
+            response.headers.append(("tus-resumable", TUS_VERSION))
+        if cors_ok and origin is not None:
+            preflight = request.method == "OPTIONS" and "access-control-request-method" in request.headers
+            response.headers += self.cors.headers(origin, preflight=preflight)
+        return response
+
+    async def _route(self, request: Request, version: int | None, cors_ok: bool) -> Response:
+        method = request.method
+        override = request.headers.get("x-http-method-override")
+        if override:
+            method = override.strip().upper()
+        upload_id = id_from_path(self.config.base_path, request.path)
+        if upload_id is None:
+            raise not_found("not found")
+        if method == "OPTIONS":
+            if "access-control-request-method" in request.headers and cors_ok:
+                # 200 rather than 204: some browsers reject a 204 preflight (tusd does the same).
+                response = Response(200, [("content-length", "0")])
+            else:
+                response = self.tus.options(request)
+            if version is not None:
+                response.headers += self.ietf.options_headers(version)
+            return response
+        if version is not None and method != "GET":
+            return await self.ietf.handle(request, method, upload_id, version)
+        return await self.tus.handle(request, method, upload_id)
+
+
+def error_response(exc: HTTPError) -> Response:
+    """An error as plain text, one line; a hook's own rejection as the hook wrote it (as tusd)."""
+    if isinstance(exc, HookRejection) and exc.body is not None:
+        headers = list(exc.headers)
+        if not any(name == "content-type" for name, _ in headers):
+            headers.append(("content-type", "text/plain; charset=utf-8"))
+        return Response(exc.status, headers, exc.body)
+    headers = [(n, v) for n, v in exc.headers if n != "content-type"]
+    headers.append(("content-type", "text/plain; charset=utf-8"))
+    return Response(exc.status, headers, (_one_line(exc.reason) + "\n").encode())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
