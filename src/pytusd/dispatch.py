@@ -13,7 +13,7 @@ import errno
 import logging
 
 from pytusd.hooks.base import HookError
-from pytusd.hooks.translate import HookRejection
+from pytusd.hooks.translate import RejectedByHook
 from pytusd.ietf import IetfProtocol
 from pytusd.locks.base import LockTimeout
 from pytusd.messages import Request, Response
@@ -102,7 +102,7 @@ class Dispatcher:
 
 def error_response(exc: HTTPError) -> Response:
     """An error as plain text, one line; a hook's own rejection as the hook wrote it (as tusd)."""
-    if isinstance(exc, HookRejection) and exc.body is not None:
+    if isinstance(exc, RejectedByHook) and exc.body is not None:
         headers = list(exc.headers)
         if not any(name == "content-type" for name, _ in headers):
             headers.append(("content-type", "text/plain; charset=utf-8"))

@@ -18,7 +18,7 @@ _PROTOCOL_HEADERS = frozenset({
 })  # fmt: skip
 
 
-class HookRejection(HTTPError):
+class RejectedByHook(HTTPError):
     """A hook's rejection: its status, headers and body reach the client as the hook chose them."""
 
     def __init__(self, status: int, reason: str, headers: Headers, body: bytes | None) -> None:
@@ -40,7 +40,7 @@ def rejection(answer: HookResponse, default_status: int, default_reason: str) ->
     status = answer.status if answer.status and 400 <= answer.status <= 599 else default_status
     headers = [(k.lower(), v) for k, v in answer.headers.items() if _safe_header(k, v)]
     body = answer.body.encode("utf-8", "surrogateescape") if answer.body else None
-    return HookRejection(status, answer.body or default_reason, headers, body)
+    return RejectedByHook(status, answer.body or default_reason, headers, body)
 
 
 def raise_if_rejected(answer: HookResponse, rejected: bool, default_status: int, reason: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 from pytusd.info import UploadInfo
 from pytusd.stores.base import DataStore, UploadExists, UploadNotFound
@@ -13,7 +13,9 @@ from pytusd.stores.base import DataStore, UploadExists, UploadNotFound
 class MemoryStore(DataStore):
     features = frozenset({"termination", "concatenation", "creation-defer-length", "download"})
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        #: When a write happened (expiry counts from it); a test passes the service's fake clock.
+        self.clock = clock
         self._infos: dict[str, UploadInfo] = {}
         self._data: dict[str, bytearray] = {}
         self._written_at: dict[str, float] = {}
@@ -30,7 +32,7 @@ class MemoryStore(DataStore):
         info.offset = 0
         self._infos[info.id] = copy.deepcopy(info)
         self._data[info.id] = bytearray()
-        self._written_at[info.id] = time.time()
+        self._written_at[info.id] = self.clock()
         return info
 
     async def get_info(self, upload_id: str) -> UploadInfo:
@@ -59,7 +61,7 @@ class MemoryStore(DataStore):
             async for chunk in source:
                 target += chunk
         finally:
-            self._written_at[upload_id] = time.time()
+            self._written_at[upload_id] = self.clock()
         if all_or_nothing:
             data += target
         return len(target) - start

@@ -1,0 +1,291 @@
+"""The upload service's shared steps, in process: creation with hooks, receiving, finishing, finals.
+
+Driven through the dispatcher where a request shape matters, and through the service itself where
+only the step does. Orderings that matter (a progress response while a body is held back, a newer
+request while one writes) are made with events, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from pytusd.hooks.base import HookEvent, HookRequest, HookResponse
+from pytusd.hooks.python import HookCall, PythonHooks
+from pytusd.info import UploadInfo
+from pytusd.locks.memory import MemoryLocker
+from pytusd.protocol.errors import HTTPError
+from pytusd.stores.memory import MemoryStore
+from pytusd.uploads import STOPPED_BY_REQUEST, UploadService
+from tests.support.inprocess import ListBody, Server, header, path_of
+
+NO_REQUEST = HookRequest("PATCH", "/files/x", "", {})
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+async def read_all(srv: Server, path: str) -> bytes:
+    response = await srv.call("GET", path)
+    assert response.status == 200, response.status
+    return b"".join([chunk async for chunk in response.body])  # type: ignore[union-attr]
+
+
+# -- creation -----------------------------------------------------------------------------------
+
+
+def test_pre_create_chooses_id_metadata_and_success_headers() -> None:
+    def pre_create(call: HookCall) -> HookResponse:
+        assert call.upload.metadata == {"name": "a.txt"}
+        return HookResponse(
+            change_id="chosen/one", change_metadata={"name": "b.txt"}, headers={"X-Seen": "yes", "Upload-Offset": "9"}
+        )
+
+    async def scenario() -> None:
+        srv = Server(hooks=PythonHooks(pre_create=pre_create))
+        created = await srv.call("POST", "/files/", upload_length="3", upload_metadata="name YS50eHQ=")
+        assert created.status == 201
+        assert path_of(created) == "/files/chosen/one"
+        assert header(created, "x-seen") == "yes"
+        assert [v for k, v in created.headers if k == "upload-offset"] == ["0"]  # a hook cannot set it
+        assert (await srv.store.get_info("chosen/one")).metadata == {"name": "b.txt"}
+
+    run(scenario)
+
+
+def test_pre_create_rejection_reaches_the_client_and_creates_nothing() -> None:
+    async def scenario() -> None:
+        hooks = PythonHooks(pre_create=lambda call: HookResponse.reject(402, "pay first", {"X-Why": "quota"}))
+        srv = Server(hooks=hooks)
+        response = await srv.call("POST", "/files/", upload_length="3")
+        assert (response.status, response.body, header(response, "x-why")) == (402, b"pay first", "quota")
+        assert [upload async for upload in srv.store.list_uploads()] == []
+
+    run(scenario)
+
+
+def test_an_upload_over_max_size_is_413_on_every_path() -> None:
+    async def scenario() -> None:
+        srv = Server(max_size=10)
+        assert (await srv.call("POST", "/files/", upload_length="11")).status == 413
+        deferred = await srv.create(None)
+        too_long = await srv.patch(deferred, b"a", 0, upload_length="11")
+        assert too_long.status == 413 and (await srv.store.get_info(deferred.rsplit("/", 1)[1])).size is None
+        draft = {"tus": False, "upload_draft_interop_version": "8", "upload_complete": "?0"}
+        assert (await srv.call("POST", "/files/", upload_length="11", **draft)).status == 413  # type: ignore[arg-type]
+        parts = [await srv.create(6, upload_concat="partial") for _ in range(2)]
+        for part in parts:
+            assert (await srv.patch(part, b"abcdef", 0)).status == 204
+        final = await srv.call("POST", "/files/", upload_concat="final;" + " ".join(parts))
+        assert final.status == 413
+
+    run(scenario)
+
+
+# -- receiving ----------------------------------------------------------------------------------
+
+
+def test_a_body_past_the_upload_is_cut_at_its_length() -> None:
+    async def scenario() -> None:
+        srv = Server()
+        path = await srv.create(4)
+        body = ListBody(b"ab", b"cdef")  # no Content-Length: the overflow shows only as it arrives
+        response = await srv.call(
+            "PATCH", path, body, upload_offset="0", content_type="application/offset+octet-stream"
+        )
+        assert response.status == 413 and header(response, "upload-offset") == "4"
+        assert await read_all(srv, path) == b"abcd"
+
+    run(scenario)
+
+
+def test_a_checksum_mismatch_stores_nothing_and_a_match_stores_all() -> None:
+    good = "sha1 " + base64.b64encode(hashlib.sha1(b"hello").digest()).decode()
+
+    async def scenario() -> None:
+        srv = Server()
+        path = await srv.create(5)
+        bad = await srv.patch(path, b"hello", 0, upload_checksum="sha1 " + "A" * 27 + "=")
+        assert bad.status == 460 and header(bad, "upload-offset") == "0"
+        assert (await srv.patch(path, b"hello", 0, upload_checksum=good)).status == 204
+        assert await read_all(srv, path) == b"hello"
+
+    run(scenario)
+
+
+def test_a_newer_request_stops_the_writer_which_keeps_what_it_received() -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        service = UploadService(store, locker=MemoryLocker())
+        info = await store.create(UploadInfo(id="u", size=10))
+        release = asyncio.Event()
+        body = ListBody(b"abc", b"def", wait_before={1: release})
+        lock = await service.lock("u", body)
+        loop = asyncio.get_running_loop()
+        result_task = loop.create_task(service.receive(info, body, NO_REQUEST, None, content_length=None))
+        await body.consumed.wait()  # the first chunk is stored; the second is held back
+        assert (await store.get_info("u")).offset == 3
+
+        async def newcomer() -> None:
+            newer = await service.lock("u", None)  # asks the holder to stop, then waits for it
+            await newer.release()
+
+        waiting = loop.create_task(newcomer())
+        await body.stop_requested.wait()
+        release.set()
+        result = await result_task
+        await lock.release()
+        await waiting
+        assert body.stopped == STOPPED_BY_REQUEST
+        assert result.error is not None and result.error.status == 400
+        assert (result.written, result.info.offset) == (3, 3)
+        assert (await store.get_info("u")).offset == 3
+
+    run(scenario)
+
+
+def test_a_failing_progress_response_does_not_fail_the_upload() -> None:
+    """A client that cannot take a 104 any more must not turn a stored body into an error."""
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        service = UploadService(store)
+        service.config.progress_interval = 0.001
+        info = await store.create(UploadInfo(id="u", size=6))
+        reported = asyncio.Event()
+        body = ListBody(b"abc", b"def", wait_before={1: reported})
+
+        async def progress(offset: int) -> None:
+            assert offset == 3
+            reported.set()
+            raise ConnectionResetError("the client is gone")
+
+        result = await service.receive(info, body, NO_REQUEST, None, content_length=6, progress=progress)
+        assert result.error is None and result.info.offset == 6
+
+    run(scenario)
+
+
+def test_post_receive_can_stop_an_upload_which_is_then_terminated() -> None:
+    async def scenario() -> None:
+        reported = asyncio.Event()
+
+        def post_receive(call: HookCall) -> HookResponse:
+            reported.set()
+            return HookResponse(stop_upload=True, status=451, body="not this file")
+
+        hooks = PythonHooks(post_receive=post_receive, progress_interval=0.001)
+        store = MemoryStore()
+        service = UploadService(store, hooks=hooks)
+        info = await store.create(UploadInfo(id="u", size=6))
+        body = ListBody(b"abc", b"def", wait_before={1: reported})
+        result = await service.receive(info, body, NO_REQUEST, None, content_length=6)
+        assert result.error is not None and (result.error.status, result.error.reason) == (451, "not this file")
+        assert [upload async for upload in store.list_uploads()] == []
+
+    run(scenario)
+
+
+def test_pre_finish_refuses_a_complete_upload_after_its_bytes_are_stored() -> None:
+    async def scenario() -> None:
+        finished: list[str] = []
+        hooks = PythonHooks(
+            pre_finish=lambda call: HookResponse.reject(422, "not a video"),
+            post_finish=lambda call: finished.append(call.upload.id),
+        )
+        srv = Server(hooks=hooks)
+        path = await srv.create(3)
+        response = await srv.patch(path, b"abc", 0)
+        assert (response.status, response.body, header(response, "upload-offset")) == (422, b"not a video", "3")
+        await srv.service.wait_background()
+        assert finished == []
+
+    run(scenario)
+
+
+def test_complete_on_end_fixes_the_length_where_the_body_ended() -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        service = UploadService(store)
+        info = await store.create(UploadInfo(id="u", size=None))
+        body = ListBody(b"abcd")
+        result = await service.receive(info, body, NO_REQUEST, None, content_length=None, complete_on_end=True)
+        assert result.error is None and result.info.size == 4 and result.info.is_complete
+        assert (await store.get_info("u")).size == 4
+
+    run(scenario)
+
+
+def test_complete_on_end_short_of_a_fixed_length_is_an_inconsistent_length() -> None:
+    async def scenario() -> None:
+        store = MemoryStore()
+        service = UploadService(store)
+        info = await store.create(UploadInfo(id="u", size=10))
+        result = await service.receive(info, ListBody(b"abc"), NO_REQUEST, None, content_length=3, complete_on_end=True)
+        assert isinstance(result.error, HTTPError) and result.error.status == 400
+        assert result.error.problem_type is not None and result.error.problem_type.endswith(
+            "inconsistent-upload-length"
+        )
+        assert (await store.get_info("u")).offset == 3  # stored all the same: the client may resume
+
+    run(scenario)
+
+
+# -- concatenation ------------------------------------------------------------------------------
+
+
+def test_a_final_upload_completes_when_its_last_partial_does() -> None:
+    async def scenario() -> None:
+        finished: list[str] = []
+        srv = Server(hooks=PythonHooks(post_finish=lambda call: finished.append(call.upload.id)))
+        first = await srv.create(3, upload_concat="partial")
+        second = await srv.create(2, upload_concat="partial")
+        assert (await srv.patch(first, b"abc", 0)).status == 204
+        final = await srv.call("POST", "/files/", upload_concat=f"final;{first} {second}")
+        assert final.status == 201 and header(final, "upload-offset") is None
+        assert header(await srv.call("HEAD", path_of(final)), "upload-offset") is None
+        assert (await srv.patch(second, b"de", 0)).status == 204
+        head = await srv.call("HEAD", path_of(final))
+        assert (header(head, "upload-offset"), header(head, "upload-length")) == ("5", "5")
+        assert await read_all(srv, path_of(final)) == b"abcde"
+        await srv.service.wait_background()
+        final_id = path_of(final).removeprefix("/files/")
+        assert finished.count(final_id) == 1
+
+    run(scenario)
+
+
+def test_terminating_a_partial_removes_the_finals_waiting_for_it() -> None:
+    async def scenario() -> None:
+        srv = Server()
+        partial = await srv.create(3, upload_concat="partial")
+        final = await srv.call("POST", "/files/", upload_concat="final;" + partial)
+        assert (await srv.call("DELETE", partial)).status == 204
+        assert (await srv.call("HEAD", path_of(final))).status == 404
+
+    run(scenario)
+
+
+def test_every_hook_event_of_an_upload_fires_once_in_order() -> None:
+    async def scenario() -> None:
+        events: list[HookEvent] = []
+        hooks = PythonHooks({event: (lambda call: events.append(call.event)) for event in HookEvent})
+        srv = Server(hooks=hooks)
+        path = await srv.create(3)
+        await srv.service.wait_background()
+        assert (await srv.patch(path, b"abc", 0)).status == 204
+        await srv.service.wait_background()
+        assert (await srv.call("DELETE", path)).status == 204
+        await srv.service.wait_background()
+        # post-receive runs in the background, beside pre-finish: only its count is certain.
+        assert events.count(HookEvent.POST_RECEIVE) == 1
+        assert [event for event in events if event != HookEvent.POST_RECEIVE] == [
+            HookEvent.PRE_CREATE, HookEvent.POST_CREATE,
+            HookEvent.PRE_ACCESS, HookEvent.PRE_FINISH, HookEvent.POST_FINISH,
+            HookEvent.PRE_ACCESS, HookEvent.PRE_TERMINATE, HookEvent.POST_TERMINATE,
+        ]  # fmt: skip
+
+    run(scenario)
