@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import socket
 import stat
@@ -24,23 +25,12 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
 
-from pytusd import serving
-from pytusd.asgi import TusApp
+from pytusd.asgi import INTERIM_EXTENSION, SPLICE_EXTENSION, TRAILERS_EXTENSION, TusApp
 from pytusd.config import Config
-from pytusd.serving import (
-    INTERIM_EXTENSION,
-    LOW_WATER_STALL,
-    MIN_READ,
-    READ_BUDGET,
-    READ_BUFFER,
-    SPLICE_EXTENSION,
-    TRAILERS_EXTENSION,
-    BufferedHttpProtocol,
-    PytusdHttpProtocol,
-    _Chunks,
-    _Cycle,
-    _status_line,
-)
+from pytusd.serving import BufferedHttpProtocol, PytusdHttpProtocol, ReadBudget
+from pytusd.serving.budget import MIN_READ, READ_BUDGET, READ_BUFFER
+from pytusd.serving.protocol import LOW_WATER_STALL, _status_line
+from pytusd.serving.uvicorn_internals import _Chunks, _Cycle
 from pytusd.stores.memory import MemoryStore
 
 # -- driving the ASGI app by hand -------------------------------------------------------------------
@@ -378,6 +368,8 @@ class Probe:
         #: X-Tag -> whether the request was offered the splice extension
         self.offered: dict[str, bool] = {}
         self.directory = tempfile.mkdtemp(prefix="pytusd-probe-")
+        #: the read budget of the server the probe runs in
+        self.budget = ReadBudget()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -453,7 +445,8 @@ def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
         port = sock.getsockname()[1]
     protocol, loop = (PytusdHttpProtocol, "asyncio") if request.param == "protocol-asyncio" else (
         BufferedHttpProtocol, "uvloop")  # fmt: skip
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, loop=loop,  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop=loop,
+                            http=functools.partial(protocol, budget=app.budget),  # type: ignore[arg-type]
                             lifespan="off", log_level="warning", access_log=False)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -585,26 +578,27 @@ def test_protocol_reads_what_a_stalled_fast_sender_sent(probe_server: tuple[int,
         wait_for(350_000)
 
 
-def test_read_size_shares_a_budget_among_arriving_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_size_shares_a_budget_among_arriving_bodies() -> None:
+    budget = ReadBudget()
     for arriving, expected in [(0, READ_BUFFER), (1, READ_BUFFER), (32, READ_BUDGET // 32), (10_000, MIN_READ)]:
-        monkeypatch.setattr(serving, "_receiving_bodies", arriving)
-        assert serving.read_size() == expected
+        budget.receiving = arriving
+        assert budget.read_size() == expected
 
 
 def test_protocol_counts_arriving_bodies_back_to_zero(probe_server: tuple[int, Probe]) -> None:
     """Finished bodies, stalled ones whose connection closed, bodies cut short: none stays counted
     (a leak would shrink every later read to the minimum)."""
-    port, _ = probe_server
+    port, app = probe_server
     assert b"HTTP/1.1 200" in raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + bytes(200_000))
         deadline = time.monotonic() + 5
-        while serving._receiving_bodies == 0:
+        while app.budget.receiving == 0:
             assert time.monotonic() < deadline, "a body under way was not counted"
             time.sleep(0.005)
     deadline = time.monotonic() + 5
-    while serving._receiving_bodies != 0:
-        assert time.monotonic() < deadline, f"{serving._receiving_bodies} bodies still counted"
+    while app.budget.receiving != 0:
+        assert time.monotonic() < deadline, f"{app.budget.receiving} bodies still counted"
         time.sleep(0.005)
 
 
