@@ -87,8 +87,7 @@ def missing_internals(protocol: type, cycle: type, status_line: object, high_wat
             missing.append(f"{protocol.__name__}.{name}()")
         elif _positional(method) != count:
             missing.append(f"{protocol.__name__}.{name}() with {count} argument(s)")
-    init = vars(protocol).get("__init__")
-    params = inspect.signature(init).parameters if init is not None else {}
+    params = inspect.signature(protocol).parameters
     missing += [f"{protocol.__name__}({kwarg}=...)" for kwarg in PROTOCOL_KWARGS if kwarg not in params]
     missing += _attributes(protocol, PROTOCOL_ATTRIBUTES)
     receive = getattr(cycle, "receive", None)
