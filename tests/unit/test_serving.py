@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import os
+import pickle
 import socket
 import stat
 import tempfile
@@ -583,6 +584,27 @@ def test_read_size_shares_a_budget_among_arriving_bodies() -> None:
     for arriving, expected in [(0, READ_BUFFER), (1, READ_BUFFER), (32, READ_BUDGET // 32), (10_000, MIN_READ)]:
         budget.receiving = arriving
         assert budget.read_size() == expected
+
+
+def test_read_budgets_are_apart_and_lend_one_buffer_each() -> None:
+    """Each server has its own budget: its count sizes only its reads, its buffer serves its connections."""
+    one, two = ReadBudget(), ReadBudget()
+    one.receiving = 10_000
+    assert one.read_size() == MIN_READ and two.read_size() == READ_BUFFER
+    assert one.buffer() is one.buffer(), "a budget lends one buffer to all its connections"
+    assert len(one.buffer()) == READ_BUFFER
+    assert one.buffer().obj is not two.buffer().obj
+
+
+def test_a_pickled_read_budget_arrives_fresh() -> None:
+    """uvicorn's --workers pickles the protocol factory into each worker: each counts its own bodies."""
+    budget = ReadBudget()
+    budget.receiving = 3
+    budget.buffer()
+    factory = pickle.loads(pickle.dumps(functools.partial(BufferedHttpProtocol, budget=budget)))
+    copy = factory.keywords["budget"]
+    assert copy is not budget and copy.receiving == 0
+    assert copy.buffer().obj is not budget.buffer().obj
 
 
 def test_protocol_counts_arriving_bodies_back_to_zero(probe_server: tuple[int, Probe]) -> None:
