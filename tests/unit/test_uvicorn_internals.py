@@ -92,6 +92,15 @@ def test_a_cycle_whose_receive_is_not_a_coroutine_is_named() -> None:
     assert missing == ["async RequestResponseCycle.receive()"]
 
 
+def test_missing_classes_are_named() -> None:
+    missing = missing_internals(**{**REAL, "protocol": None, "cycle": None, "flow": None})
+    assert missing == [
+        "httptools_impl.HttpToolsProtocol",
+        "httptools_impl.RequestResponseCycle",
+        "flow_control.FlowControl",
+    ]
+
+
 def test_missing_constants_are_named() -> None:
     missing = missing_internals(**{**REAL, "status_line": None, "high_water": None})
     assert missing == [

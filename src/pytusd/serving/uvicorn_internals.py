@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http import flow_control, httptools_impl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from pytusd.fdio import write_all
 
@@ -78,8 +76,40 @@ def _positional(method: Any) -> int:
     return sum(1 for p in params if p.kind in kinds)
 
 
-def missing_internals(protocol: type, cycle: type, status_line: object, high_water: object, flow: type) -> list[str]:
-    """What of uvicorn's internals pytusd uses is not there, or not in the shape it needs."""
+def missing_internals(
+    protocol: type | None, cycle: type | None, status_line: object, high_water: object, flow: type | None
+) -> list[str]:
+    """What of uvicorn's internals pytusd uses is not there, or not in the shape it needs.
+
+    The arguments are what uvicorn has under the names pytusd uses (None where it has nothing):
+    ``httptools_impl.HttpToolsProtocol``, ``httptools_impl.RequestResponseCycle``,
+    ``httptools_impl.STATUS_LINE``, ``flow_control.HIGH_WATER_LIMIT``, ``flow_control.FlowControl``.
+    """
+    missing = [
+        f"{module}.{name}"
+        for module, name, value in [
+            ("httptools_impl", "HttpToolsProtocol", protocol),
+            ("httptools_impl", "RequestResponseCycle", cycle),
+            ("flow_control", "FlowControl", flow),
+        ]
+        if not isinstance(value, type)
+    ]
+    if isinstance(protocol, type):
+        missing += _missing_of_protocol(protocol)
+    if isinstance(cycle, type):
+        missing += _missing_of_cycle(cycle)
+    if not isinstance(status_line, dict) or not all(isinstance(status_line.get(code), bytes) for code in (100, 400)):
+        missing.append("httptools_impl.STATUS_LINE (a dict of status code -> status line)")
+    if not isinstance(high_water, int):
+        missing.append("flow_control.HIGH_WATER_LIMIT (an int)")
+    if isinstance(flow, type):
+        missing += [
+            f"{flow.__name__}.{name}()" for name in ("pause_reading", "resume_reading") if not hasattr(flow, name)
+        ]
+    return missing
+
+
+def _missing_of_protocol(protocol: type) -> list[str]:
     missing: list[str] = []
     for name, count in PROTOCOL_METHODS.items():
         method = getattr(protocol, name, None)
@@ -89,17 +119,15 @@ def missing_internals(protocol: type, cycle: type, status_line: object, high_wat
             missing.append(f"{protocol.__name__}.{name}() with {count} argument(s)")
     params = inspect.signature(protocol).parameters
     missing += [f"{protocol.__name__}({kwarg}=...)" for kwarg in PROTOCOL_KWARGS if kwarg not in params]
-    missing += _attributes(protocol, PROTOCOL_ATTRIBUTES)
+    return missing + _attributes(protocol, PROTOCOL_ATTRIBUTES)
+
+
+def _missing_of_cycle(cycle: type) -> list[str]:
+    missing: list[str] = []
     receive = getattr(cycle, "receive", None)
     if not inspect.iscoroutinefunction(receive) or _positional(receive) != 0:
         missing.append(f"async {cycle.__name__}.receive()")
-    missing += _attributes(cycle, CYCLE_ATTRIBUTES)
-    if not isinstance(status_line, dict) or not all(isinstance(status_line.get(code), bytes) for code in (100, 400)):
-        missing.append("httptools_impl.STATUS_LINE (a dict of status code -> status line)")
-    if not isinstance(high_water, int):
-        missing.append("flow_control.HIGH_WATER_LIMIT (an int)")
-    missing += [f"{flow.__name__}.{name}()" for name in ("pause_reading", "resume_reading") if not hasattr(flow, name)]
-    return missing
+    return missing + _attributes(cycle, CYCLE_ATTRIBUTES)
 
 
 def _attributes(cls: type, names: Iterable[str]) -> list[str]:
@@ -117,16 +145,23 @@ def require(missing: list[str], version: str) -> None:
         )
 
 
+try:
+    from uvicorn.protocols.http import flow_control, httptools_impl
+except ImportError as exc:
+    require([f"the module {exc.name or exc}"], uvicorn.__version__)
+    raise
 require(
     missing_internals(
-        HttpToolsProtocol,
-        RequestResponseCycle,
+        getattr(httptools_impl, "HttpToolsProtocol", None),
+        getattr(httptools_impl, "RequestResponseCycle", None),
         getattr(httptools_impl, "STATUS_LINE", None),
         getattr(flow_control, "HIGH_WATER_LIMIT", None),
-        flow_control.FlowControl,
+        getattr(flow_control, "FlowControl", None),
     ),
     uvicorn.__version__,
 )
+# Checked: what follows may use them.
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle  # noqa: E402
 
 
 def add_reason_phrases(phrases: Mapping[int, str]) -> None:
