@@ -437,17 +437,13 @@ class Probe:
         task.cancel()
 
 
-@pytest.fixture(scope="module", params=["protocol-asyncio", "buffered-uvloop"])
-def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
-    """The protocol class as mounted by tests, and the buffered wrapper the ``pytusd`` command serves."""
-    app = Probe()
+@contextlib.contextmanager
+def running_server(app: Probe, http: Any, loop: str) -> Iterator[int]:
+    """uvicorn serving ``app`` with the protocol factory ``http``, in a thread; yields its port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    protocol, loop = (PytusdHttpProtocol, "asyncio") if request.param == "protocol-asyncio" else (
-        BufferedHttpProtocol, "uvloop")  # fmt: skip
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop=loop,
-                            http=functools.partial(protocol, budget=app.budget),  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=http, loop=loop,
                             lifespan="off", log_level="warning", access_log=False)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -456,9 +452,44 @@ def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
-    yield port, app
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module", params=["protocol-asyncio", "buffered-uvloop"])
+def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
+    """The protocol class as mounted by tests, and the buffered wrapper the ``pytusd`` command serves,
+    each with a read budget of the test's own (``app.budget``)."""
+    app = Probe()
+    protocol, loop = (PytusdHttpProtocol, "asyncio") if request.param == "protocol-asyncio" else (
+        BufferedHttpProtocol, "uvloop")  # fmt: skip
+    with running_server(app, functools.partial(protocol, budget=app.budget), loop) as port:
+        yield port, app
+
+
+@pytest.mark.parametrize(("protocol", "loop"), [(PytusdHttpProtocol, "asyncio"), (BufferedHttpProtocol, "uvloop")])
+def test_the_bare_protocol_class_serves_too(protocol: Any, loop: str) -> None:
+    """Given to uvicorn without a budget (as tests/integration mount it), each connection has its own."""
+    app = Probe()
+    tag = f"bare-{loop}"
+    body = os.urandom(300_000)
+    with running_server(app, protocol, loop) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (tag.encode(), len(body)))  # fmt: skip
+        sock.sendall(body)
+        answer = read_answers(sock, 1)
+        assert answer.startswith(b"HTTP/1.1 104 Upload Resumption Supported\r\n"), answer
+        assert b"HTTP/1.1 200" in answer
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"1\r\na\r\n0\r\nX-Tail: 1\r\n\r\n")  # fmt: skip
+        assert b"HTTP/1.1 200" in read_answers(sock, 1)
+    assert app.spliced[tag] == (len(body), True)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == body
+    assert app.seen[-1]["trailers"] == [("x-tail", "1")]
 
 
 def raw(port: int, data: bytes) -> bytes:
