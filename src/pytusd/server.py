@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import resource
 import signal
 from types import FrameType
@@ -16,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from pytusd.asgi import TusApp
-from pytusd.serving import BufferedHttpProtocol
+from pytusd.serving import BufferedHttpProtocol, ReadBudget
 
 #: Seconds to wait for requests to finish after they were told to stop.
 GRACEFUL_TIMEOUT = 30
@@ -68,7 +69,8 @@ def serve(*, host: str, port: int, uds: str | None, workers: int, log_config: di
         workers=workers,
         log_config=log_config,
         loop="uvloop",
-        http=BufferedHttpProtocol,  # type: ignore[arg-type]  # a protocol class in all but name
+        # One read budget (and buffer) per server; each worker process gets a fresh one.
+        http=functools.partial(BufferedHttpProtocol, budget=ReadBudget()),  # type: ignore[arg-type]
         lifespan="on",
         proxy_headers=False,  # the app decides what to trust (--behind-proxy)
         server_header=False,

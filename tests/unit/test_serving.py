@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
+import pickle
 import socket
 import stat
 import tempfile
@@ -24,23 +26,12 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
 
-from pytusd import serving
-from pytusd.asgi import TusApp
+from pytusd.asgi import INTERIM_EXTENSION, SPLICE_EXTENSION, TRAILERS_EXTENSION, TusApp
 from pytusd.config import Config
-from pytusd.serving import (
-    INTERIM_EXTENSION,
-    LOW_WATER_STALL,
-    MIN_READ,
-    READ_BUDGET,
-    READ_BUFFER,
-    SPLICE_EXTENSION,
-    TRAILERS_EXTENSION,
-    BufferedHttpProtocol,
-    PytusdHttpProtocol,
-    _Chunks,
-    _Cycle,
-    _status_line,
-)
+from pytusd.serving import BufferedHttpProtocol, PytusdHttpProtocol, ReadBudget
+from pytusd.serving.budget import MIN_READ, READ_BUDGET, READ_BUFFER
+from pytusd.serving.protocol import LOW_WATER_STALL, _status_line
+from pytusd.serving.uvicorn_internals import _Chunks, _Cycle
 from pytusd.stores.memory import MemoryStore
 
 # -- driving the ASGI app by hand -------------------------------------------------------------------
@@ -378,6 +369,8 @@ class Probe:
         #: X-Tag -> whether the request was offered the splice extension
         self.offered: dict[str, bool] = {}
         self.directory = tempfile.mkdtemp(prefix="pytusd-probe-")
+        #: the read budget of the server the probe runs in
+        self.budget = ReadBudget()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -444,16 +437,13 @@ class Probe:
         task.cancel()
 
 
-@pytest.fixture(scope="module", params=["protocol-asyncio", "buffered-uvloop"])
-def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
-    """The protocol class as mounted by tests, and the buffered wrapper the ``pytusd`` command serves."""
-    app = Probe()
+@contextlib.contextmanager
+def running_server(app: Probe, http: Any, loop: str) -> Iterator[int]:
+    """uvicorn serving ``app`` with the protocol factory ``http``, in a thread; yields its port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    protocol, loop = (PytusdHttpProtocol, "asyncio") if request.param == "protocol-asyncio" else (
-        BufferedHttpProtocol, "uvloop")  # fmt: skip
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, loop=loop,  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=http, loop=loop,
                             lifespan="off", log_level="warning", access_log=False)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -462,9 +452,44 @@ def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
-    yield port, app
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module", params=["protocol-asyncio", "buffered-uvloop"])
+def probe_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, Probe]]:
+    """The protocol class as mounted by tests, and the buffered wrapper the ``pytusd`` command serves,
+    each with a read budget of the test's own (``app.budget``)."""
+    app = Probe()
+    protocol, loop = (PytusdHttpProtocol, "asyncio") if request.param == "protocol-asyncio" else (
+        BufferedHttpProtocol, "uvloop")  # fmt: skip
+    with running_server(app, functools.partial(protocol, budget=app.budget), loop) as port:
+        yield port, app
+
+
+@pytest.mark.parametrize(("protocol", "loop"), [(PytusdHttpProtocol, "asyncio"), (BufferedHttpProtocol, "uvloop")])
+def test_the_bare_protocol_class_serves_too(protocol: Any, loop: str) -> None:
+    """Given to uvicorn without a budget (as tests/integration mount it), each connection has its own."""
+    app = Probe()
+    tag = f"bare-{loop}"
+    body = os.urandom(300_000)
+    with running_server(app, protocol, loop) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (tag.encode(), len(body)))  # fmt: skip
+        sock.sendall(body)
+        answer = read_answers(sock, 1)
+        assert answer.startswith(b"HTTP/1.1 104 Upload Resumption Supported\r\n"), answer
+        assert b"HTTP/1.1 200" in answer
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"1\r\na\r\n0\r\nX-Tail: 1\r\n\r\n")  # fmt: skip
+        assert b"HTTP/1.1 200" in read_answers(sock, 1)
+    assert app.spliced[tag] == (len(body), True)
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == body
+    assert app.seen[-1]["trailers"] == [("x-tail", "1")]
 
 
 def raw(port: int, data: bytes) -> bytes:
@@ -585,26 +610,48 @@ def test_protocol_reads_what_a_stalled_fast_sender_sent(probe_server: tuple[int,
         wait_for(350_000)
 
 
-def test_read_size_shares_a_budget_among_arriving_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_size_shares_a_budget_among_arriving_bodies() -> None:
+    budget = ReadBudget()
     for arriving, expected in [(0, READ_BUFFER), (1, READ_BUFFER), (32, READ_BUDGET // 32), (10_000, MIN_READ)]:
-        monkeypatch.setattr(serving, "_receiving_bodies", arriving)
-        assert serving.read_size() == expected
+        budget.receiving = arriving
+        assert budget.read_size() == expected
+
+
+def test_read_budgets_are_apart_and_lend_one_buffer_each() -> None:
+    """Each server has its own budget: its count sizes only its reads, its buffer serves its connections."""
+    one, two = ReadBudget(), ReadBudget()
+    one.receiving = 10_000
+    assert one.read_size() == MIN_READ and two.read_size() == READ_BUFFER
+    assert one.buffer() is one.buffer(), "a budget lends one buffer to all its connections"
+    assert len(one.buffer()) == READ_BUFFER
+    assert one.buffer().obj is not two.buffer().obj
+
+
+def test_a_pickled_read_budget_arrives_fresh() -> None:
+    """uvicorn's --workers pickles the protocol factory into each worker: each counts its own bodies."""
+    budget = ReadBudget()
+    budget.receiving = 3
+    budget.buffer()
+    factory = pickle.loads(pickle.dumps(functools.partial(BufferedHttpProtocol, budget=budget)))
+    copy = factory.keywords["budget"]
+    assert copy is not budget and copy.receiving == 0
+    assert copy.buffer().obj is not budget.buffer().obj
 
 
 def test_protocol_counts_arriving_bodies_back_to_zero(probe_server: tuple[int, Probe]) -> None:
     """Finished bodies, stalled ones whose connection closed, bodies cut short: none stays counted
     (a leak would shrink every later read to the minimum)."""
-    port, _ = probe_server
+    port, app = probe_server
     assert b"HTTP/1.1 200" in raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + bytes(200_000))
         deadline = time.monotonic() + 5
-        while serving._receiving_bodies == 0:
+        while app.budget.receiving == 0:
             assert time.monotonic() < deadline, "a body under way was not counted"
             time.sleep(0.005)
     deadline = time.monotonic() + 5
-    while serving._receiving_bodies != 0:
-        assert time.monotonic() < deadline, f"{serving._receiving_bodies} bodies still counted"
+    while app.budget.receiving != 0:
+        assert time.monotonic() < deadline, f"{app.budget.receiving} bodies still counted"
         time.sleep(0.005)
 
 
