@@ -769,7 +769,11 @@ def test_splice_stopped_midway_keeps_its_bytes_and_closes_the_connection(probe_s
         answer = read_answers(sock, 1)
         assert b"HTTP/1.1 200" in answer and b"connection: close" in answer.lower(), answer
         sock.settimeout(5)
-        assert sock.recv(65536) == b"", "the connection stayed open after a body cut short"
+        try:
+            rest = sock.recv(65536)
+        except ConnectionResetError:
+            rest = b""  # closed with the unread body still queued: the kernel answers RST, not FIN
+        assert rest == b"", "the connection stayed open after a body cut short"
     written, complete = app.spliced[tag]
     assert complete is None and 1048576 <= written <= len(sent)
     with open(app.path(tag), "rb") as f:
