@@ -8,7 +8,7 @@ import pytest
 
 from pytusd.flags import env_name
 from pytusd.stores.s3 import S3Store
-from pytusd.stores.s3_flags import S3_FLAGS, store_from_settings
+from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
 
 MiB = 1024 * 1024
 

@@ -41,7 +41,7 @@ the upload really was in: part numbers up to the committed count are never rewri
 completing an upload replaces the incomplete part by a marker rather than deleting it (a missing
 incomplete part beside a missing object could otherwise be taken for a fresh upload).
 
-Limits of S3 this store works within (the arithmetic is in :mod:`pytusd.stores.s3_parts`): parts
+Limits of S3 this store works within (the arithmetic is in :mod:`pytusd.stores.s3.parts`): parts
 of at least 5 MiB except the last, at most 5 GiB, at most 10,000 of them.
 """
 
@@ -66,8 +66,8 @@ from typing import Any
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
-from pytusd.stores.s3_client import ClientSettings, ObjectHead, Part, S3Client, S3Error
-from pytusd.stores.s3_parts import (
+from pytusd.stores.s3.aws import ClientSettings, ObjectHead, Part, S3Client, S3Error
+from pytusd.stores.s3.parts import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MIN_PART_SIZE,
