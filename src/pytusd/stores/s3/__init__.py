@@ -10,19 +10,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytusd.stores.s3.aws import ObjectHead, Part, S3Error
+    from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
     from pytusd.stores.s3.store import META_PARTS, S3Store, UnfinishedPartsUnreadable
 
 _EXPORTS = {
     "META_PARTS": "store",
-    "ObjectHead": "aws",
-    "Part": "aws",
-    "S3Error": "aws",
+    "ObjectHead": "client",
+    "ObjectStorage": "client",
+    "Part": "client",
+    "S3Error": "client",
     "S3Store": "store",
     "UnfinishedPartsUnreadable": "store",
 }
 
-__all__ = ["META_PARTS", "ObjectHead", "Part", "S3Error", "S3Store", "UnfinishedPartsUnreadable"]
+__all__ = ["META_PARTS", "ObjectHead", "ObjectStorage", "Part", "S3Error", "S3Store", "UnfinishedPartsUnreadable"]
 
 
 def __getattr__(name: str) -> Any:

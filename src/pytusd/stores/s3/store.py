@@ -66,7 +66,8 @@ from typing import Any
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
-from pytusd.stores.s3.aws import ClientSettings, ObjectHead, Part, S3Client, S3Error
+from pytusd.stores.s3.aws import ClientSettings, S3Client
+from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
 from pytusd.stores.s3.parts import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
@@ -273,7 +274,7 @@ class S3Store(DataStore):
         addressing: str = "auto",
         temp_dir: str | None = None,
         tail_cache_bytes: int = 256 * MiB,
-        client: S3Client | None = None,
+        client: ObjectStorage | None = None,
     ) -> None:
         if not bucket:
             raise ValueError("an S3 bucket is required")
@@ -296,7 +297,7 @@ class S3Store(DataStore):
             # Parts in flight plus the small requests (info, heads, lists) of other uploads.
             max_connections=max_concurrent_parts + 32,
         )
-        self.client = client or S3Client(settings)
+        self.client: ObjectStorage = client or S3Client(settings)
         self._temp_parent = temp_dir
         self._temp: str | None = None
         self._semaphore = asyncio.Semaphore(max_concurrent_parts)
