@@ -8,7 +8,8 @@ metadata names come back in lower case, LastModified has whole seconds, every pa
 must hold 5 MiB at completion, and a missing object or upload is ``not_found``. It is not a
 general S3 emulation: no versions, no conditional requests, no paging limits.
 
-Operations are counted in :attr:`FakeS3.calls` under S3's names, as the real client counts them.
+Operations are counted in :attr:`FakeS3.calls` under S3's names, as the real client counts them,
+and logged with their keys in :attr:`FakeS3.log`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class FakeS3(ObjectStorage):
         self.objects: dict[str, StoredObject] = {}
         self.uploads: dict[str, Multipart] = {}
         self.calls: dict[str, int] = {}
+        #: (operation, key) of every call, in order.
+        self.log: list[tuple[str, str | None]] = []
         self.faults: list[Fault] = []
         self.opened = 0
         self.read_block = read_block
@@ -114,6 +117,7 @@ class FakeS3(ObjectStorage):
     async def _enter(self, operation: str, key: str | None) -> Fault | None:
         """Count the call, let other tasks run (as a network call would), apply faults."""
         self.calls[operation] = self.calls.get(operation, 0) + 1
+        self.log.append((operation, key))
         await asyncio.sleep(0)
         for fault in self.faults:
             if fault.fired or fault.operation != operation or (fault.key is not None and fault.key != key):
