@@ -54,6 +54,7 @@ class State:
 
 
 async def load_info(client: ObjectStorage, keys: KeyLayout, upload_id: str) -> UploadInfo | None:
+    """The upload's info object, or None: without it there is no upload, whatever else is there."""
     raw = await client.get_bytes(keys.info_key(upload_id))
     if raw is None:
         return None
@@ -66,6 +67,7 @@ async def load_info(client: ObjectStorage, keys: KeyLayout, upload_id: str) -> U
 
 
 async def put_info(client: ObjectStorage, keys: KeyLayout, info: UploadInfo) -> None:
+    """Write the info object (tusd's JSON); one PutObject, so readers see the old one or the new."""
     data = json.dumps(info.to_json(), separators=(",", ":")).encode()
     md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
     await client.put(keys.info_key(info.id), data, len(data), md5, content_type="application/json")
