@@ -25,7 +25,7 @@ from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
 from pytusd.locks.file import FileLocker
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
-from pytusd.stores.s3_flags import S3_FLAGS, store_from_settings
+from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
 
 FLAGS: tuple[Flag, ...] = (
     Flag("host", "str", "0.0.0.0", "address to listen on"),

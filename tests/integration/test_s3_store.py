@@ -26,10 +26,9 @@ from tests.integration.s3_helpers import (
 from tests.services.swift import SwiftS3Server
 
 from pytusd.info import UploadInfo
-from pytusd.stores import s3_parts
 from pytusd.stores.base import StoreError, UploadExists, UploadNotFound
-from pytusd.stores.s3 import META_PARTS, S3Store, UnfinishedPartsUnreadable
-from pytusd.stores.s3_client import S3Error
+from pytusd.stores.s3 import META_PARTS, S3Error, S3Store, UnfinishedPartsUnreadable
+from pytusd.stores.s3 import parts as s3_parts
 
 pytestmark = pytest.mark.services
 #: S3 only (see tests/conftest.py): these tests start their own stores and servers on Swift.

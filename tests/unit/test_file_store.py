@@ -1,6 +1,6 @@
 """FileStore on a real directory: files, the tusd-compatible ``.info`` JSON, IDs, crash safety.
 
-The part of the contract every store shares runs on FileStore too, in ``test_memory_store.py``.
+The part of the contract every store shares runs on FileStore too, in ``test_store_contract.py``.
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
 from pytusd.flags import env_name
 from pytusd.stores.s3 import S3Store
-from pytusd.stores.s3_flags import S3_FLAGS, store_from_settings
+from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
 
 MiB = 1024 * 1024
 
@@ -88,3 +89,23 @@ def test_ids_that_would_collide_with_metadata_are_refused() -> None:
     for bad in ("x.info", "x.part", "x.finals", "x.finals/y", "a.part/b", "../x", ""):
         with pytest.raises(UploadNotFound):
             store.object_key(bad)
+
+
+def test_the_command_line_loads_neither_the_store_nor_aiobotocore() -> None:
+    """The flags are imported on every start; the S3 store (and aiobotocore) only with a bucket."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytusd.cli\n"
+        "loaded = [m for m in ('pytusd.stores.s3.store', 'aiobotocore', 'botocore') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "from pytusd.stores.s3 import S3Store\n"
+        "assert 'pytusd.stores.s3.store' in sys.modules and 'aiobotocore' not in sys.modules\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from pytusd.stores.s3_parts import (
+from pytusd.stores.s3.parts import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,

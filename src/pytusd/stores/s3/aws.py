@@ -1,8 +1,9 @@
-"""A small typed face on aiobotocore's S3 client: only the calls S3Store makes.
+"""The real :class:`~pytusd.stores.s3.client.ObjectStorage`: aiobotocore's S3 client, typed.
 
 aiobotocore's client is generated at run time and untyped, so everything untyped stays in this
-module; the store sees plain dataclasses and one exception type, :class:`S3Error`, a
-:class:`~pytusd.stores.base.StoreError` (the handler answers 500 for it without details).
+module; the store sees the plain dataclasses of :mod:`pytusd.stores.s3.client` and one exception
+type, :class:`~pytusd.stores.s3.client.S3Error`. aiobotocore itself is imported only when a client
+opens (an optional dependency, and a slow import).
 
 The client is configured for the widest compatibility with S3-compatible services:
 
@@ -24,38 +25,7 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from pytusd.stores.base import StoreError
-
-#: Error codes (and statuses, for HEAD which has no body) that mean "no such object/upload".
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
-
-
-class S3Error(StoreError):
-    """An S3 request failed; ``code`` is S3's error code (or the exception's type name)."""
-
-    def __init__(self, operation: str, code: str, status: int | None, message: str) -> None:
-        super().__init__(f"S3 {operation} failed: {code} {message}".strip())
-        self.operation = operation
-        self.code = code
-        self.status = status
-
-    @property
-    def not_found(self) -> bool:
-        return self.code in _NOT_FOUND_CODES or self.status == 404
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectHead:
-    size: int
-    etag: str
-    metadata: Mapping[str, str]
-    last_modified: float
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    number: int
-    size: int
-    etag: str
+from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +62,7 @@ def _timestamp(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else 0.0
 
 
-class S3Client:
+class S3Client(ObjectStorage):
     """One bucket, through one aiobotocore client (a pool of keep-alive connections)."""
 
     #: Parts per ListParts page (S3's maximum; tests lower it to exercise paging).

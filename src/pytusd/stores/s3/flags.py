@@ -1,7 +1,8 @@
 """Command-line flags of the S3 store, and the store they describe.
 
-Kept apart from :mod:`pytusd.stores.s3` so that ``pytusd --help`` and a file-store server never
-import aiobotocore (an optional dependency: ``pip install pytusd[s3]``).
+Kept apart from the store (imported only when ``--s3-bucket`` asks for one) so that ``pytusd
+--help`` and a file-store server never load it, nor aiobotocore (an optional dependency:
+``pip install pytusd[s3]``).
 
 Credentials are deliberately not flags: command lines end up in process lists and shell
 histories. botocore's standard chain finds them (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
@@ -43,7 +44,7 @@ def store_from_settings(settings: dict[str, Any]) -> DataStore | None:
     if not bucket:
         return None
     try:
-        from pytusd.stores.s3 import S3Store
+        from pytusd.stores.s3.store import S3Store
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise ValueError(f"--s3-bucket needs aiobotocore: pip install 'pytusd[s3]' ({exc})") from None
     info_prefix = settings.get("s3_info_prefix") or None

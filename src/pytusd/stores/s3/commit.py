@@ -1,0 +1,203 @@
+"""The S3 side of writing: part uploads and the two commit points, shared by the store and the writer.
+
+A write counts once it is *committed* (see the package docs): by writing the incomplete-part
+object with the new part count (:meth:`Committer.commit_tail`), or by completing the multipart
+upload (:meth:`Committer.complete`). The part writer commits as a body arrives; the store itself
+finishes uploads too (a declared length, a read that finds all bytes there, concatenation). So
+these operations, and the local things they need (the spool directory, the tail cache, the
+semaphore bounding parts in flight), are one object that both hold, rather than methods of the
+store the writer would have to call back into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pytusd.stores.base import StoreError
+from pytusd.stores.s3.client import ObjectStorage, Part
+from pytusd.stores.s3.layout import (
+    EMPTY_MD5,
+    META_COMPLETE,
+    META_MULTIPART,
+    META_PARTS,
+    META_WRITTEN,
+    KeyLayout,
+    object_content_type,
+)
+from pytusd.stores.s3.parts import PartLimitError, plan_concatenation
+from pytusd.stores.s3.spool import Spool, TailCache, unlink
+from pytusd.stores.s3.state import State
+
+
+class Committer:
+    """Uploads and commits for one store: one bucket, one spool directory, one tail cache."""
+
+    def __init__(
+        self,
+        client: ObjectStorage,
+        keys: KeyLayout,
+        *,
+        part_size: int,
+        max_concurrent_parts: int,
+        temp_dir: str | None,
+        tail_cache_bytes: int,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.preferred_part_size = part_size
+        self.max_concurrent_parts = max_concurrent_parts
+        self.semaphore = asyncio.Semaphore(max_concurrent_parts)
+        self.cache = TailCache(tail_cache_bytes)
+        self._temp_parent = temp_dir
+        self._temp: str | None = None
+
+    def open(self) -> None:
+        """Make the spool directory (one per store: a crashed process's is simply left behind)."""
+        self._temp = tempfile.mkdtemp(prefix="pytusd-s3-", dir=self._temp_parent)
+
+    def close(self) -> None:
+        self.cache.clear()
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+
+    @property
+    def temp_dir(self) -> str:
+        if self._temp is None:
+            raise StoreError("S3 store is not started")
+        return self._temp
+
+    async def complete(self, state: State, parts: list[Part]) -> None:
+        """Turn the multipart upload into the finished object; the commit point of the last write."""
+        upload_id = state.info.id
+        key = self.keys.object_key(upload_id)
+        if parts:
+            await self.client.complete(key, state.multipart, parts)
+        else:
+            await self.client.put(key, b"", 0, EMPTY_MD5, content_type=object_content_type(state.info))
+            if state.multipart:
+                await self.client.abort(key, state.multipart)
+        self.cache.drop(upload_id)
+        # Replaced, not deleted: see the package documentation.
+        marker = {META_COMPLETE: "1", META_MULTIPART: state.multipart, META_WRITTEN: f"{time.time():.6f}"}
+        await self.client.put(self.keys.part_key(upload_id), b"", 0, EMPTY_MD5, metadata=marker)
+
+    async def finish_from_state(self, state: State) -> None:
+        """Complete an upload whose bytes are all stored: the incomplete part becomes the last
+        part by a copy inside S3 (the last part may be small)."""
+        parts = list(state.parts)
+        tail = state.tail
+        if tail is not None and tail.size:
+            number = len(parts) + 1
+            key = self.keys.object_key(state.info.id)
+            async with self.semaphore:
+                etag = await self.client.upload_part_copy(
+                    key, state.multipart, number, self.keys.part_key(state.info.id), 0, tail.size
+                )
+            parts.append(Part(number, tail.size, etag))
+        await self.complete(state, parts)
+
+    async def load_tail(self, state: State) -> Spool:
+        """A spool that starts with the incomplete part's bytes (from the cache, else S3)."""
+        tail = state.tail
+        if tail is None or tail.size == 0:
+            return Spool.new(self.temp_dir)
+        cached = self.cache.take(state.info.id, tail.etag)
+        if cached is not None and cached.size == tail.size:
+            return Spool.reopen(cached.path, cached.size, cached.md5)
+        if cached is not None:
+            unlink(cached.path)
+        spool = Spool.new(self.temp_dir)
+        try:
+            await self.download_into(spool, self.keys.part_key(state.info.id), 0, tail.size)
+            if spool.size != tail.size:
+                raise StoreError(f"upload {state.info.id}: incomplete part changed while being read")
+        except BaseException:
+            spool.discard()
+            raise
+        return spool
+
+    async def download_into(self, spool: Spool, key: str, start: int, end: int) -> None:
+        chunks = await self.client.open_range(key, start, end)
+        try:
+            async for block in chunks:
+                spool.write(block)
+        finally:
+            await chunks.aclose()
+
+    async def upload_spool(self, state: State, number: int, spool: Spool) -> Part:
+        try:
+            async with self.semaphore:
+                etag = await self.client.upload_part(
+                    self.keys.object_key(state.info.id), state.multipart, number, spool.rewind(), spool.size,
+                    spool.content_md5(),
+                )  # fmt: skip
+            return Part(number, spool.size, etag)
+        finally:
+            spool.discard()
+
+    async def commit_tail(self, state: State, count: int, spool: Spool | None) -> None:
+        """Commit a write: the incomplete part (``spool``, or empty), with the number of committed
+        parts beside it. Takes ownership of ``spool``: it moves into the tail cache or goes."""
+        upload_id = state.info.id
+        metadata = {META_PARTS: str(count), META_MULTIPART: state.multipart, META_WRITTEN: f"{time.time():.6f}"}
+        key = self.keys.part_key(upload_id)
+        self.cache.drop(upload_id)
+        if spool is None:
+            await self.client.put(key, b"", 0, EMPTY_MD5, metadata=metadata)
+            return
+        try:
+            etag = await self.client.put(key, spool.rewind(), spool.size, spool.content_md5(), metadata=metadata)
+        except BaseException:
+            spool.discard()
+            raise
+        self.cache.keep(upload_id, spool, etag)
+
+    async def concatenate(self, target: State, sources: list[str], sizes: list[int]) -> None:
+        """Fill the multipart upload of ``target`` with the finished objects ``sources`` (of
+        ``sizes`` bytes) in order, and complete it: copied inside S3 where the part limits allow,
+        else through a spool (see :func:`~pytusd.stores.s3.parts.plan_concatenation`)."""
+        try:
+            plan = plan_concatenation(sizes)
+        except PartLimitError as exc:
+            raise StoreError(str(exc)) from exc
+        key = self.keys.object_key(target.info.id)
+
+        async def make(number: int, pieces: list[Any]) -> Part:
+            async with self.semaphore:
+                if len(pieces) == 1:
+                    piece = pieces[0]
+                    etag = await self.client.upload_part_copy(
+                        key, target.multipart, number, sources[piece.source], piece.start, piece.end
+                    )
+                    return Part(number, piece.length, etag)
+                # Small partials: S3 cannot append, so these few bytes come through us.
+                spool = Spool.new(self.temp_dir)
+                try:
+                    for piece in pieces:
+                        await self.download_into(spool, sources[piece.source], piece.start, piece.end)
+                    etag = await self.client.upload_part(
+                        key, target.multipart, number, spool.rewind(), spool.size, spool.content_md5()
+                    )
+                    return Part(number, spool.size, etag)
+                finally:
+                    spool.discard()
+
+        parts = await _all([make(n, pieces) for n, pieces in enumerate(plan, start=1)])
+        await self.complete(target, parts)
+
+
+async def _all(jobs: Sequence[Any]) -> list[Any]:
+    """Run coroutines together; the first failure cancels the rest and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job) for job in jobs]
+    except BaseExceptionGroup as group_error:
+        first = group_error.exceptions[0]
+        raise first from None
+    return [t.result() for t in tasks]

@@ -1,0 +1,88 @@
+"""Where an upload lives in the bucket: its keys, the metadata of its incomplete part, its Storage.
+
+Everything the store writes is named here, so the layout that docs/s3.md describes (and that a
+restarted server, another instance or tusd must find again) is in one place. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from pytusd.info import UploadInfo
+from pytusd.protocol.urls import is_valid_upload_id
+from pytusd.stores.base import UploadNotFound
+
+INFO_SUFFIX = ".info"
+PART_SUFFIX = ".part"
+#: ``<info-prefix><partial>.finals/<final>``: one empty object per final waiting for a partial.
+FINALS_SUFFIX = ".finals/"
+#: An ID with a segment ending like this could collide with another upload's keys.
+RESERVED_SUFFIXES = (INFO_SUFFIX, PART_SUFFIX, FINALS_SUFFIX[:-1])
+
+#: Metadata of the incomplete-part object (S3 returns user metadata names in lower case).
+META_PARTS = "tus-parts"  # how many parts of the multipart upload are committed
+META_MULTIPART = "tus-multipart"  # the multipart upload it belongs to (guards against stale objects)
+META_WRITTEN = "tus-written"  # Unix time of the commit, sub-second (LastModified has whole seconds)
+META_COMPLETE = "tus-complete"  # the marker that replaces the incomplete part of a finished upload
+
+#: Keys of UploadInfo.storage that this store owns.
+STORAGE_TYPE = "s3store"
+STORAGE_MULTIPART = "MultipartUploadId"
+OWN_STORAGE_KEYS = ("Type", "Bucket", "Key", "InfoKey", "PartKey", STORAGE_MULTIPART)
+
+#: Content-MD5 of an empty body (empty objects: markers, 0-byte uploads, an empty incomplete part).
+EMPTY_MD5 = base64.b64encode(hashlib.md5(b"", usedforsecurity=False).digest()).decode()
+_MIME = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
+
+
+class KeyLayout:
+    """The keys of an upload's objects, under the object and info prefixes (see the package docs)."""
+
+    __slots__ = ("info_prefix", "object_prefix")
+
+    def __init__(self, object_prefix: str, info_prefix: str | None = None) -> None:
+        self.object_prefix = as_prefix(object_prefix)
+        self.info_prefix = as_prefix(object_prefix if info_prefix is None else info_prefix)
+
+    def object_key(self, upload_id: str) -> str:
+        """Key of the upload's data; refuses IDs that would collide with another's metadata."""
+        if not acceptable_id(upload_id):
+            raise UploadNotFound(upload_id)
+        return self.object_prefix + upload_id
+
+    def info_key(self, upload_id: str) -> str:
+        self.object_key(upload_id)
+        return self.info_prefix + upload_id + INFO_SUFFIX
+
+    def part_key(self, upload_id: str) -> str:
+        self.object_key(upload_id)
+        return self.info_prefix + upload_id + PART_SUFFIX
+
+    def finals_prefix(self, upload_id: str) -> str:
+        self.object_key(upload_id)
+        return self.info_prefix + upload_id + FINALS_SUFFIX
+
+
+def acceptable_id(upload_id: str) -> bool:
+    """A valid ID none of whose segments ends like one of the store's own keys (as FileStore)."""
+    return is_valid_upload_id(upload_id) and not any(
+        segment.endswith(RESERVED_SUFFIXES) for segment in upload_id.split("/")
+    )
+
+
+def as_prefix(prefix: str) -> str:
+    """A key prefix ends with '/' (as in tusd), unless it is empty."""
+    prefix = prefix.lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def object_content_type(info: UploadInfo) -> str | None:
+    """Content-Type of the finished object, from the client's ``filetype`` metadata if sane.
+
+    No other metadata goes to S3: user metadata is limited to 2 KB there, and the info object
+    keeps all of it anyway.
+    """
+    value = info.metadata.get("filetype", "")
+    return value if _MIME.fullmatch(value) else None

@@ -1,0 +1,150 @@
+"""An upload's state, read back from S3: nothing about an upload lives only in a server's memory.
+
+The offset is recomputed from S3 on every call, as the sizes of the committed parts (ListParts, up
+to the count the incomplete-part object names) plus the size of the incomplete part, or the size
+of the finished object. The reads are made together and may interleave with a writer; why every
+combination still describes a state the upload really was in is explained in the package docs.
+The info object is read and written here too: it is the upload's existence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+from pytusd.info import UploadInfo
+from pytusd.stores.base import StoreError, UploadNotFound
+from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
+from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, STORAGE_MULTIPART, KeyLayout
+
+logger = logging.getLogger("pytusd.s3")
+
+
+@dataclass(slots=True)
+class State:
+    """An upload as S3 holds it right now."""
+
+    info: UploadInfo
+    multipart: str
+    #: The finished object, once the upload is complete.
+    completed: ObjectHead | None
+    #: Committed parts, numbered 1..len(parts).
+    parts: list[Part]
+    #: The incomplete part, if one counts.
+    tail: ObjectHead | None
+
+    @property
+    def stored(self) -> int:
+        return sum(p.size for p in self.parts)
+
+    @property
+    def offset(self) -> int:
+        if self.completed is not None:
+            return self.completed.size
+        return self.stored + (self.tail.size if self.tail is not None else 0)
+
+    @property
+    def full(self) -> bool:
+        """Every byte is there but the multipart upload is not completed yet."""
+        return self.completed is None and self.info.size is not None and self.offset == self.info.size
+
+
+async def load_info(client: ObjectStorage, keys: KeyLayout, upload_id: str) -> UploadInfo | None:
+    """The upload's info object, or None: without it there is no upload, whatever else is there."""
+    raw = await client.get_bytes(keys.info_key(upload_id))
+    if raw is None:
+        return None
+    try:
+        info = UploadInfo.from_json(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"corrupt info object for upload {upload_id}") from exc
+    info.id = upload_id
+    return info
+
+
+async def put_info(client: ObjectStorage, keys: KeyLayout, info: UploadInfo) -> None:
+    """Write the info object (tusd's JSON); one PutObject, so readers see the old one or the new."""
+    data = json.dumps(info.to_json(), separators=(",", ":")).encode()
+    md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+    await client.put(keys.info_key(info.id), data, len(data), md5, content_type="application/json")
+
+
+async def read_state(client: ObjectStorage, keys: KeyLayout, upload_id: str, *, finals: bool = False) -> State:
+    """The upload as S3 holds it; with ``finals``, a partial's pending finals included."""
+    key, part_key = keys.object_key(upload_id), keys.part_key(upload_id)
+
+    info, tail, finished = await asyncio.gather(
+        load_info(client, keys, upload_id), client.head(part_key), client.head(key)
+    )
+    if info is None:
+        raise UploadNotFound(upload_id)
+    if not (finals and info.is_partial):
+        return await data_state(client, keys, info, tail, finished)
+    # Listed beside the data's state, not after it: a partial's HEAD costs one request more,
+    # no extra round trip.
+    state, waiting = await asyncio.gather(
+        data_state(client, keys, info, tail, finished), pending_finals(client, keys, upload_id)
+    )
+    info.pending_finals += [f for f in waiting if f not in info.pending_finals]
+    return state
+
+
+async def pending_finals(client: ObjectStorage, keys: KeyLayout, upload_id: str) -> list[str]:
+    prefix = keys.finals_prefix(upload_id)
+    return [key[len(prefix) :] async for key in client.list_keys(prefix)]
+
+
+async def data_state(
+    client: ObjectStorage, keys: KeyLayout, info: UploadInfo, tail: ObjectHead | None, finished: ObjectHead | None
+) -> State:
+    upload_id, key = info.id, keys.object_key(info.id)
+    multipart = info.storage.get(STORAGE_MULTIPART, "")
+    if finished is not None:
+        return State(info, multipart, finished, [], None)
+    if tail is not None and tail.metadata.get(META_COMPLETE):
+        # Completed after the object was looked at: look again.
+        return await finished_or_gone(client, keys, info, multipart, "its object is missing")
+    if tail is not None and tail.metadata.get(META_MULTIPART) != multipart:
+        tail = None  # left over from something else under the same key
+    count = parse_count(tail, upload_id)
+    if count == 0 or not multipart:
+        return State(info, multipart, None, [], tail)
+    try:
+        listed = await client.list_parts(key, multipart, count)
+    except S3Error as exc:
+        if not exc.not_found:
+            raise
+        return await finished_or_gone(client, keys, info, multipart, "its multipart upload is gone")
+    by_number = {p.number: p for p in listed}
+    parts = [by_number.get(n) for n in range(1, count + 1)]
+    if any(p is None for p in parts):
+        # Completed between our reads? Else S3 lost parts that were committed.
+        finished = await client.head(key)
+        if finished is not None:
+            return State(info, multipart, finished, [], None)
+        raise StoreError(f"upload {upload_id}: committed parts are missing from its multipart upload")
+    return State(info, multipart, None, [p for p in parts if p is not None], tail)
+
+
+async def finished_or_gone(client: ObjectStorage, keys: KeyLayout, info: UploadInfo, multipart: str, why: str) -> State:
+    finished = await client.head(keys.object_key(info.id))
+    if finished is not None:
+        return State(info, multipart, finished, [], None)
+    logger.warning("upload %s has an info object but no data (%s)", info.id, why)
+    raise UploadNotFound(info.id)
+
+
+def parse_count(tail: ObjectHead | None, upload_id: str) -> int:
+    if tail is None:
+        return 0
+    try:
+        count = int(tail.metadata.get(META_PARTS, "0"))
+    except ValueError:
+        raise StoreError(f"upload {upload_id}: unreadable incomplete-part metadata") from None
+    if count < 0:
+        raise StoreError(f"upload {upload_id}: unreadable incomplete-part metadata")
+    return count
