@@ -50,3 +50,19 @@ def test_bad_concat_is_400(value: str) -> None:
     with pytest.raises(HTTPError) as exc:
         parse_concat(value, "/files/")
     assert exc.value.status == 400
+
+
+def test_every_name_a_store_keeps_beside_data_is_reserved() -> None:
+    """One list of reserved names (protocol.urls) must cover what each store writes beside an upload."""
+    from pytusd.locks.file import LOCK_DIR
+    from pytusd.protocol.urls import RESERVED_ID_PREFIX, RESERVED_ID_SUFFIXES, is_valid_upload_id
+    from pytusd.stores.file import FINALS_SUFFIX, INFO_SUFFIX, TEMP_DIR
+    from pytusd.stores.s3.layout import FINALS_SUFFIX as S3_FINALS
+    from pytusd.stores.s3.layout import INFO_SUFFIX as S3_INFO
+    from pytusd.stores.s3.layout import PART_SUFFIX
+
+    for suffix in (INFO_SUFFIX, FINALS_SUFFIX, S3_INFO, PART_SUFFIX, S3_FINALS.rstrip("/"), ".lock", ".stop"):
+        assert suffix in RESERVED_ID_SUFFIXES
+        assert not is_valid_upload_id(f"a/b{suffix}/c") and not is_valid_upload_id(f"ab{suffix}")
+    for directory in (TEMP_DIR, LOCK_DIR):
+        assert directory.startswith(RESERVED_ID_PREFIX) and not is_valid_upload_id(f"{directory}/x")

@@ -18,8 +18,7 @@ INFO_SUFFIX = ".info"
 PART_SUFFIX = ".part"
 #: ``<info-prefix><partial>.finals/<final>``: one empty object per final waiting for a partial.
 FINALS_SUFFIX = ".finals/"
-#: An ID with a segment ending like this could collide with another upload's keys.
-RESERVED_SUFFIXES = (INFO_SUFFIX, PART_SUFFIX, FINALS_SUFFIX[:-1])
+# No ID has a segment ending like these (protocol.urls.RESERVED_ID_SUFFIXES), so keys never collide.
 
 #: Metadata of the incomplete-part object (S3 returns user metadata names in lower case).
 META_PARTS = "tus-parts"  # how many parts of the multipart upload are committed
@@ -66,10 +65,8 @@ class KeyLayout:
 
 
 def acceptable_id(upload_id: str) -> bool:
-    """A valid ID none of whose segments ends like one of the store's own keys (as FileStore)."""
-    return is_valid_upload_id(upload_id) and not any(
-        segment.endswith(RESERVED_SUFFIXES) for segment in upload_id.split("/")
-    )
+    """A valid ID: none of its segments ends like one of the store's own keys (the rules of every ID)."""
+    return is_valid_upload_id(upload_id)
 
 
 def as_prefix(prefix: str) -> str:
