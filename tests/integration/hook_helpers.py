@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port, wait_for_start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,11 +66,10 @@ class InProcessServer:
 
     def __enter__(self) -> InProcessServer:
         self.thread.start()
-        deadline = time.monotonic() + TIMEOUT
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("in-process server did not start")
-            time.sleep(0.02)
+        wait_for_start(
+            lambda: self.server.started, what="in-process server", timeout=TIMEOUT, interval=0.02,
+            alive=lambda: None if self.thread.is_alive() else "its thread ended",
+        )  # fmt: skip
         return self
 
     def __exit__(self, *exc: object) -> None:

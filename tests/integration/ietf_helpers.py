@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import http_sf
 from tests.integration.tus_helpers import SocketReader, join_headers
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 #: Generous bound for anything that must not hang (never a performance expectation).
 TIMEOUT = 10.0

@@ -15,7 +15,7 @@ from base64 import b64encode
 
 import pytest
 from tests.integration.ietf_helpers import OCTET, Exchange, RawHTTP, build_head, chunked, exchange, path_of
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 TUS = ("Tus-Resumable", "1.0.0")
 ALGORITHMS = ["sha1", "md5", "sha256", "crc32", "sha512"]

@@ -19,7 +19,7 @@ from tests.integration.tus_helpers import (
     upload_files,
     url_path,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 ORIGIN = "https://app.example.com"
 

@@ -17,7 +17,7 @@ from tests.integration.tus_helpers import (
     tus_client,
     upload,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 INLINE = [
     "text/plain",

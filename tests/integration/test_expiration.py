@@ -22,7 +22,7 @@ from tests.integration.tus_helpers import (
     url_path,
     wait_until,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 #: RFC 9110 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 IMF_FIXDATE = re.compile(

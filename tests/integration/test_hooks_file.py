@@ -14,7 +14,7 @@ from tests.integration.hook_helpers import (
     write_program,
 )
 from tests.integration.tus_helpers import OCTET, TUS, b64, wait_until
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 # Hook programs in the style of tusd's documented examples (sh, jq, TUS_* variables, stderr for
 # logging, a heredoc JSON answer on stdout), unchanged from what a tusd user would deploy.

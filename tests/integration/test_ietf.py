@@ -47,7 +47,7 @@ from tests.integration.ietf_helpers import (
     split,
     version_header,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 from tusclient import client as tus_client
 
 MAX_SIZE = 1_000_000

@@ -28,7 +28,7 @@ from tests.integration.test_locking import (
     wait_for_offset,
     worker_pids,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 #: uvicorn's graceful timeout (pytusd.server.GRACEFUL_TIMEOUT) is 30 s: exiting within this bound
 #: shows the bodies were stopped rather than waited for.

@@ -26,7 +26,7 @@ from tests.integration.tus_helpers import (
     url_path,
     wait_until,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 # -- Tus-Resumable / Tus-Version ---------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from tests.integration.test_locking import (
     upload_id,
     worker_pids,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 PIECE = 16 * 1024
 

@@ -32,7 +32,7 @@ from tusclient import client as tus_client
 
 from tests.interop.conftest import DRIVER, NODE_DIR, run_tusjs
 from tests.interop.helpers import KIB, MIB, TUS, assert_stored, upload_id, write_random_file
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 OCTET = "application/offset+octet-stream"
 

@@ -24,7 +24,7 @@ from tests.interop.helpers import (
     upload_id,
     write_random_file,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 CHUNK = 256 * KIB
 OCTET = "application/offset+octet-stream"

@@ -28,7 +28,7 @@ from pytusd.hooks import (
 from pytusd.hooks.file import MAX_OUTPUT
 from pytusd.info import UploadInfo
 from tests.integration.hook_helpers import HookEndpoint, write_program
-from tests.server import free_port
+from tests.support.server import free_port
 
 REQUEST = HookRequest(
     "POST", "/files/", "127.0.0.1:5000", {"Authorization": ["Bearer t0k"], "Cookie": ["a=1"], "Host": ["h"]}
