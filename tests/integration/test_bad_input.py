@@ -33,9 +33,9 @@ from tests.integration.tus_helpers import (
     upload_files,
     upload_id,
     url_path,
-    wait_until,
 )
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 MARK = "EVILMARKER"
 

@@ -20,9 +20,9 @@ from tests.integration.tus_helpers import (
     tus_client,
     upload,
     url_path,
-    wait_until,
 )
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 #: RFC 9110 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 IMF_FIXDATE = re.compile(

@@ -13,8 +13,9 @@ from tests.integration.hook_helpers import (
     start_hook_server,
     write_program,
 )
-from tests.integration.tus_helpers import OCTET, TUS, b64, wait_until
+from tests.integration.tus_helpers import OCTET, TUS, b64
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 # Hook programs in the style of tusd's documented examples (sh, jq, TUS_* variables, stderr for
 # logging, a heredoc JSON answer on stdout), unchanged from what a tusd user would deploy.

@@ -21,7 +21,8 @@ from tests.integration.hook_helpers import (
     PROGRESS_INTERVAL,
     Harness,
 )
-from tests.integration.tus_helpers import OCTET, TUS, RawConnection, b64, build_request, upload_files, wait_until
+from tests.integration.tus_helpers import OCTET, TUS, RawConnection, b64, build_request, upload_files
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module", params=sorted(HARNESSES))

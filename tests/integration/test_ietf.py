@@ -48,6 +48,7 @@ from tests.integration.ietf_helpers import (
     version_header,
 )
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 from tusclient import client as tus_client
 
 MAX_SIZE = 1_000_000
@@ -159,13 +160,6 @@ def upload_count(server: ServerProcess) -> int:
 
 def data_size(server: ServerProcess, path: str) -> int:
     return os.path.getsize(server.upload_dir / path.rsplit("/", 1)[1])
-
-
-def wait_for(predicate: object, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def b64(data: bytes) -> str:
@@ -646,7 +640,7 @@ def test_delete_stops_append_in_flight(plain: ServerProcess, version: int) -> No
     with RawHTTP(plain) as stuck:
         stuck.send(build_head("PATCH", path, append_headers(version, 100, True), content_length=100_000))
         stuck.send(b"y" * 5000)
-        wait_for(lambda: data_size(plain, path) >= 5100)
+        wait_until(lambda: data_size(plain, path) >= 5100, interval=0.01, message="5100 bytes on disk", server=plain)
         result = exchange(plain, "DELETE", path, draft(version))  # would hang for --lock-timeout
         assert is_2xx(result.final), result
         assert head(plain, path, version).status == 404
@@ -692,7 +686,7 @@ def test_offset_never_decreases(plain: ServerProcess, version: int) -> None:
     with RawHTTP(plain) as conn:
         conn.send(build_head("PATCH", path, append_headers(version, 1000, False), content_length=10_000))
         conn.send(data[1000:5000])
-        wait_for(lambda: data_size(plain, path) >= 5000)
+        wait_until(lambda: data_size(plain, path) >= 5000, interval=0.01, message="5000 bytes on disk", server=plain)
     state = head(plain, path, version)
     note(state)
     offset = offset_of(state)
@@ -807,7 +801,9 @@ def test_head_stops_append_in_flight(plain: ServerProcess, version: int) -> None
     with RawHTTP(plain) as stuck:
         stuck.send(build_head("PATCH", path, append_headers(version, 2000, True), content_length=len(data) - 2000))
         stuck.send(data[2000:12_000])
-        wait_for(lambda: data_size(plain, path) >= 12_000)
+        wait_until(
+            lambda: data_size(plain, path) >= 12_000, interval=0.01, message="12_000 bytes on disk", server=plain
+        )
 
         started = time.monotonic()
         state = head(plain, path, version)  # a hang here ends in the socket timeout (TIMEOUT)
@@ -841,7 +837,9 @@ def test_head_stops_creation_in_flight(plain: ServerProcess, version: int) -> No
         assert announce.status == 104, result
         path = path_of(announce.get("location") or "")
         stuck.send(data[:15_000])
-        wait_for(lambda: data_size(plain, path) >= 15_000)
+        wait_until(
+            lambda: data_size(plain, path) >= 15_000, interval=0.01, message="15_000 bytes on disk", server=plain
+        )
         state = head(plain, path, version)
         assert offset_of(state) == 15_000
         assert_complete(state, version, False)
@@ -861,7 +859,7 @@ def test_interrupted_creation_is_not_complete(plain: ServerProcess, version: int
         announce = conn.read_interim(result)
         path = path_of(announce.get("location") or "")
         conn.send(data[:3000])
-        wait_for(lambda: data_size(plain, path) >= 3000)
+        wait_until(lambda: data_size(plain, path) >= 3000, interval=0.01, message="3000 bytes on disk", server=plain)
     state = head(plain, path, version)
     assert_complete(state, version, False)
     offset = offset_of(state)

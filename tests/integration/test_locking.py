@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = "application/offset+octet-stream"
@@ -188,15 +189,13 @@ def head_offset(server: ServerProcess, path: str) -> int | None:
 
 def wait_for_offset(server: ServerProcess, path: str, expected: int, timeout: float = PROMPT) -> None:
     """Poll HEAD until it reports ``expected``; it must never report more (unstored bytes)."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
+
+    def reached() -> bool:
         seen = head_offset(server, path)
         assert seen is not None and seen <= expected, f"HEAD reported {seen}, only {expected} bytes were sent"
-        if seen == expected:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"HEAD still reports {seen} after {timeout} s; {expected} bytes were sent")
+        return seen == expected
+
+    wait_until(reached, timeout=timeout, interval=0.02, message=f"HEAD to report offset {expected}", server=server)
 
 
 def data_path(server: ServerProcess, path: str) -> Path:
@@ -205,15 +204,6 @@ def data_path(server: ServerProcess, path: str) -> Path:
 
 def payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = PROMPT, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # -- which worker serves a connection ------------------------------------------------------------
@@ -246,8 +236,8 @@ def _socket_inode(server_port: int, client_port: int) -> int:
 
 def serving_pid(conn: RawConn, timeout: float = PROMPT) -> int:
     """The process that accepted ``conn`` (the worker that will serve its requests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def accepted_by() -> int | None:
         inode = _socket_inode(conn.server.port, conn.local_port)
         if inode:
             target = f"socket:[{inode}]"
@@ -257,8 +247,11 @@ def serving_pid(conn: RawConn, timeout: float = PROMPT) -> int:
                         with contextlib.suppress(OSError):
                             if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                                 return pid
-        time.sleep(0.005)
-    raise AssertionError("could not find which server process accepted the connection")
+        return None
+
+    return wait_until(
+        accepted_by, timeout=timeout, interval=0.005, message="the server process that accepted the connection"
+    )
 
 
 def connect(
@@ -269,28 +262,32 @@ def connect(
     The kernel hands each new connection to whichever worker accepts first, so this opens
     connections until one lands where wanted (a worker may also still be starting).
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def landed() -> RawConn | None:
         conn = RawConn(server)
         pid = serving_pid(conn)
         if (on is None or pid == on) and (not_on is None or pid != not_on):
             conn.pid = pid  # type: ignore[attr-defined]
             return conn
         conn.close()
-        time.sleep(0.005)
-    raise AssertionError(f"no connection landed on the wanted worker within {timeout} s")
+        return None
+
+    wanted = f"worker {on}" if on is not None else f"a worker other than {not_on}"
+    return wait_until(landed, timeout=timeout, interval=0.005, message=f"a connection served by {wanted}")
 
 
 def worker_pids(server: ServerProcess, count: int) -> list[int]:
     """The ``count`` processes that serve connections (all of them must be up)."""
     seen: list[int] = []
-    deadline = time.monotonic() + 20.0
-    while len(seen) < count and time.monotonic() < deadline:
+
+    def all_seen() -> bool:
         with RawConn(server) as conn:
             pid = serving_pid(conn)
         if pid not in seen:
             seen.append(pid)
-    assert len(seen) == count, f"only {len(seen)} of {count} workers accepted connections"
+        return len(seen) == count
+
+    wait_until(all_seen, timeout=20.0, interval=0, message=lambda: f"all {count} workers to accept (saw {seen})")
     return seen
 
 
@@ -477,7 +474,7 @@ def _created_upload_path(server: ServerProcess, before: set[str]) -> str:
         found[:] = [p.name[: -len(".info")] for p in server.upload_dir.glob("*.info") if p.name not in before]
         return bool(found)
 
-    assert wait_until(appeared), "the POST did not create its upload"
+    wait_until(appeared, message="the POST to create its upload")
     assert len(found) == 1
     return f"/files/{found[0]}"
 
@@ -558,7 +555,7 @@ def test_holder_that_does_not_let_go_gives_423_after_lock_timeout(
             hdrs["Content-Length"] = str(len(body))
         conn.send_head(method, path, hdrs)
         conn.send_body(body)
-        assert wait_until(stop_file.exists, timeout=5), "the waiting request did not ask the holder to stop"
+        wait_until(stop_file.exists, timeout=5, message="the waiting request to ask the holder to stop")
         reply = conn.read_reply(PROMPT)
         assert reply is not None and reply.status == 423, reply
     assert not stop_file.exists(), "a request that gave up must withdraw its stop request"

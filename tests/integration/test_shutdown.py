@@ -29,6 +29,7 @@ from tests.integration.test_locking import (
     worker_pids,
 )
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 #: uvicorn's graceful timeout (pytusd.server.GRACEFUL_TIMEOUT) is 30 s: exiting within this bound
 #: shows the bodies were stopped rather than waited for.
@@ -128,10 +129,10 @@ def test_sigterm_while_bodies_are_actively_streaming(
         for sender in senders:
             sender.start()
         for path in paths:  # every body is being written
-            deadline = time.monotonic() + PROMPT
-            while (head_offset(server, path) or 0) < 100_000:
-                assert time.monotonic() < deadline, "the upload does not progress"
-                time.sleep(0.02)
+            wait_until(
+                lambda p=path: (head_offset(server, p) or 0) >= 100_000, timeout=PROMPT, interval=0.02, server=server,
+                message=f"the upload {path} to progress",
+            )  # fmt: skip
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         replies = [conn.read_reply(PROMPT) for conn in conns]

@@ -24,9 +24,9 @@ from tests.integration.tus_helpers import (
     upload,
     upload_files,
     url_path,
-    wait_until,
 )
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 # -- Tus-Resumable / Tus-Version ---------------------------------------------------------------
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,16 +159,6 @@ def outside_files(server: ServerProcess) -> set[str]:
     parent = server.upload_dir.parent
     name = server.upload_dir.name
     return {p for p in tree(parent) if p.split(os.sep, 1)[0] != name}
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes (no timing assertion: generous)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 # -- raw HTTP/1.1 -----------------------------------------------------------------------------
