@@ -14,19 +14,15 @@ import httpx
 import pytest
 from tests.integration.tus_helpers import (
     OCTET,
-    RawConnection,
-    RawResponse,
     assert_plain_4xx,
     assert_rejected,
     b64,
-    build_request,
     create,
     data_file,
     info_file,
     offset_of,
     outside_files,
     patch,
-    raw_request,
     running_server,
     tus_client,
     upload,
@@ -34,6 +30,7 @@ from tests.integration.tus_helpers import (
     upload_id,
     url_path,
 )
+from tests.support.rawhttp import Connection, Response, build_request, raw_request
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
@@ -92,12 +89,12 @@ def _forbidden(value: str | bytes) -> list[bytes]:
 
 def _send(
     server: ServerProcess, method: str, target: str, headers: dict[str, str | bytes], body: bytes = b""
-) -> RawResponse:
+) -> Response:
     """Over a raw socket: httpx refuses values with leading or trailing whitespace."""
     return raw_request(server, method, target, [("Tus-Resumable", "1.0.0"), *headers.items()], body)
 
 
-def _assert_raw_rejected(response: RawResponse, *, forbidden: Sequence[bytes] = ()) -> None:
+def _assert_raw_rejected(response: Response, *, forbidden: Sequence[bytes] = ()) -> None:
     assert_plain_4xx(response.status, response.headers, response.body, forbidden=forbidden)
 
 
@@ -474,7 +471,7 @@ def test_content_length_and_transfer_encoding_smuggling(server: ServerProcess, c
         ],
         b"3\r\nabc\r\n0\r\n\r\n",
     )
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(request)
         response = conn.read_response(method="PATCH")
     assert response.status < 500
@@ -580,7 +577,7 @@ def test_obsolete_line_folding(server: ServerProcess) -> None:
         b"POST /files/ HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n"
         b"Upload-Length: 5\r\nUpload-Metadata: k YQ==\r\n , evil YQ==\r\nContent-Length: 0\r\n\r\n"
     )
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(request)
         response = conn.read_response(method="POST")
     # RFC 9112 5.2: a server either rejects obs-fold with 400 or replaces it with spaces.
@@ -715,7 +712,7 @@ def test_existing_upload_not_reachable_through_dot_segments(server: ServerProces
 
 def test_truncated_request_head_does_not_hang(server: ServerProcess, client: httpx.Client) -> None:
     """A client that stops mid-header does not block others."""
-    with RawConnection(server) as stuck:
+    with Connection(server) as stuck:
         stuck.send(b"POST /files/ HTTP/1.1\r\nHost: localhost\r\nUpload-Len")
         url = create(client, 1)
         assert client.head(url).status_code == 200
@@ -725,7 +722,7 @@ def test_lying_content_length_short_body(server: ServerProcess, client: httpx.Cl
     """Content-Length larger than what is sent, then the client goes away: what arrived is kept or
     dropped, the server answers other requests, the offset matches the data file."""
     url = create(client, 100)
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(
             build_request(
                 "PATCH",

@@ -11,7 +11,6 @@ from tests.integration.tus_helpers import (
     bare_client,
     create,
     patch,
-    raw_request,
     running_server,
     split_list,
     tus_client,
@@ -19,6 +18,7 @@ from tests.integration.tus_helpers import (
     upload_files,
     url_path,
 )
+from tests.support.rawhttp import raw_request
 from tests.support.server import ServerProcess
 
 ORIGIN = "https://app.example.com"

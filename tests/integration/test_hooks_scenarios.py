@@ -15,13 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.hook_helpers import (
-    HARNESSES,
-    HOOK_TIMEOUT,
-    PROGRESS_INTERVAL,
-    Harness,
-)
-from tests.integration.tus_helpers import OCTET, TUS, RawConnection, b64, build_request, upload_files
+from tests.integration.hook_helpers import HARNESSES, HOOK_TIMEOUT, PROGRESS_INTERVAL, Harness
+from tests.integration.tus_helpers import OCTET, TUS, b64, upload_files
+from tests.support.rawhttp import Connection, build_request
 from tests.support.wait import wait_until
 
 
@@ -404,7 +400,7 @@ def slow_patch(hooks: Harness, url: str, chunks: int, size: int, pause: float) -
         [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"), ("Content-Type", OCTET),
          ("Content-Length", str(chunks * size))],
     )  # fmt: skip
-    with RawConnection(hooks) as conn:  # type: ignore[arg-type]
+    with Connection(hooks) as conn:  # type: ignore[arg-type]
         sent_all = conn.send(head)
         for _ in range(chunks):
             readable, _, _ = select.select([conn.sock], [], [], pause)

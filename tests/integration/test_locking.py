@@ -20,15 +20,14 @@ import fcntl
 import os
 import random
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from tests.support.rawhttp import Connection, Response
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
@@ -43,56 +42,16 @@ PROMPT = 10.0
 # -- raw HTTP/1.1 connections --------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def offset(self) -> int | None:
-        value = self.headers.get("upload-offset")
-        return int(value) if value is not None else None
-
-
-class RawConn:
-    """One HTTP/1.1 connection driven by hand: a test can stop sending in the middle of a body."""
+class RawConn(Connection):
+    """A tus connection driven by hand (tests.support.rawhttp): a test can stop sending in the middle of a body."""
 
     def __init__(self, server: ServerProcess, timeout: float = 30.0) -> None:
-        self.server = server
-        self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buf = b""
-        self.sent_body = 0
+        super().__init__(server, timeout)
 
-    @property
-    def local_port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def __enter__(self) -> RawConn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def send_head(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> None:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.server.host}:{self.server.port}"]
-        lines += [f"{name}: {value}" for name, value in {**TUS, **(headers or {})}.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        self.sent_body = 0
-
-    def send_body(self, data: bytes) -> bool:
-        """Send body bytes; False if the server already closed the connection."""
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            return False
-        self.sent_body += len(data)
-        return True
+    def send_head(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> bool:  # type: ignore[override]
+        """A request head with Tus-Resumable and ``headers``."""
+        host = f"{self.server.host}:{self.server.port}"
+        return super().send_head(method, path, list({**TUS, **(headers or {})}.items()), host=host)
 
     def start_patch(self, path: str, offset: int, content_length: int, first: bytes = b"") -> None:
         """Send the head of a PATCH announcing ``content_length`` bytes, and ``first`` of them."""
@@ -101,63 +60,17 @@ class RawConn:
         if first:
             assert self.send_body(first)
 
-    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b"",
-                timeout: float = PROMPT) -> Reply:  # fmt: skip
+    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b"",  # type: ignore[override]
+                timeout: float = PROMPT) -> Response:  # fmt: skip
         hdrs = dict(headers or {})
         if body or method in ("PATCH", "POST"):
             hdrs["Content-Length"] = str(len(body))
         self.send_head(method, path, hdrs)
         if body:
             self.send_body(body)
-        reply = self.read_reply(timeout, head=method == "HEAD")
+        reply = self.read_reply(timeout, method=method)
         assert reply is not None, f"{method} {path}: connection closed without a response"
         return reply
-
-    def _fill(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
-            return False
-        except TimeoutError:
-            raise TimeoutError from None
-        if not data:
-            return False
-        self._buf += data
-        return True
-
-    def read_reply(self, timeout: float = PROMPT, *, head: bool = False) -> Reply | None:
-        """The next response; None if the server closed the connection without one.
-
-        Raises AssertionError if neither happens within ``timeout`` seconds (a hang).
-        """
-        deadline = time.monotonic() + timeout
-        try:
-            status = 100
-            while 100 <= status <= 199:  # skip interim responses
-                while b"\r\n\r\n" not in self._buf:
-                    if not self._fill(deadline):
-                        return None
-                raw_head, self._buf = self._buf.split(b"\r\n\r\n", 1)
-                lines = raw_head.decode("latin-1").split("\r\n")
-                status = int(lines[0].split()[1])
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = 0 if head or status in (204, 304) else int(headers.get("content-length", "0"))
-            while len(self._buf) < length:
-                if not self._fill(deadline):
-                    break
-            body, self._buf = self._buf[:length], self._buf[length:]
-        except TimeoutError:
-            raise AssertionError(f"no response and no close within {timeout} s (the request hangs)") from None
-        finally:
-            self.sock.settimeout(30.0)
-        return Reply(status, headers, body)
 
 
 def http(server: ServerProcess) -> httpx.Client:

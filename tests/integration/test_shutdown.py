@@ -19,7 +19,6 @@ from tests.integration.test_locking import (
     OCTET,
     PROMPT,
     RawConn,
-    Reply,
     connect,
     create_upload,
     data_path,
@@ -28,6 +27,7 @@ from tests.integration.test_locking import (
     wait_for_offset,
     worker_pids,
 )
+from tests.support.rawhttp import Response
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
@@ -52,7 +52,7 @@ def _signal_and_wait(server: ServerProcess, sig: int) -> tuple[int, float]:
     return code, time.monotonic() - began
 
 
-def _assert_answered(reply: Reply | None, saved: int) -> None:
+def _assert_answered(reply: Response | None, saved: int) -> None:
     """A response or a closed connection (read_reply fails on a hang); a response tells the offset."""
     if reply is not None:
         assert reply.status == 503, reply

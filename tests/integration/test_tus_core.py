@@ -12,19 +12,17 @@ import httpx
 import pytest
 from tests.integration.tus_helpers import (
     OCTET,
-    RawConnection,
     bare_client,
-    build_request,
     create,
     data_file,
     offset_of,
     patch,
-    raw_request,
     split_list,
     upload,
     upload_files,
     url_path,
 )
+from tests.support.rawhttp import Connection, build_request, raw_request
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
@@ -296,7 +294,7 @@ def test_resume_after_interrupted_upload(server: ServerProcess, client: httpx.Cl
         [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"), ("Content-Type", OCTET), ("Content-Length", "100")],
         b"x" * 70,
     )
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(request)
         assert wait_until(lambda: data_file(server, url).stat().st_size == 70)
     # "The Server SHOULD always attempt to store as much of the received data as possible."

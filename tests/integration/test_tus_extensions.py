@@ -18,9 +18,7 @@ import httpx
 import pytest
 from tests.integration.tus_helpers import (
     OCTET,
-    RawConnection,
     b64,
-    build_request,
     create,
     data_file,
     extensions,
@@ -34,6 +32,7 @@ from tests.integration.tus_helpers import (
     upload_files,
     url_path,
 )
+from tests.support.rawhttp import Connection, build_request, chunked
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
@@ -207,7 +206,7 @@ def test_expect_100_continue_before_body(server: ServerProcess, client: httpx.Cl
         ("Content-Length", "5"),
         ("Expect", "100-continue"),
     ]
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(build_request("POST", "/files/", headers, b""))
         interim = conn.read_head()
         assert interim.status == 100
@@ -233,9 +232,9 @@ def test_expect_100_continue_not_sent_for_rejected_create(
     """A create the server refuses gets its final status at once, never a 100 first."""
     before = upload_files(limited)
     headers = [*extra, ("Content-Type", OCTET), ("Content-Length", "5"), ("Expect", "100-continue")]
-    with RawConnection(limited) as conn:
+    with Connection(limited) as conn:
         conn.send(build_request("POST", "/files/", headers, b""))
-        response = conn.read_response(method="POST", skip_interim=False)
+        response = conn.read_message("POST")
     assert response.status == status
     assert upload_files(limited) == before
 
@@ -244,20 +243,20 @@ def test_expect_100_continue_on_patch(server: ServerProcess, client: httpx.Clien
     """PATCH with Expect: 100-continue: 100 before the body when accepted; a 409 comes without a 100."""
     url = create(client, 5)
     base = [("Tus-Resumable", "1.0.0"), ("Content-Type", OCTET), ("Content-Length", "5"), ("Expect", "100-continue")]
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(build_request("PATCH", url_path(url), [*base, ("Upload-Offset", "3")], b""))
-        refused = conn.read_response(method="PATCH", skip_interim=False)
+        refused = conn.read_message("PATCH")
     assert refused.status == 409
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(build_request("PATCH", url_path(url), [*base, ("Upload-Offset", "0")], b""))
         assert conn.read_head().status == 100
         conn.send(b"hello")
         done = conn.read_response(method="PATCH")
     assert done.status == 204
     assert done.header("upload-offset") == "5"
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(build_request("PATCH", "/files/doesnotexist", [*base, ("Upload-Offset", "0")], b""))
-        missing = conn.read_response(method="PATCH", skip_interim=False)
+        missing = conn.read_message("PATCH")
     assert missing.status == 404
 
 
@@ -468,7 +467,7 @@ def test_checksum_failure_never_moves_offset_during_after_and_across_restart(ser
             url = create(c, 20)
             assert patch(c, url, b"hello", 0).status_code == 204
             request = _checksum_patch(url, checksum, body, 5)
-            with RawConnection(srv) as conn:
+            with Connection(srv) as conn:
                 conn.send(request[:-5])
                 time.sleep(0.2)  # the first half reaches the server
                 assert offset_of(c, url) == 5, checksum
@@ -484,7 +483,7 @@ def test_checksum_failure_never_moves_offset_during_after_and_across_restart(ser
         cut = create(c, 20)
         assert patch(c, cut, b"hello", 0).status_code == 204
     request = _checksum_patch(cut, "sha1 " + _digest("sha1", body), body, 5)
-    with RawConnection(srv) as conn:
+    with Connection(srv) as conn:
         conn.send(request[:-5])
         time.sleep(0.2)
         srv.restart()
@@ -512,7 +511,7 @@ def test_checksum_chunk_cut_by_client_disconnect_is_discarded(server: ServerProc
         ],
         body,
     )
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(request[:-5])
         time.sleep(0.3)
     time.sleep(0.3)
@@ -522,14 +521,7 @@ def test_checksum_chunk_cut_by_client_disconnect_is_discarded(server: ServerProc
 
 def _chunked(body: bytes, trailers: list[tuple[str, str]], pieces: int = 3) -> bytes:
     step = max(1, len(body) // pieces)
-    out = b""
-    for start in range(0, len(body), step):
-        piece = body[start : start + step]
-        out += f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
-    out += b"0\r\n"
-    for name, value in trailers:
-        out += f"{name}: {value}\r\n".encode()
-    return out + b"\r\n"
+    return chunked([body[start : start + step] for start in range(0, len(body), step)], trailers)
 
 
 def _trailer_patch(url: str, offset: int, body: bytes, checksum: str) -> tuple[bytes, bytes]:
@@ -568,7 +560,7 @@ def test_checksum_trailer(server: ServerProcess, client: httpx.Client, checksum:
     url = create(client, 11)
     assert patch(client, url, b"hello", 0).status_code == 204
     head, body = _trailer_patch(url, 5, b" world", checksum)
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(head + body[:8])
         time.sleep(0.2)
         assert offset_of(client, url) == 5
@@ -588,7 +580,7 @@ def test_checksum_trailer_announced_but_missing(server: ServerProcess, client: h
         pytest.skip("checksum-trailer not announced")
     url = create(client, 11)
     head, _ = _trailer_patch(url, 0, b"hello", "")
-    with RawConnection(server) as conn:
+    with Connection(server) as conn:
         conn.send(head + _chunked(b"hello", []))
         response = conn.read_response(method="PATCH")
     assert 400 <= response.status < 500

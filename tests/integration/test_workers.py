@@ -20,7 +20,6 @@ import pytest
 from tests.integration.test_locking import (
     OCTET,
     PROMPT,
-    Reply,
     connect,
     create_upload,
     data_path,
@@ -28,6 +27,7 @@ from tests.integration.test_locking import (
     upload_id,
     worker_pids,
 )
+from tests.support.rawhttp import Response
 from tests.support.server import ServerProcess
 
 PIECE = 16 * 1024
@@ -54,11 +54,11 @@ def server1(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
 class Attempt:
     client: str
     chunk: bytes
-    reply: Reply | None
+    reply: Response | None
 
 
 def _patch_from(server: ServerProcess, pid: int, path: str, offset: int, chunk: bytes,
-                start: threading.Barrier, pause: float = 0.0) -> Reply | None:  # fmt: skip
+                start: threading.Barrier, pause: float = 0.0) -> Response | None:  # fmt: skip
     """PATCH ``chunk`` at ``offset`` over a connection served by worker ``pid``, body in pieces.
 
     ``pause`` between pieces makes a body still stream when the rival arrives (so it is stopped
@@ -161,7 +161,7 @@ def test_racing_delete_and_patch_on_two_workers(server2: ServerProcess) -> None:
         chunk = rng.randbytes(rng.randint(1, 400_000))
         start = threading.Barrier(2)
 
-        def delete(path: str = path, start: threading.Barrier = start) -> Reply:
+        def delete(path: str = path, start: threading.Barrier = start) -> Response:
             with connect(server2, on=pids[1]) as conn:
                 start.wait(PROMPT)
                 return conn.request("DELETE", path)
