@@ -170,7 +170,7 @@ def create(server: ServerProcess, version: int, body: bytes = b"", *, complete: 
            extra: Sequence[Header] = ()) -> tuple[str, Exchange]:  # fmt: skip
     """Draft creation by POST; returns the upload's path and the exchange."""
     result = exchange(server, "POST", "/files/", draft(version, complete, *extra), body)
-    assert result.status in (200, 201, 204), result
+    assert result.status == 201, result
     location = result.final.get("location")
     assert location, result
     return path_of(location), result
