@@ -242,6 +242,15 @@ def _assert_stopped(conn: RawConn, expected_offset: int) -> None:
         assert reply.offset == expected_offset, reply
 
 
+def _assert_closed_after(conn: RawConn) -> None:
+    """The server closed a stopped request's connection after the bytes the test sent last.
+
+    The event that must come after any effect of those bytes: once the connection is closed, none
+    of them can still land in the upload (a sleep would let a late write pass unnoticed).
+    """
+    assert conn.closed_by_peer(PROMPT), "the server kept the connection of a stopped request open"
+
+
 # -- the holder is asked to stop ------------------------------------------------------------------
 
 
@@ -266,7 +275,7 @@ def test_patch_stops_stalled_patch_and_continues(setup: tuple[ServerProcess, str
 
         # The vanished client comes back and sends the rest of its body: none of it may land.
         stalled.send_body(payload(size - sent, 99))
-    time.sleep(0.2)
+        _assert_closed_after(stalled)
     assert head_offset(server, path) == size
     assert data_path(server, path).read_bytes() == data
 
@@ -303,7 +312,7 @@ def test_delete_stops_stalled_patch(setup: tuple[ServerProcess, str]) -> None:
         reply_stalled = stalled.read_reply(PROMPT)
         assert reply_stalled is None or reply_stalled.status in (400, 404), reply_stalled
         stalled.send_body(b"x" * 1000)
-    time.sleep(0.2)
+        _assert_closed_after(stalled)
     assert head_offset(server, path) is None
     assert not data_path(server, path).exists()
     assert not Path(str(data_path(server, path)) + ".info").exists()
@@ -415,17 +424,17 @@ def test_patch_stops_stalled_creation_with_upload(setup: tuple[ServerProcess, st
         assert reply.offset == sent + 200_000
         # The vanished POST comes back and sends the rest of its body.
         poster.send_body(payload(size - sent, 77))
-        time.sleep(0.5)
+        answered = poster.read_reply(PROMPT)
+        if answered is not None:  # stopped: told where the upload is and what of it was saved
+            assert answered.status == 400, answered
+            assert answered.offset == sent and answered.headers["location"].endswith(path), answered
+        _assert_closed_after(poster)
         stored = data_path(server, path).read_bytes()
         assert stored == data[: sent + 200_000], (
             f"bytes acknowledged to the PATCH were overwritten by the POST that still held no lock "
             f"(stored {len(stored)} bytes, first difference at "
             f"{next((i for i, (a, b) in enumerate(zip(stored, data, strict=False)) if a != b), None)})"
         )
-        answered = poster.read_reply(PROMPT)
-        if answered is not None:  # stopped: told where the upload is and what of it was saved
-            assert answered.status == 400, answered
-            assert answered.offset == sent and answered.headers["location"].endswith(path), answered
 
 
 # -- when the holder does not let go: 423 after --lock-timeout -------------------------------------
