@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -74,7 +74,7 @@ def wait_for_start(
         raise error(detail) from None
 
 
-def exited(proc: subprocess.Popen[bytes]) -> Callable[[], str | None]:
+def exited(proc: subprocess.Popen[Any]) -> Callable[[], str | None]:
     """An ``alive`` check for :func:`wait_for_start`: the reason once ``proc`` has exited."""
     return lambda: None if proc.poll() is None else f"exited with {proc.returncode}"
 
