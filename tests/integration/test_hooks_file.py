@@ -113,7 +113,7 @@ def test_tusd_style_hook_programs_run_unchanged(tusd_style: tuple[ServerProcess,
             )
         )
 
-    assert wait_until(logged), server.log()
+    wait_until(logged, message="the hook's failure in the log", server=server)
 
 
 def test_programs_are_looked_up_per_event_and_defaults_follow_tusd(tmp_path: Path) -> None:
