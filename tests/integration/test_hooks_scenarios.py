@@ -15,7 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.hook_helpers import HARNESSES, HOOK_TIMEOUT, PROGRESS_INTERVAL, Harness
+from tests.integration.hook_helpers import (
+    HARNESSES,
+    HOOK_TIMEOUT,
+    PROGRESS_INTERVAL,
+    Harness,
+)
 from tests.integration.tus_helpers import OCTET, TUS, b64, upload_files
 from tests.support.rawhttp import Connection, build_request
 from tests.support.wait import wait_until
