@@ -331,7 +331,9 @@ def test_head_during_streaming_patch_reports_stored_bytes_and_does_not_stop_it(
         for end in (1, 100_000, 250_001, 599_999):
             assert writer.send_body(data[writer.sent_body : end])
             wait_for_offset(server, path, end)
-        time.sleep(0.3)  # several stop-file polls: a HEAD must not have asked the writer to stop
+        # A HEAD must not have asked the writer to stop: a stop request across processes is a stop
+        # file, which would still be there (the writer's reply below shows one within its process).
+        assert not (server.upload_dir / LOCK_DIR / f"{upload_id(path)}.stop").exists()
         assert writer.send_body(data[writer.sent_body :])
         reply = writer.read_reply(PROMPT)
         assert reply is not None and reply.status == 204, reply
@@ -375,11 +377,13 @@ def test_stale_stop_file_does_not_stop_a_new_writer(servers: dict[str, ServerPro
     path = create_upload(server, size)
     lock_dir = server.upload_dir / LOCK_DIR
     lock_dir.mkdir(exist_ok=True)
-    (lock_dir / f"{upload_id(path)}.stop").touch()  # left behind by a crashed process
+    stale = lock_dir / f"{upload_id(path)}.stop"
+    stale.touch()  # left behind by a crashed process
     with RawConn(server) as writer:
         writer.start_patch(path, 0, size, data[:50_000])
         wait_for_offset(server, path, 50_000)
-        time.sleep(0.5)  # many polls of the stop file
+        # The writer holds the lock: the stale stop file is gone, so no later poll can find it.
+        assert not stale.exists(), "the new writer left the stale stop file in place"
         assert writer.send_body(data[50_000:])
         reply = writer.read_reply(PROMPT)
     assert reply is not None and reply.status == 204, reply
