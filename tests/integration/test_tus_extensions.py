@@ -6,9 +6,9 @@ Expiration has its own module (test_expiration.py): it needs servers with short 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-import time
 import zlib
 from base64 import b64encode
 from collections.abc import Callable, Iterator
@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from tests.integration.tus_helpers import (
+    INTERNAL_DIRS,
     OCTET,
     b64,
     create,
@@ -453,6 +454,24 @@ def _checksum_patch(url: str, checksum: str, body: bytes, offset: int) -> bytes:
     return build_request("PATCH", url_path(url), headers, body)
 
 
+def _staged(server: ServerProcess) -> int:
+    """Bytes of a checksummed chunk the file store has received and holds back (its staging files)."""
+    total = 0
+    for part in (server.upload_dir / INTERNAL_DIRS[0]).glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += part.stat().st_size
+    return total
+
+
+def _wait_staged(server: ServerProcess, count: int, conn: Connection | None = None) -> None:
+    """The server has received ``count`` bytes of the chunk (an event, where a sleep only hoped) -
+    or, given ``conn``, has already answered on it (a chunk refused for its header is never staged)."""
+    wait_until(
+        lambda: _staged(server) == count or (conn is not None and conn.readable(0)),
+        message=lambda: f"{count} bytes of the chunk staged (staged: {_staged(server)})", server=server,
+    )  # fmt: skip
+
+
 def test_checksum_failure_never_moves_offset_during_after_and_across_restart(server_factory: Factory) -> None:
     """In both failure cases (460, 400) the chunk MUST be discarded and the offset MUST NOT be
     updated: not while the body is still arriving (HEAD from another connection in between), not
@@ -468,7 +487,7 @@ def test_checksum_failure_never_moves_offset_during_after_and_across_restart(ser
             request = _checksum_patch(url, checksum, body, 5)
             with Connection(srv) as conn:
                 conn.send(request[:-5])
-                time.sleep(0.2)  # the first half reaches the server
+                _wait_staged(srv, 5, conn)  # the first half reached the server (or it answered already)
                 assert offset_of(c, url) == 5, checksum
                 assert data_file(srv, url).stat().st_size == 5, checksum
                 conn.send(request[-5:])
@@ -484,7 +503,7 @@ def test_checksum_failure_never_moves_offset_during_after_and_across_restart(ser
     request = _checksum_patch(cut, "sha1 " + _digest("sha1", body), body, 5)
     with Connection(srv) as conn:
         conn.send(request[:-5])
-        time.sleep(0.2)
+        _wait_staged(srv, 5)  # killed with half the body received
         srv.restart()
 
     with tus_client(srv) as c:
@@ -512,7 +531,7 @@ def test_checksum_chunk_cut_by_client_disconnect_is_discarded(server: ServerProc
     )
     with Connection(server) as conn:
         conn.send(request[:-5])
-        time.sleep(0.3)  # the first half reaches the server
+        _wait_staged(server, 5)  # the first half reached the server
     assert offset_of(client, url) == 0
     assert data_file(server, url).stat().st_size == 0
     # The later event: a PATCH of the whole chunk takes the upload's lock only after the cut request
@@ -566,7 +585,7 @@ def test_checksum_trailer(server: ServerProcess, client: httpx.Client, checksum:
     head, body = _trailer_patch(url, 5, b" world", checksum)
     with Connection(server) as conn:
         conn.send(head + body[:8])
-        time.sleep(0.2)
+        _wait_staged(server, 2)  # the first chunk (" w") reached the server
         assert offset_of(client, url) == 5
         conn.send(body[8:])
         response = conn.read_response(method="PATCH")
