@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess, current_backend
+from tests.support.server import ServerProcess, begin_test, current_backend, logs_of_current_test
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -26,6 +26,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         stores = getattr(item.module, "STORES", None) if item.module is not None else None
         if stores is not None and store not in stores:
             item.add_marker(pytest.mark.skip(reason=f"not a test of the {store} store"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    begin_test()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report ends with the log tails of the servers it met (see tests/support/server.py)."""
+    excinfo = call.excinfo
+    if excinfo is not None and not excinfo.errisinstance((pytest.skip.Exception, pytest.xfail.Exception)):
+        for name, tail in logs_of_current_test():
+            item.add_report_section(call.when, f"log tail of {name}", tail or "(empty)")
+    yield
 
 
 @pytest.fixture(scope="module")

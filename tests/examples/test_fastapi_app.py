@@ -6,14 +6,14 @@ import base64
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.server import free_port
+from tests.support.server import ServerStartError, answers, free_port, launch, read_tail, track, untrack
+from tests.support.wait import wait_until
 
 pytest.importorskip("fastapi")
 
@@ -36,6 +36,9 @@ class Example:
             headers["Authorization"] = f"Bearer {TOKENS[user]}"
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
 
+    def log(self) -> str:
+        return read_tail(self.log_path)
+
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
@@ -49,24 +52,20 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
     )
     log_path = root / "server.log"
     cmd = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(EXAMPLE), "--port", str(port)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([*cmd, "--host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the example exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(base_url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the example did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield Example(base_url, root / "uploads", root / "finished", log_path)
+        proc = launch(
+            [*cmd, "--host", "127.0.0.1"], log_path=log_path, env=env, ready=answers(base_url + "/health", "GET"),
+            what="the example", timeout=30,
+        )  # fmt: skip
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+    running = Example(base_url, root / "uploads", root / "finished", log_path)
+    track(running)
+    try:
+        yield running
     finally:
+        untrack(running)
         proc.terminate()
         try:
             proc.wait(20)
@@ -80,12 +79,7 @@ def metadata(filename: str) -> str:
 
 
 def wait_for(path: Path, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.05)
-    return path.exists()
+    return wait_until(path.exists, timeout=timeout, message=f"{path} to exist")
 
 
 def test_creating_needs_a_valid_token(example: Example) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import json
 import stat
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, free_port, wait_for_start
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,11 +69,10 @@ class InProcessServer:
 
     def __enter__(self) -> InProcessServer:
         self.thread.start()
-        deadline = time.monotonic() + TIMEOUT
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("in-process server did not start")
-            time.sleep(0.02)
+        wait_for_start(
+            lambda: self.server.started, what="in-process server", timeout=TIMEOUT, interval=0.02,
+            alive=lambda: None if self.thread.is_alive() else "its thread ended",
+        )  # fmt: skip
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -80,12 +82,16 @@ class InProcessServer:
 
 # -- a recording hook program -------------------------------------------------------------------
 
+#: Requests of :meth:`Harness.settle` carry this header; no plan applies to them.
+SETTLE_HEADER = "X-Test-Settle"
+
 #: One program for every event (installed under each event's name). It appends what it got (stdin
 #: JSON, TUS_* variables, working directory) to calls.jsonl, then follows plans/<event>.json (see
 #: :func:`plan_applies` for "if_meta" and "if_not_header"):
 #: {"sleep": s, "stdout": "raw text", "response": {...tusd JSON...}, "exit": n}.
 RECORDER = """#!{python}
 import json, os, sys, time
+SETTLE = "{settle}"
 here = os.path.dirname(os.path.abspath(__file__))
 event = os.path.basename(sys.argv[0])
 document = json.load(sys.stdin)
@@ -103,6 +109,8 @@ metadata = document["Event"]["Upload"]["MetaData"] or {{}}
 if any(metadata.get(k) != v for k, v in (plan.get("if_meta") or {{}}).items()):
     plan = {{}}
 headers = {{k.lower(): v for k, v in document["Event"]["HTTPRequest"]["Header"].items()}}
+if SETTLE.lower() in headers:
+    plan = {{}}
 wanted = plan.get("if_not_header") or {{}}
 if wanted and all(headers.get(k.lower(), [None])[0] == v for k, v in wanted.items()):
     plan = {{}}
@@ -116,11 +124,16 @@ sys.exit(plan.get("exit", 0))
 
 
 def plan_applies(plan: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
-    """``if_meta``: only for uploads with this metadata; ``if_not_header``: not for requests with these headers."""
+    """``if_meta``: only for uploads with this metadata; ``if_not_header``: not for requests with these headers.
+
+    Never for the requests of :meth:`Harness.settle` (they carry :data:`SETTLE_HEADER`).
+    """
     metadata = document["Event"]["Upload"]["MetaData"] or {}
     if any(metadata.get(k) != v for k, v in (plan.get("if_meta") or {}).items()):
         return False
     headers = {k.lower(): v for k, v in document["Event"]["HTTPRequest"]["Header"].items()}
+    if SETTLE_HEADER.lower() in headers:
+        return False
     wanted = plan.get("if_not_header") or {}
     return not (wanted and all(headers.get(k.lower(), [None])[0] == v for k, v in wanted.items()))
 
@@ -147,7 +160,7 @@ class HookDir:
     def create(cls, path: Path, events: Sequence[str] = ALL_EVENTS) -> HookDir:
         path.mkdir(parents=True, exist_ok=True)
         (path / "plans").mkdir(exist_ok=True)
-        source = RECORDER.format(python=sys.executable)
+        source = RECORDER.format(python=sys.executable, settle=SETTLE_HEADER)
         for event in events:
             write_program(path / event, source)
         return cls(path)
@@ -317,6 +330,25 @@ class Harness(abc.ABC):
     def calls_for(self, marker: str, event: str | None = None) -> list[dict[str, Any]]:
         """Calls about uploads whose metadata has ``test: marker``."""
         return [c for c in self.calls(event) if (c["Event"]["Upload"]["MetaData"] or {}).get("test") == marker]
+
+    def settle(self) -> None:
+        """Make LATER hook events happen and wait for them, before asserting that a hook did not run.
+
+        A throw-away upload is created and terminated (no plan applies to its requests); its
+        post-create and post-terminate hooks are started after every hook of the requests before,
+        so once they have arrived a hook that was going to run for those has had its turn - a late
+        one is caught, where a sleep would have let it pass. Leaves no upload behind.
+        """
+        mark = f"settle-{uuid.uuid4().hex[:12]}"
+        headers = {"Tus-Resumable": "1.0.0", SETTLE_HEADER: "1"}
+        metadata = "test " + base64.b64encode(mark.encode()).decode()
+        with httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0) as client:
+            created = client.post("/files/", headers={"Upload-Length": "1", "Upload-Metadata": metadata})
+            assert created.status_code == 201, (created.status_code, created.text)
+            wait_until(lambda: self.calls_for(mark, "post-create"), message="the post-create hook of a later upload")
+            deleted = client.delete(created.headers["location"])
+            assert deleted.status_code == 204, (deleted.status_code, deleted.text)
+        wait_until(lambda: self.calls_for(mark, "post-terminate"), message="the post-terminate hook of a later upload")
 
     def _attach(self, server: Any, upload_dir: Path) -> None:
         self.base_url, self.url, self.host, self.port = server.base_url, server.url, server.host, server.port

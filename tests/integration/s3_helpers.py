@@ -1,6 +1,6 @@
 """Helpers of the S3 tests: one real Swift (with s3api) per test session, stores and servers on it.
 
-tests/server.py uses :func:`shared_swift`, :func:`s3_flags`, :func:`aws_env` and
+tests/support/server.py uses :func:`shared_swift`, :func:`s3_flags`, :func:`aws_env` and
 :func:`unique_prefix` to run the whole integration and interop suites on S3 as well.
 """
 
@@ -13,17 +13,15 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.server import _kill_tree, free_port
 from tests.services import ServiceError
 from tests.services.swift import SwiftS3Server
+from tests.support.server import answers, free_port, kill_tree, launch, read_tail, track, untrack
 
 MiB = 1024 * 1024
 BUCKET = "pytusd-s3-tests"
@@ -191,33 +189,23 @@ class S3ServerProcess:
         log_path = self.log_dir / f"s3-server-{self.port}-{self.starts}.log"
         cmd = [sys.executable, "-m", "pytusd", "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--upload-dir", str(self.log_dir / "locks")]  # with S3 it holds only lock files
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*cmd, *self.args], stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
-            )
         self.log_path = log_path
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"S3 server exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.options(self.url, timeout=1.0).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"S3 server did not start within {timeout}s:\n{self.log()}")
+        self.proc = launch(
+            [*cmd, *self.args], log_path=log_path, env=self.env, cwd=ROOT, ready=answers(self.url), what="S3 server",
+            timeout=timeout,
+        )  # fmt: skip
+        track(self)
+        return self
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except (AttributeError, FileNotFoundError):
-            return ""
+        return read_tail(self.log_path) if hasattr(self, "log_path") else ""
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing saved on the way out."""
         if self.proc is None:
             return
-        _kill_tree(self.proc.pid)
+        untrack(self)
+        kill_tree(self.proc.pid)
         self.proc.wait()
         self.proc = None
 

@@ -14,8 +14,9 @@ import zlib
 from base64 import b64encode
 
 import pytest
-from tests.integration.ietf_helpers import OCTET, Exchange, RawHTTP, build_head, chunked, exchange, path_of
-from tests.server import ServerProcess
+from tests.integration.ietf_helpers import OCTET, Exchange, exchange, path_of, read_exchange
+from tests.support.rawhttp import Connection
+from tests.support.server import ServerProcess
 
 TUS = ("Tus-Resumable", "1.0.0")
 ALGORITHMS = ["sha1", "md5", "sha256", "crc32", "sha512"]
@@ -58,18 +59,16 @@ def patch_with_trailer(
     headers = [TUS, ("Upload-Offset", str(at)), ("Content-Type", OCTET), ("Transfer-Encoding", "chunked")]
     if announce is not None:
         headers.append(("Trailer", announce))
-    with RawHTTP(server) as conn:
-        conn.send(build_head("PATCH", path, headers))
+    with Connection(server) as conn:
+        conn.send_head("PATCH", path, headers)
         # The body in several writes, so the trailer surely comes after data the server has read.
-        for piece in pieces:
-            conn.send(chunked([piece])[: -len(b"0\r\n\r\n")])
-        conn.send(chunked([], trailers))
-        return conn.read_exchange("PATCH")
+        conn.send_chunked(pieces, trailers)
+        return read_exchange(conn, "PATCH")
 
 
 def test_options_advertises_checksum_trailer(server: ServerProcess) -> None:
     result = exchange(server, "OPTIONS", "/files/", [TUS])
-    assert result.status in (200, 204), result
+    assert result.status == 200, result
     extensions = [e.strip() for e in (result.final.get("tus-extension") or "").split(",")]
     assert "checksum-trailer" in extensions, result
     assert "checksum" in extensions

@@ -9,12 +9,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from tests.server import ServerProcess, free_port
+from tests.support.server import ServerProcess, answers, exited, free_port, wait_for_start
 
 from pytusd import __version__
 from pytusd.cli import build_parser
@@ -75,7 +75,7 @@ def test_prints_url_and_serves_a_custom_base_path(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/uploads/" in line
-        _wait_http(f"http://127.0.0.1:{port}/uploads/")
+        _wait_http(f"http://127.0.0.1:{port}/uploads/", proc)
         created = httpx.post(f"http://127.0.0.1:{port}/uploads/", headers={**TUS, "Upload-Length": "1"})
         assert created.status_code == 201
         assert created.headers["location"].startswith(f"http://127.0.0.1:{port}/uploads/")
@@ -89,9 +89,7 @@ def test_unix_socket(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "pytusd", "--unix-sock", str(sock_path), "--upload-dir", str(tmp_path / "d")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while not sock_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_start(sock_path.exists, what=f"the socket {sock_path}", timeout=20, alive=exited(proc))
         transport = httpx.HTTPTransport(uds=str(sock_path))
         with httpx.Client(transport=transport, base_url="http://localhost", headers=TUS) as client:
             created = client.post("/files/", headers={"Upload-Length": "3"})
@@ -112,7 +110,7 @@ def test_json_logs(tmp_path: Path) -> None:
            "--upload-dir", str(tmp_path / "d"), "--log-format", "json"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/files/")
+        _wait_http(f"http://127.0.0.1:{port}/files/", proc)
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
@@ -130,16 +128,8 @@ def test_bad_flag_values_are_refused() -> None:
         assert "error" in out.stderr
 
 
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.options(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"server at {url} did not answer")
+def _wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    wait_for_start(answers(url), what=f"server at {url}", timeout=timeout, alive=exited(proc))
 
 
 def test_no_stray_listeners_left(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from tests.integration.tus_helpers import (
     tus_client,
     upload,
     url_path,
-    wait_until,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 #: RFC 9110 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
 IMF_FIXDATE = re.compile(
@@ -156,7 +156,9 @@ def test_sweeper_removes_expired_unfinished_but_not_finished(
     def swept() -> bool:
         return all(not data_file(srv, aged[k]).exists() and not info_file(srv, aged[k]).exists() for k in DOOMED)
 
-    assert wait_until(swept, timeout=10), [k for k in DOOMED if data_file(srv, aged[k]).exists()]
+    wait_until(
+        swept, timeout=10, message=lambda: f"the sweep; left: {[k for k in DOOMED if data_file(srv, aged[k]).exists()]}"
+    )
     for key in DOOMED:
         assert c.head(aged[key]).status_code in (404, 410), key
     for key, content in KEPT.items():
@@ -187,7 +189,11 @@ def test_final_upload_whose_partial_expired_is_gone(
     partial, final = aged["pending_partial"], aged["pending_final"]
     assert wait_until(lambda: not data_file(srv, partial).exists(), timeout=10)
     assert c.head(partial).status_code in (404, 410)
-    assert wait_until(lambda: c.head(final).status_code in (404, 410), timeout=2), c.head(final).headers
+    wait_until(
+        lambda: c.head(final).status_code in (404, 410),
+        timeout=2,
+        message=lambda: f"final gone: {c.head(final).headers}",
+    )
     assert wait_until(lambda: not data_file(srv, final).exists() and not info_file(srv, final).exists(), timeout=2)
 
 

@@ -13,8 +13,9 @@ from tests.integration.hook_helpers import (
     start_hook_server,
     write_program,
 )
-from tests.integration.tus_helpers import OCTET, TUS, b64, wait_until
-from tests.server import ServerProcess
+from tests.integration.tus_helpers import OCTET, TUS, b64
+from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 # Hook programs in the style of tusd's documented examples (sh, jq, TUS_* variables, stderr for
 # logging, a heredoc JSON answer on stdout), unchanged from what a tusd user would deploy.
@@ -112,7 +113,7 @@ def test_tusd_style_hook_programs_run_unchanged(tusd_style: tuple[ServerProcess,
             )
         )
 
-    assert wait_until(logged), server.log()
+    wait_until(logged, message="the hook's failure in the log", server=server)
 
 
 def test_programs_are_looked_up_per_event_and_defaults_follow_tusd(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.integration.hook_helpers import HookEndpoint, start_hook_server
-from tests.integration.tus_helpers import OCTET, TUS, wait_until
-from tests.server import ServerProcess, free_port
+from tests.integration.tus_helpers import OCTET, TUS
+from tests.support.server import ServerProcess, free_port
+from tests.support.wait import wait_until
 
 
 @pytest.fixture

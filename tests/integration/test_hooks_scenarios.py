@@ -21,7 +21,9 @@ from tests.integration.hook_helpers import (
     PROGRESS_INTERVAL,
     Harness,
 )
-from tests.integration.tus_helpers import OCTET, TUS, RawConnection, b64, build_request, upload_files, wait_until
+from tests.integration.tus_helpers import OCTET, TUS, b64, upload_files
+from tests.support.rawhttp import Connection, build_request
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module", params=sorted(HARNESSES))
@@ -175,7 +177,7 @@ def test_pre_create_rejection_keeps_the_hooks_status_headers_and_body(hooks: Har
     assert json.loads(response.text) == {"message": "over quota"}
     assert response.text == '{\n  "message": "over quota"\n}'
     assert response.headers.get_list("content-type") == ["application/json"]
-    time.sleep(0.3)
+    hooks.settle()
     assert events_of(hooks.calls_for(mark)) == ["pre-create"]  # no post-create
     assert upload_files_of(hooks) == before
 
@@ -295,7 +297,7 @@ def test_pre_finish_rejection(hooks: Harness, client: httpx.Client) -> None:
     url = created(client, mark)
     response = patch(client, url, b"12345")
     assert response.status_code == 422 and response.text.strip() == "not a PDF"
-    time.sleep(0.4)
+    hooks.settle()
     assert "post-finish" not in events_of(hooks.calls_for(mark))
 
 
@@ -309,7 +311,7 @@ def test_pre_terminate_rejection(hooks: Harness, client: httpx.Client) -> None:
     response = client.delete(url)
     assert response.status_code == 423 and response.text.strip() == "legal hold"
     assert client.head(url).status_code == 200
-    time.sleep(0.3)
+    hooks.settle()
     assert "post-terminate" not in events_of(hooks.calls_for(mark))
     hooks.clear()
     assert client.delete(url).status_code == 204
@@ -330,7 +332,7 @@ def test_failing_pre_create_changes_nothing(hooks: Harness, client: httpx.Client
     assert time.monotonic() - start < HOOK_TIMEOUT * 3 + 2
     if how == "timeout":
         assert response.status_code == 504
-    time.sleep(0.2)
+    hooks.settle()
     assert upload_files_of(hooks) == before
     assert "post-create" not in events_of(hooks.calls_for(mark))
 
@@ -353,7 +355,7 @@ def test_failing_pre_access_pre_finish_pre_terminate(hooks: Harness, client: htt
     hooks.plan("pre-terminate", if_meta={"test": mark}, **failure_plan(how))
     assert_hook_failure(client.delete(url))
     assert client.head(url).status_code == 200  # still there
-    time.sleep(0.2)
+    hooks.settle()
     assert "post-finish" not in events_of(hooks.calls_for(mark))
     assert "post-terminate" not in events_of(hooks.calls_for(mark))
 
@@ -403,7 +405,7 @@ def slow_patch(hooks: Harness, url: str, chunks: int, size: int, pause: float) -
         [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"), ("Content-Type", OCTET),
          ("Content-Length", str(chunks * size))],
     )  # fmt: skip
-    with RawConnection(hooks) as conn:  # type: ignore[arg-type]
+    with Connection(hooks) as conn:  # type: ignore[arg-type]
         sent_all = conn.send(head)
         for _ in range(chunks):
             readable, _, _ = select.select([conn.sock], [], [], pause)
@@ -421,7 +423,7 @@ def test_post_receive_reports_progress_at_most_once_per_interval(hooks: Harness,
     for offset in range(0, 200, 20):  # ten PATCH requests
         assert patch(client, url, b"y" * 20, offset).status_code == 204
     assert wait_until(lambda: 200 in [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")])
-    time.sleep(PROGRESS_INTERVAL * 2)
+    hooks.settle()
     elapsed = time.monotonic() - started
     offsets = [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")]
     assert offsets == sorted(offsets) and offsets[-1] == 200
@@ -434,7 +436,7 @@ def test_post_receive_runs_while_a_long_request_arrives(hooks: Harness, client: 
     url = created(client, mark, 12 * 1000)
     status, _, _ = slow_patch(hooks, url, 12, 1000, PROGRESS_INTERVAL / 2)
     assert status == 204
-    time.sleep(PROGRESS_INTERVAL * 2)
+    hooks.settle()
     offsets = [c["Event"]["Upload"]["Offset"] for c in hooks.calls_for(mark, "post-receive")]
     assert len(offsets) >= 3 and offsets[0] < 12000 and offsets[-1] == 12000
 

@@ -31,10 +31,8 @@ from tests.integration.ietf_helpers import (
     VERSIONS,
     Exchange,
     Message,
-    RawHTTP,
     append,
     append_headers,
-    build_head,
     completeness,
     create,
     draft,
@@ -44,10 +42,13 @@ from tests.integration.ietf_helpers import (
     offset_of,
     path_of,
     problem,
-    split,
+    read_exchange,
+    read_interim,
     version_header,
 )
-from tests.server import ServerProcess
+from tests.support.rawhttp import Connection, build_head, split
+from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 from tusclient import client as tus_client
 
 MAX_SIZE = 1_000_000
@@ -159,13 +160,6 @@ def upload_count(server: ServerProcess) -> int:
 
 def data_size(server: ServerProcess, path: str) -> int:
     return os.path.getsize(server.upload_dir / path.rsplit("/", 1)[1])
-
-
-def wait_for(predicate: object, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def b64(data: bytes) -> str:
@@ -299,7 +293,7 @@ def test_expect_continue_append_gets_100(plain: ServerProcess, version: int) -> 
 # -- progress 104s --------------------------------------------------------------------------------
 
 
-def _send_and_watch(conn: RawHTTP, result: Exchange, parts: list[bytes], start: int) -> None:
+def _send_and_watch(conn: Connection, result: Exchange, parts: list[bytes], start: int) -> None:
     """Send the parts one by one; after each but the last (which ends the body, so the final
     response may come first), read 104s until one reports everything sent so far."""
     sent = start
@@ -307,7 +301,7 @@ def _send_and_watch(conn: RawHTTP, result: Exchange, parts: list[bytes], start: 
         conn.send(part)
         sent += len(part)
         while i < len(parts) - 1:
-            message = conn.read_interim(result)
+            message = read_interim(conn, result)
             if message.status == 104 and message.get("upload-offset") == str(sent):
                 break
 
@@ -321,10 +315,10 @@ def test_progress_104s_on_append(plain: ServerProcess, version: int) -> None:
     data = payload(3000, 4)
     parts = split(data, 3)
     result = Exchange()
-    with RawHTTP(plain) as conn:
+    with Connection(plain) as conn:
         conn.send(build_head("PATCH", path, append_headers(version, 5, False), content_length=len(data)))
         _send_and_watch(conn, result, parts, 5)
-        conn.read_exchange("PATCH", result)
+        read_exchange(conn, "PATCH", result)
     assert is_2xx(result.final), result
     progress = result.of_status(104)
     assert len(progress) >= len(parts) - 1
@@ -341,12 +335,12 @@ def test_progress_104s_on_creation(plain: ServerProcess, version: int) -> None:
     data = payload(3000, 5)
     parts = split(data, 3)
     result = Exchange()
-    with RawHTTP(plain) as conn:
+    with Connection(plain) as conn:
         conn.send(build_head("POST", "/files/", draft(version, True), content_length=len(data)))
-        announce = conn.read_interim(result)
+        announce = read_interim(conn, result)
         assert announce.status == 104 and announce.get("location"), announce
         _send_and_watch(conn, result, parts, 0)
-        conn.read_exchange("POST", result)
+        read_exchange(conn, "POST", result)
     assert is_2xx(result.final), result
     assert_announced(result, version)
     progress = [m for m in result.of_status(104)[1:]]
@@ -631,9 +625,9 @@ def test_no_104_for_http_1_0_clients(plain: ServerProcess) -> None:
     """RFC 9110 section 15.2: "Since HTTP/1.0 did not define any 1xx status codes, a server MUST
     NOT send a 1xx response to an HTTP/1.0 client." (The upload itself still works.)"""
     head_bytes = build_head("POST", "/files/", draft(8, True), content_length=5).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
-    with RawHTTP(plain) as conn:
+    with Connection(plain) as conn:
         conn.send(head_bytes + b"hello")
-        result = conn.read_exchange("POST")
+        result = read_exchange(conn, "POST")
     assert result.interims == [], result
     assert is_2xx(result.final), result
 
@@ -643,10 +637,10 @@ def test_delete_stops_append_in_flight(plain: ServerProcess, version: int) -> No
     """-11 Cancellation: "The server SHOULD terminate any in-flight requests to the upload resource
     before sending the response"."""
     path, _ = create(plain, version, b"x" * 100)
-    with RawHTTP(plain) as stuck:
+    with Connection(plain) as stuck:
         stuck.send(build_head("PATCH", path, append_headers(version, 100, True), content_length=100_000))
         stuck.send(b"y" * 5000)
-        wait_for(lambda: data_size(plain, path) >= 5100)
+        wait_until(lambda: data_size(plain, path) >= 5100, interval=0.01, message="5100 bytes on disk", server=plain)
         result = exchange(plain, "DELETE", path, draft(version))  # would hang for --lock-timeout
         assert is_2xx(result.final), result
         assert head(plain, path, version).status == 404
@@ -658,11 +652,11 @@ def test_new_append_stops_append_in_flight(plain: ServerProcess, version: int) -
     client resumes from what the server stored, without asking first (it saw the offset in a 104)."""
     data = payload(30_000, 21)
     path, _ = create(plain, version)
-    with RawHTTP(plain) as stuck:
+    with Connection(plain) as stuck:
         stuck.send(build_head("PATCH", path, append_headers(version, 0, True), content_length=len(data)))
         stuck.send(data[:10_000])
         progress = Exchange()
-        while stuck.read_interim(progress).get("upload-offset") != "10000":
+        while read_interim(stuck, progress).get("upload-offset") != "10000":
             pass
         rest = append(plain, version, path, 10_000, data[10_000:], complete=True)
         assert is_2xx(rest.final), rest
@@ -689,10 +683,10 @@ def test_offset_never_decreases(plain: ServerProcess, version: int) -> None:
     note(head(plain, path, version))
 
     # An append whose client goes away after 4000 of its 10000 bytes.
-    with RawHTTP(plain) as conn:
+    with Connection(plain) as conn:
         conn.send(build_head("PATCH", path, append_headers(version, 1000, False), content_length=10_000))
         conn.send(data[1000:5000])
-        wait_for(lambda: data_size(plain, path) >= 5000)
+        wait_until(lambda: data_size(plain, path) >= 5000, interval=0.01, message="5000 bytes on disk", server=plain)
     state = head(plain, path, version)
     note(state)
     offset = offset_of(state)
@@ -804,10 +798,12 @@ def test_head_stops_append_in_flight(plain: ServerProcess, version: int) -> None
     the offset ... the offset sent by the server MUST be accepted in a subsequent request"."""
     data = payload(50_000, 9)
     path, _ = create(plain, version, data[:2000])
-    with RawHTTP(plain) as stuck:
+    with Connection(plain) as stuck:
         stuck.send(build_head("PATCH", path, append_headers(version, 2000, True), content_length=len(data) - 2000))
         stuck.send(data[2000:12_000])
-        wait_for(lambda: data_size(plain, path) >= 12_000)
+        wait_until(
+            lambda: data_size(plain, path) >= 12_000, interval=0.01, message="12_000 bytes on disk", server=plain
+        )
 
         started = time.monotonic()
         state = head(plain, path, version)  # a hang here ends in the socket timeout (TIMEOUT)
@@ -819,7 +815,7 @@ def test_head_stops_append_in_flight(plain: ServerProcess, version: int) -> None
         # The stopped request got its answer (or its connection closed); either way, not a 2xx.
         if stuck.readable(TIMEOUT):
             try:
-                answer = stuck.read_exchange("PATCH")
+                answer = read_exchange(stuck, "PATCH")
                 assert not is_2xx(answer.final), answer
             except ConnectionError:
                 pass
@@ -834,14 +830,16 @@ def test_head_stops_append_in_flight(plain: ServerProcess, version: int) -> None
 def test_head_stops_creation_in_flight(plain: ServerProcess, version: int) -> None:
     """Example 1 of the draft: creation interrupted after the 104, HEAD, then append the rest."""
     data = payload(40_000, 10)
-    with RawHTTP(plain) as stuck:
+    with Connection(plain) as stuck:
         stuck.send(build_head("POST", "/files/", draft(version, True), content_length=len(data)))
         result = Exchange()
-        announce = stuck.read_interim(result)
+        announce = read_interim(stuck, result)
         assert announce.status == 104, result
         path = path_of(announce.get("location") or "")
         stuck.send(data[:15_000])
-        wait_for(lambda: data_size(plain, path) >= 15_000)
+        wait_until(
+            lambda: data_size(plain, path) >= 15_000, interval=0.01, message="15_000 bytes on disk", server=plain
+        )
         state = head(plain, path, version)
         assert offset_of(state) == 15_000
         assert_complete(state, version, False)
@@ -855,13 +853,13 @@ def test_head_stops_creation_in_flight(plain: ServerProcess, version: int) -> No
 def test_interrupted_creation_is_not_complete(plain: ServerProcess, version: int) -> None:
     """-11 Creation: "the upload resource MUST NOT be considered complete then"."""
     data = payload(8000, 11)
-    with RawHTTP(plain) as conn:
+    with Connection(plain) as conn:
         conn.send(build_head("POST", "/files/", draft(version, True), content_length=len(data)))
         result = Exchange()
-        announce = conn.read_interim(result)
+        announce = read_interim(conn, result)
         path = path_of(announce.get("location") or "")
         conn.send(data[:3000])
-        wait_for(lambda: data_size(plain, path) >= 3000)
+        wait_until(lambda: data_size(plain, path) >= 3000, interval=0.01, message="3000 bytes on disk", server=plain)
     state = head(plain, path, version)
     assert_complete(state, version, False)
     offset = offset_of(state)

@@ -20,16 +20,16 @@ import fcntl
 import os
 import random
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.server import ServerProcess
+from tests.support.rawhttp import Connection, Response
+from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = "application/offset+octet-stream"
@@ -42,56 +42,16 @@ PROMPT = 10.0
 # -- raw HTTP/1.1 connections --------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def offset(self) -> int | None:
-        value = self.headers.get("upload-offset")
-        return int(value) if value is not None else None
-
-
-class RawConn:
-    """One HTTP/1.1 connection driven by hand: a test can stop sending in the middle of a body."""
+class RawConn(Connection):
+    """A tus connection driven by hand (tests.support.rawhttp): a test can stop sending in the middle of a body."""
 
     def __init__(self, server: ServerProcess, timeout: float = 30.0) -> None:
-        self.server = server
-        self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buf = b""
-        self.sent_body = 0
+        super().__init__(server, timeout)
 
-    @property
-    def local_port(self) -> int:
-        return int(self.sock.getsockname()[1])
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def __enter__(self) -> RawConn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def send_head(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> None:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.server.host}:{self.server.port}"]
-        lines += [f"{name}: {value}" for name, value in {**TUS, **(headers or {})}.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        self.sent_body = 0
-
-    def send_body(self, data: bytes) -> bool:
-        """Send body bytes; False if the server already closed the connection."""
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            return False
-        self.sent_body += len(data)
-        return True
+    def send_head(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> bool:  # type: ignore[override]
+        """A request head with Tus-Resumable and ``headers``."""
+        host = f"{self.server.host}:{self.server.port}"
+        return super().send_head(method, path, list({**TUS, **(headers or {})}.items()), host=host)
 
     def start_patch(self, path: str, offset: int, content_length: int, first: bytes = b"") -> None:
         """Send the head of a PATCH announcing ``content_length`` bytes, and ``first`` of them."""
@@ -100,63 +60,17 @@ class RawConn:
         if first:
             assert self.send_body(first)
 
-    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b"",
-                timeout: float = PROMPT) -> Reply:  # fmt: skip
+    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b"",  # type: ignore[override]
+                timeout: float = PROMPT) -> Response:  # fmt: skip
         hdrs = dict(headers or {})
         if body or method in ("PATCH", "POST"):
             hdrs["Content-Length"] = str(len(body))
         self.send_head(method, path, hdrs)
         if body:
             self.send_body(body)
-        reply = self.read_reply(timeout, head=method == "HEAD")
+        reply = self.read_reply(timeout, method=method)
         assert reply is not None, f"{method} {path}: connection closed without a response"
         return reply
-
-    def _fill(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
-            return False
-        except TimeoutError:
-            raise TimeoutError from None
-        if not data:
-            return False
-        self._buf += data
-        return True
-
-    def read_reply(self, timeout: float = PROMPT, *, head: bool = False) -> Reply | None:
-        """The next response; None if the server closed the connection without one.
-
-        Raises AssertionError if neither happens within ``timeout`` seconds (a hang).
-        """
-        deadline = time.monotonic() + timeout
-        try:
-            status = 100
-            while 100 <= status <= 199:  # skip interim responses
-                while b"\r\n\r\n" not in self._buf:
-                    if not self._fill(deadline):
-                        return None
-                raw_head, self._buf = self._buf.split(b"\r\n\r\n", 1)
-                lines = raw_head.decode("latin-1").split("\r\n")
-                status = int(lines[0].split()[1])
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = 0 if head or status in (204, 304) else int(headers.get("content-length", "0"))
-            while len(self._buf) < length:
-                if not self._fill(deadline):
-                    break
-            body, self._buf = self._buf[:length], self._buf[length:]
-        except TimeoutError:
-            raise AssertionError(f"no response and no close within {timeout} s (the request hangs)") from None
-        finally:
-            self.sock.settimeout(30.0)
-        return Reply(status, headers, body)
 
 
 def http(server: ServerProcess) -> httpx.Client:
@@ -188,15 +102,13 @@ def head_offset(server: ServerProcess, path: str) -> int | None:
 
 def wait_for_offset(server: ServerProcess, path: str, expected: int, timeout: float = PROMPT) -> None:
     """Poll HEAD until it reports ``expected``; it must never report more (unstored bytes)."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
+
+    def reached() -> bool:
         seen = head_offset(server, path)
         assert seen is not None and seen <= expected, f"HEAD reported {seen}, only {expected} bytes were sent"
-        if seen == expected:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"HEAD still reports {seen} after {timeout} s; {expected} bytes were sent")
+        return seen == expected
+
+    wait_until(reached, timeout=timeout, interval=0.02, message=f"HEAD to report offset {expected}", server=server)
 
 
 def data_path(server: ServerProcess, path: str) -> Path:
@@ -205,15 +117,6 @@ def data_path(server: ServerProcess, path: str) -> Path:
 
 def payload(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = PROMPT, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # -- which worker serves a connection ------------------------------------------------------------
@@ -246,8 +149,8 @@ def _socket_inode(server_port: int, client_port: int) -> int:
 
 def serving_pid(conn: RawConn, timeout: float = PROMPT) -> int:
     """The process that accepted ``conn`` (the worker that will serve its requests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def accepted_by() -> int | None:
         inode = _socket_inode(conn.server.port, conn.local_port)
         if inode:
             target = f"socket:[{inode}]"
@@ -257,8 +160,11 @@ def serving_pid(conn: RawConn, timeout: float = PROMPT) -> int:
                         with contextlib.suppress(OSError):
                             if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                                 return pid
-        time.sleep(0.005)
-    raise AssertionError("could not find which server process accepted the connection")
+        return None
+
+    return wait_until(
+        accepted_by, timeout=timeout, interval=0.005, message="the server process that accepted the connection"
+    )
 
 
 def connect(
@@ -269,28 +175,32 @@ def connect(
     The kernel hands each new connection to whichever worker accepts first, so this opens
     connections until one lands where wanted (a worker may also still be starting).
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def landed() -> RawConn | None:
         conn = RawConn(server)
         pid = serving_pid(conn)
         if (on is None or pid == on) and (not_on is None or pid != not_on):
             conn.pid = pid  # type: ignore[attr-defined]
             return conn
         conn.close()
-        time.sleep(0.005)
-    raise AssertionError(f"no connection landed on the wanted worker within {timeout} s")
+        return None
+
+    wanted = f"worker {on}" if on is not None else f"a worker other than {not_on}"
+    return wait_until(landed, timeout=timeout, interval=0.005, message=f"a connection served by {wanted}")
 
 
 def worker_pids(server: ServerProcess, count: int) -> list[int]:
     """The ``count`` processes that serve connections (all of them must be up)."""
     seen: list[int] = []
-    deadline = time.monotonic() + 20.0
-    while len(seen) < count and time.monotonic() < deadline:
+
+    def all_seen() -> bool:
         with RawConn(server) as conn:
             pid = serving_pid(conn)
         if pid not in seen:
             seen.append(pid)
-    assert len(seen) == count, f"only {len(seen)} of {count} workers accepted connections"
+        return len(seen) == count
+
+    wait_until(all_seen, timeout=20.0, interval=0, message=lambda: f"all {count} workers to accept (saw {seen})")
     return seen
 
 
@@ -332,6 +242,15 @@ def _assert_stopped(conn: RawConn, expected_offset: int) -> None:
         assert reply.offset == expected_offset, reply
 
 
+def _assert_closed_after(conn: RawConn) -> None:
+    """The server closed a stopped request's connection after the bytes the test sent last.
+
+    The event that must come after any effect of those bytes: once the connection is closed, none
+    of them can still land in the upload (a sleep would let a late write pass unnoticed).
+    """
+    assert conn.closed_by_peer(PROMPT), "the server kept the connection of a stopped request open"
+
+
 # -- the holder is asked to stop ------------------------------------------------------------------
 
 
@@ -356,7 +275,7 @@ def test_patch_stops_stalled_patch_and_continues(setup: tuple[ServerProcess, str
 
         # The vanished client comes back and sends the rest of its body: none of it may land.
         stalled.send_body(payload(size - sent, 99))
-    time.sleep(0.2)
+        _assert_closed_after(stalled)
     assert head_offset(server, path) == size
     assert data_path(server, path).read_bytes() == data
 
@@ -393,7 +312,7 @@ def test_delete_stops_stalled_patch(setup: tuple[ServerProcess, str]) -> None:
         reply_stalled = stalled.read_reply(PROMPT)
         assert reply_stalled is None or reply_stalled.status in (400, 404), reply_stalled
         stalled.send_body(b"x" * 1000)
-    time.sleep(0.2)
+        _assert_closed_after(stalled)
     assert head_offset(server, path) is None
     assert not data_path(server, path).exists()
     assert not Path(str(data_path(server, path)) + ".info").exists()
@@ -412,7 +331,9 @@ def test_head_during_streaming_patch_reports_stored_bytes_and_does_not_stop_it(
         for end in (1, 100_000, 250_001, 599_999):
             assert writer.send_body(data[writer.sent_body : end])
             wait_for_offset(server, path, end)
-        time.sleep(0.3)  # several stop-file polls: a HEAD must not have asked the writer to stop
+        # A HEAD must not have asked the writer to stop: a stop request across processes is a stop
+        # file, which would still be there (the writer's reply below shows one within its process).
+        assert not (server.upload_dir / LOCK_DIR / f"{upload_id(path)}.stop").exists()
         assert writer.send_body(data[writer.sent_body :])
         reply = writer.read_reply(PROMPT)
         assert reply is not None and reply.status == 204, reply
@@ -456,11 +377,13 @@ def test_stale_stop_file_does_not_stop_a_new_writer(servers: dict[str, ServerPro
     path = create_upload(server, size)
     lock_dir = server.upload_dir / LOCK_DIR
     lock_dir.mkdir(exist_ok=True)
-    (lock_dir / f"{upload_id(path)}.stop").touch()  # left behind by a crashed process
+    stale = lock_dir / f"{upload_id(path)}.stop"
+    stale.touch()  # left behind by a crashed process
     with RawConn(server) as writer:
         writer.start_patch(path, 0, size, data[:50_000])
         wait_for_offset(server, path, 50_000)
-        time.sleep(0.5)  # many polls of the stop file
+        # The writer holds the lock: the stale stop file is gone, so no later poll can find it.
+        assert not stale.exists(), "the new writer left the stale stop file in place"
         assert writer.send_body(data[50_000:])
         reply = writer.read_reply(PROMPT)
     assert reply is not None and reply.status == 204, reply
@@ -477,7 +400,7 @@ def _created_upload_path(server: ServerProcess, before: set[str]) -> str:
         found[:] = [p.name[: -len(".info")] for p in server.upload_dir.glob("*.info") if p.name not in before]
         return bool(found)
 
-    assert wait_until(appeared), "the POST did not create its upload"
+    wait_until(appeared, message="the POST to create its upload")
     assert len(found) == 1
     return f"/files/{found[0]}"
 
@@ -505,17 +428,17 @@ def test_patch_stops_stalled_creation_with_upload(setup: tuple[ServerProcess, st
         assert reply.offset == sent + 200_000
         # The vanished POST comes back and sends the rest of its body.
         poster.send_body(payload(size - sent, 77))
-        time.sleep(0.5)
+        answered = poster.read_reply(PROMPT)
+        if answered is not None:  # stopped: told where the upload is and what of it was saved
+            assert answered.status == 400, answered
+            assert answered.offset == sent and answered.headers["location"].endswith(path), answered
+        _assert_closed_after(poster)
         stored = data_path(server, path).read_bytes()
         assert stored == data[: sent + 200_000], (
             f"bytes acknowledged to the PATCH were overwritten by the POST that still held no lock "
             f"(stored {len(stored)} bytes, first difference at "
             f"{next((i for i, (a, b) in enumerate(zip(stored, data, strict=False)) if a != b), None)})"
         )
-        answered = poster.read_reply(PROMPT)
-        if answered is not None:  # stopped: told where the upload is and what of it was saved
-            assert answered.status == 400, answered
-            assert answered.offset == sent and answered.headers["location"].endswith(path), answered
 
 
 # -- when the holder does not let go: 423 after --lock-timeout -------------------------------------
@@ -558,7 +481,7 @@ def test_holder_that_does_not_let_go_gives_423_after_lock_timeout(
             hdrs["Content-Length"] = str(len(body))
         conn.send_head(method, path, hdrs)
         conn.send_body(body)
-        assert wait_until(stop_file.exists, timeout=5), "the waiting request did not ask the holder to stop"
+        wait_until(stop_file.exists, timeout=5, message="the waiting request to ask the holder to stop")
         reply = conn.read_reply(PROMPT)
         assert reply is not None and reply.status == 423, reply
     assert not stop_file.exists(), "a request that gave up must withdraw its stop request"

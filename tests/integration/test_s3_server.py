@@ -28,6 +28,7 @@ from tests.integration.s3_helpers import (
     unique_prefix,
 )
 from tests.services.swift import SwiftS3Server
+from tests.support.wait import wait_until
 from tusclient import client as tus_client
 
 pytestmark = pytest.mark.services
@@ -103,10 +104,8 @@ def stall_and_kill(
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     assert stalled.wait(30)
-    deadline = time.monotonic() + 15
     with client_for(server) as observer:
-        while offset_of(observer, url) != until_offset and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: offset_of(observer, url) == until_offset, timeout=15, message=f"offset {until_offset}")
         time.sleep(0.5)  # and not a byte more arrives
         assert offset_of(observer, url) == until_offset
     server.kill()

@@ -19,7 +19,6 @@ from tests.integration.test_locking import (
     OCTET,
     PROMPT,
     RawConn,
-    Reply,
     connect,
     create_upload,
     data_path,
@@ -28,7 +27,9 @@ from tests.integration.test_locking import (
     wait_for_offset,
     worker_pids,
 )
-from tests.server import ServerProcess
+from tests.support.rawhttp import Response
+from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 #: uvicorn's graceful timeout (pytusd.server.GRACEFUL_TIMEOUT) is 30 s: exiting within this bound
 #: shows the bodies were stopped rather than waited for.
@@ -51,7 +52,7 @@ def _signal_and_wait(server: ServerProcess, sig: int) -> tuple[int, float]:
     return code, time.monotonic() - began
 
 
-def _assert_answered(reply: Reply | None, saved: int) -> None:
+def _assert_answered(reply: Response | None, saved: int) -> None:
     """A response or a closed connection (read_reply fails on a hang); a response tells the offset."""
     if reply is not None:
         assert reply.status == 503, reply
@@ -128,10 +129,10 @@ def test_sigterm_while_bodies_are_actively_streaming(
         for sender in senders:
             sender.start()
         for path in paths:  # every body is being written
-            deadline = time.monotonic() + PROMPT
-            while (head_offset(server, path) or 0) < 100_000:
-                assert time.monotonic() < deadline, "the upload does not progress"
-                time.sleep(0.02)
+            wait_until(
+                lambda p=path: (head_offset(server, p) or 0) >= 100_000, timeout=PROMPT, interval=0.02, server=server,
+                message=f"the upload {path} to progress",
+            )  # fmt: skip
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         replies = [conn.read_reply(PROMPT) for conn in conns]

@@ -1,7 +1,7 @@
 """The server starts over real TCP and completes one upload."""
 
 import httpx
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 
 def test_one_upload_round_trip(server: ServerProcess, client: httpx.Client) -> None:

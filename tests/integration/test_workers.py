@@ -20,7 +20,6 @@ import pytest
 from tests.integration.test_locking import (
     OCTET,
     PROMPT,
-    Reply,
     connect,
     create_upload,
     data_path,
@@ -28,7 +27,8 @@ from tests.integration.test_locking import (
     upload_id,
     worker_pids,
 )
-from tests.server import ServerProcess
+from tests.support.rawhttp import Response
+from tests.support.server import ServerProcess
 
 PIECE = 16 * 1024
 
@@ -54,11 +54,11 @@ def server1(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
 class Attempt:
     client: str
     chunk: bytes
-    reply: Reply | None
+    reply: Response | None
 
 
 def _patch_from(server: ServerProcess, pid: int, path: str, offset: int, chunk: bytes,
-                start: threading.Barrier, pause: float = 0.0) -> Reply | None:  # fmt: skip
+                start: threading.Barrier, pause: float = 0.0) -> Response | None:  # fmt: skip
     """PATCH ``chunk`` at ``offset`` over a connection served by worker ``pid``, body in pieces.
 
     ``pause`` between pieces makes a body still stream when the rival arrives (so it is stopped
@@ -111,6 +111,8 @@ def _race(server: ServerProcess, pids: list[int], rounds: int, seed: int) -> dic
             for attempt in attempts:
                 reply = attempt.reply
                 assert reply is not None, f"round {n}: client {attempt.client} got no response"
+                # Two clients race for the lock: which one wins (204) and whether the other is refused
+                # (409) or stopped (400) depends on their timing; the checks below hold for each.
                 assert reply.status in (204, 400, 409), f"round {n}: {attempt.client}: {reply}"
                 if reply.status == 409:
                     continue
@@ -161,7 +163,7 @@ def test_racing_delete_and_patch_on_two_workers(server2: ServerProcess) -> None:
         chunk = rng.randbytes(rng.randint(1, 400_000))
         start = threading.Barrier(2)
 
-        def delete(path: str = path, start: threading.Barrier = start) -> Reply:
+        def delete(path: str = path, start: threading.Barrier = start) -> Response:
             with connect(server2, on=pids[1]) as conn:
                 start.wait(PROMPT)
                 return conn.request("DELETE", path)
@@ -171,6 +173,7 @@ def test_racing_delete_and_patch_on_two_workers(server2: ServerProcess) -> None:
             deleted = pool.submit(delete)
             patch_reply, delete_reply = patched.result(PROMPT * 3), deleted.result(PROMPT * 3)
         assert delete_reply.status == 204, delete_reply
+        # PATCH and DELETE race: the PATCH finishes first (204), is stopped (400) or finds the upload gone (404).
         assert patch_reply is None or patch_reply.status in (204, 400, 404), patch_reply
         assert head_offset(server2, path) is None
         leftovers = [p.name for p in server2.upload_dir.iterdir() if p.name.startswith(upload_id(path))]

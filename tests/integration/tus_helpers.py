@@ -1,26 +1,20 @@
-"""Helpers for the tus integration tests: uploads over httpx, raw sockets, disk snapshots.
+"""Helpers for the tus integration tests: uploads over httpx, response checks, disk snapshots.
 
-httpx normalizes what these tests need to send verbatim (paths with ``..``, control characters,
-odd Host headers, ``Expect: 100-continue`` timing), so :class:`RawConnection` speaks HTTP/1.1 by
-hand over a plain socket.
+Requests that httpx would normalize go over the raw client of tests/support/rawhttp.py.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import socket
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTET = "application/offset+octet-stream"
@@ -77,7 +71,7 @@ def patch(
 
 def offset_of(client: httpx.Client, url: str) -> int:
     response = client.head(url)
-    assert response.status_code in (200, 204), response.status_code
+    assert response.status_code == 200, response.status_code
     return int(response.headers["upload-offset"])
 
 
@@ -160,209 +154,6 @@ def outside_files(server: ServerProcess) -> set[str]:
     parent = server.upload_dir.parent
     name = server.upload_dir.name
     return {p for p in tree(parent) if p.split(os.sep, 1)[0] != name}
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes (no timing assertion: generous)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
-# -- raw HTTP/1.1 -----------------------------------------------------------------------------
-
-
-def join_headers(header_list: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Lower-case names; repeated fields joined with ", " (as a server would see them)."""
-    joined: dict[str, str] = {}
-    for name, value in header_list:
-        key = name.lower()
-        joined[key] = f"{joined[key]}, {value}" if key in joined else value
-    return joined
-
-
-@dataclass
-class RawResponse:
-    status: int
-    reason: str
-    header_list: list[tuple[str, str]]
-    body: bytes = b""
-    #: 1xx responses received before this one.
-    interim: list[RawResponse] = field(default_factory=list)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return join_headers(self.header_list)
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-    @property
-    def raw_head(self) -> bytes:
-        lines = [f"{n}: {v}" for n, v in self.header_list]
-        return "\r\n".join(lines).encode("latin-1")
-
-
-HeaderItems = Sequence[tuple[str | bytes, str | bytes]]
-
-
-def _bytes(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("latin-1")
-
-
-def build_request(
-    method: str | bytes,
-    target: str | bytes,
-    headers: HeaderItems = (),
-    body: bytes = b"",
-    *,
-    host: str | bytes | None = "localhost",
-    content_length: bool = True,
-) -> bytes:
-    lines = [_bytes(method) + b" " + _bytes(target) + b" HTTP/1.1"]
-    names = {_bytes(n).lower() for n, _ in headers}
-    if host is not None and b"host" not in names:
-        lines.append(b"Host: " + _bytes(host))
-    for name, value in headers:
-        lines.append(_bytes(name) + b": " + _bytes(value))
-    if content_length and b"content-length" not in names and b"transfer-encoding" not in names:
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-class SocketReader:
-    """A TCP connection to the server with a read buffer: read up to a marker, exactly n bytes, a body."""
-
-    def __init__(self, server: ServerProcess, timeout: float = TIMEOUT, *, nodelay: bool = False) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
-        if nodelay:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.timeout = timeout
-        self.buffer = b""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return False
-        self.buffer += chunk
-        return True
-
-    def _read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buffer:
-            if not self._fill():
-                raise ConnectionError(f"connection closed before {marker!r}; got {self.buffer[:300]!r}")
-        head, _, self.buffer = self.buffer.partition(marker)
-        return head
-
-    def _read_exact(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            if not self._fill():
-                raise ConnectionError("connection closed inside a body")
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
-
-    def _read_head(self) -> tuple[int, str, list[tuple[str, str]]]:
-        """Status, reason and header fields of the next response."""
-        head = self._read_until(b"\r\n\r\n").decode("latin-1")
-        status_line, *lines = head.split("\r\n")
-        version, status, *reason = status_line.split(" ", 2)
-        assert version == "HTTP/1.1", status_line
-        header_list = []
-        for line in lines:
-            name, sep, value = line.partition(":")
-            assert sep, f"malformed header line {line!r}"
-            header_list.append((name.strip(), value.strip()))
-        return int(status), reason[0] if reason else "", header_list
-
-    def _read_body(self, headers: Mapping[str, str]) -> bytes:
-        """The body after a head with these (lower-case) headers: chunked, sized, or up to EOF."""
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = b""
-            while True:
-                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
-                if size == 0:
-                    self._read_until(b"\r\n")
-                    return body
-                body += self._read_exact(size)
-                self._read_exact(2)
-        if "content-length" in headers:
-            return self._read_exact(int(headers["content-length"]))
-        body, self.buffer = self.buffer, b""
-        while chunk := self.sock.recv(65536):  # no length given: the body ends with the connection
-            body += chunk
-        return body
-
-
-class RawConnection(SocketReader):
-    """One TCP connection; send bytes as they are and read responses by hand."""
-
-    def send(self, data: bytes) -> bool:
-        """Send; False if the server already closed the connection."""
-        try:
-            self.sock.sendall(data)
-        except OSError:
-            return False
-        return True
-
-    def read_head(self) -> RawResponse:
-        """Status line and headers of the next response (interim or final), no body."""
-        return RawResponse(*self._read_head())
-
-    def read_response(self, *, method: str = "GET", skip_interim: bool = True) -> RawResponse:
-        interim: list[RawResponse] = []
-        while True:
-            response = self.read_head()
-            if 100 <= response.status < 200 and response.status != 101:
-                interim.append(response)
-                if skip_interim:
-                    continue
-                return response
-            break
-        response.interim = interim
-        if method.upper() == "HEAD" or response.status in (204, 304):
-            return response
-        response.body = self._read_body(response.headers)
-        return response
-
-    def request(
-        self,
-        method: str,
-        target: str | bytes,
-        headers: HeaderItems = (),
-        body: bytes = b"",
-        *,
-        host: str | bytes | None = "localhost",
-        content_length: bool = True,
-    ) -> RawResponse:
-        self.send(build_request(method, target, headers, body, host=host, content_length=content_length))
-        return self.read_response(method=method)
-
-
-def raw_request(
-    server: ServerProcess,
-    method: str,
-    target: str | bytes,
-    headers: HeaderItems = (),
-    body: bytes = b"",
-    *,
-    host: str | bytes | None = "localhost",
-    content_length: bool = True,
-) -> RawResponse:
-    """One request on a fresh connection, sent byte for byte as given; the final response."""
-    with RawConnection(server) as conn:
-        return conn.request(method, target, headers, body, host=host, content_length=content_length)
 
 
 # -- servers shared by a module -----------------------------------------------------------------

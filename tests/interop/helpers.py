@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
 KIB = 1024

@@ -32,7 +32,8 @@ from tusclient import client as tus_client
 
 from tests.interop.conftest import DRIVER, NODE_DIR, run_tusjs
 from tests.interop.helpers import KIB, MIB, TUS, assert_stored, upload_id, write_random_file
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 OCTET = "application/offset+octet-stream"
 
@@ -147,13 +148,6 @@ class _TusJsRun:
             self.upload.url = result["url"]
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def _node_or_none(request: pytest.FixtureRequest) -> str | None:
     try:
         return str(request.getfixturevalue("node_deps"))
@@ -218,7 +212,10 @@ def test_sigkill_mid_upload_then_resume(
         if upload.kind == "tusjs":
             assert node is not None
             js_run = _TusJsRun(node, server, upload, storage)
-            _wait_for(lambda u=upload: u.max_acked > 0 or u.error is not None, 20.0)
+            wait_until(
+                lambda u=upload: u.max_acked > 0 or u.error is not None, timeout=20.0, interval=0.02, server=server,
+                message="tus-js-client to get bytes acknowledged (or fail)",
+            )  # fmt: skip
     for upload in uploads:
         if upload.kind == "tuspy":
             target: Callable[[], None] = partial(_tuspy_upload, server, upload)
@@ -233,12 +230,15 @@ def test_sigkill_mid_upload_then_resume(
         threads.append(thread)
 
     # Kill once every upload has had bytes acknowledged, while all of them are still going.
-    deadline = time.monotonic() + 20.0
-    while not all(u.max_acked > 0 for u in uploads):
+    def all_acked() -> bool:
         failed = [u for u in uploads if u.error]
         assert not failed, f"uploads failed before the kill: {[(u.name, u.error) for u in failed]}"
-        assert time.monotonic() < deadline, f"no progress: {[(u.name, u.acked) for u in uploads]}"
-        time.sleep(0.02)
+        return all(u.max_acked > 0 for u in uploads)
+
+    wait_until(
+        all_acked, timeout=20.0, interval=0.02, server=server,
+        message=lambda: f"every upload to have bytes acknowledged: {[(u.name, u.acked) for u in uploads]}",
+    )  # fmt: skip
     time.sleep(0.15)  # into the middle of the next request bodies
     server.kill()
     killed_at = time.monotonic()

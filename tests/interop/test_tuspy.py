@@ -23,7 +23,7 @@ from tests.interop.helpers import (
     head,
     write_random_file,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 CHUNK = 256 * KIB
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.support.server import port_open, wait_for_start
 
 __all__ = [
     "ServiceError",
@@ -73,29 +74,12 @@ def wait_until(
     alive: Callable[[], str | None] | None = None,
     interval: float = 0.05,
 ) -> None:
-    """Poll `check` until it returns True.
+    """Poll `check` until it returns True (the shared start loop, raising :class:`ServiceError`).
 
     `alive` returns an error string when a process we depend on has died, so a
     crashed service fails fast instead of after the whole timeout.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        if alive is not None and (problem := alive()) is not None:
-            raise ServiceError(f"{what}: {problem}")
-        if check():
-            return
-        if time.monotonic() >= deadline:
-            raise ServiceError(f"{what}: not ready after {timeout:.0f}s")
-        time.sleep(interval)
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    wait_for_start(check, what=what, timeout=timeout, alive=alive, error=ServiceError, interval=interval)
 
 
 def wait_for_port(port: int, *, timeout: float, what: str, alive: Callable[[], str | None] | None = None) -> None:

@@ -28,7 +28,8 @@ from pytusd.hooks import (
 from pytusd.hooks.file import MAX_OUTPUT
 from pytusd.info import UploadInfo
 from tests.integration.hook_helpers import HookEndpoint, write_program
-from tests.server import free_port
+from tests.support.server import free_port
+from tests.support.wait import wait_until
 
 REQUEST = HookRequest(
     "POST", "/files/", "127.0.0.1:5000", {"Authorization": ["Bearer t0k"], "Cookie": ["a=1"], "Host": ["h"]}
@@ -307,20 +308,18 @@ def test_hooks_dir_must_exist(tmp_path: Path) -> None:
 
 
 def _gone(pid: int) -> bool:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
         try:  # a zombie child of ours counts as gone
             with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return True
+                return f.read().split(")")[-1].split()[0] == "Z"
         except OSError:
             return True
-        time.sleep(0.05)
-    return False
+
+    return wait_until(gone, timeout=5, message=f"process {pid} to end")
 
 
 # -- HTTP endpoint --------------------------------------------------------------------------------
