@@ -136,3 +136,8 @@ async def follow_offset(
         except Exception:
             # A failed progress response or hook never fails the upload itself.
             logger.exception("while following upload %s", info.id)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled, but the cancellation surfaced as another error (uvloop's pipes did
+                # this to hook programs): the request waits for this task to end, so end it.
+                return

@@ -17,6 +17,7 @@ from pytusd.hooks.python import HookCall, PythonHooks
 from pytusd.info import UploadInfo
 from pytusd.locks.memory import MemoryLocker
 from pytusd.protocol.errors import HTTPError
+from pytusd.receiving import follow_offset
 from pytusd.stores.memory import MemoryStore
 from pytusd.uploads import STOPPED_BY_REQUEST, UploadService
 from tests.support.inprocess import ListBody, Server, header, path_of
@@ -287,5 +288,31 @@ def test_every_hook_event_of_an_upload_fires_once_in_order() -> None:
             HookEvent.PRE_ACCESS, HookEvent.PRE_FINISH, HookEvent.POST_FINISH,
             HookEvent.PRE_ACCESS, HookEvent.PRE_TERMINATE, HookEvent.POST_TERMINATE,
         ]  # fmt: skip
+
+    run(scenario)
+
+
+def test_a_follower_cancelled_inside_a_step_that_turns_the_cancellation_into_an_error_still_ends() -> None:
+    """A request waits for its post-receive follower to end. A hook run that turns its cancellation
+    into another error (uvloop closing a hook program's pipe raised EBADF) must not keep it going."""
+
+    async def scenario() -> None:
+        store = MemoryStore()
+        info = await store.create(UploadInfo(id="u", size=10))
+        entered = asyncio.Event()
+
+        async def act(offset: int) -> bool:
+            entered.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise OSError(9, "Bad file descriptor") from None
+            return False
+
+        follower = asyncio.get_running_loop().create_task(follow_offset(store, info, 0.001, act))
+        await store.write_chunk("u", 0, ListBody(b"abc"))
+        await entered.wait()
+        follower.cancel()
+        await asyncio.wait_for(follower, 5)  # ends (before the fix: polled on, forever)
 
     run(scenario)
