@@ -86,24 +86,28 @@ class FileHooks(HookRunner):
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                path,
-                stdin=stdin_r,
-                stdout=stdout_w,
-                stderr=None,  # the server's stderr, as tusd does
-                cwd=self.directory,
-                env=env,
-                start_new_session=True,  # its own process group: a timeout kills its children too
-            )
-        except OSError as exc:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    path,
+                    stdin=stdin_r,
+                    stdout=stdout_w,
+                    stderr=None,  # the server's stderr, as tusd does
+                    cwd=self.directory,
+                    env=env,
+                    start_new_session=True,  # its own process group: a timeout kills its children too
+                )
+            finally:
+                for fd in (stdin_r, stdout_w):  # the program has its own copies
+                    os.close(fd)
+        except BaseException as exc:
+            # Not started, or cancelled while starting (the loop then kills it): our ends too.
             for fd in (stdin_w, stdout_r):
                 os.close(fd)
             if isinstance(exc, FileNotFoundError):
                 return HookResponse()  # removed since enabled() looked: no hook
-            raise HookError(f"{event} hook program could not be started ({_os_reason(exc)})", 500) from None
-        finally:
-            for fd in (stdin_r, stdout_w):
-                os.close(fd)
+            if isinstance(exc, OSError):
+                raise HookError(f"{event} hook program could not be started ({_os_reason(exc)})", 500) from None
+            raise
         try:
             output = await _communicate(stdin_w, stdout_r, json.dumps(document).encode())
             code = await proc.wait()
@@ -129,39 +133,86 @@ class FileHooks(HookRunner):
 
 
 async def _communicate(stdin_fd: int, stdout_fd: int, data: bytes) -> bytes:
-    """Write ``data`` to the program's stdin and read its stdout to the end; owns both descriptors.
+    """Write ``data`` to the program's stdin and read its stdout to the end, both at once.
 
-    A program that exits without reading stdin is fine (tusd ignores that too): the write end
-    just fails quietly.
+    Owns both descriptors and closes each exactly once, however it ends: cancelled included, so a
+    cancellation always comes out as CancelledError. (It used the loop's ``connect_*_pipe``
+    transports, but uvloop closes the descriptor itself when one is cancelled while connecting,
+    and closing the file object after it then raised EBADF in place of the CancelledError, or
+    closed a descriptor that meanwhile belonged to someone else.)
+
+    A program that exits without reading stdin is fine (tusd ignores that too): the rest of the
+    input is dropped.
     """
     loop = asyncio.get_running_loop()
-    read_file = os.fdopen(stdout_fd, "rb", buffering=0)
-    write_file = os.fdopen(stdin_fd, "wb", buffering=0)
-    reader = asyncio.StreamReader()
-    read_transport: asyncio.BaseTransport | None = None
-    write_transport: asyncio.WriteTransport | None = None
+    done: asyncio.Future[None] = loop.create_future()
+    output = bytearray()
+    rest = memoryview(data)
+    stdin_open = True
+    watching_stdin = watching_stdout = False
+
+    def close_stdin() -> None:  # the program sees the end of its input
+        nonlocal stdin_open, watching_stdin
+        if watching_stdin:
+            loop.remove_writer(stdin_fd)
+            watching_stdin = False
+        if stdin_open:
+            stdin_open = False
+            os.close(stdin_fd)
+
+    def write_some() -> None:
+        nonlocal rest
+        try:
+            while rest:
+                rest = rest[os.write(stdin_fd, rest) :]
+        except BlockingIOError:
+            return  # the pipe is full: wait until the program reads
+        except OSError:
+            pass  # EPIPE: the program does not read its input
+        close_stdin()
+
+    def finish(error: BaseException | None = None) -> None:
+        nonlocal watching_stdout
+        if watching_stdout:
+            loop.remove_reader(stdout_fd)
+            watching_stdout = False
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+    def read_some() -> None:
+        try:
+            chunk = os.read(stdout_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            finish(exc)
+            return
+        if not chunk:
+            finish()
+            return
+        output.extend(chunk)
+        if len(output) > MAX_OUTPUT:
+            finish(InvalidHookResponse(f"stdout is larger than {MAX_OUTPUT} bytes"))
+
     try:
-        read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), read_file)
-        write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, write_file)
-        write_transport.write(data)
-        write_transport.close()  # flushes, then closes: the program sees the end of its input
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await reader.read(65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_OUTPUT:
-                raise InvalidHookResponse(f"stdout is larger than {MAX_OUTPUT} bytes")
-        return b"".join(chunks)
+        os.set_blocking(stdin_fd, False)  # our ends only: the program's ends are other open files
+        os.set_blocking(stdout_fd, False)
+        write_some()  # a hook request usually fits in the pipe at once
+        if stdin_open:
+            loop.add_writer(stdin_fd, write_some)
+            watching_stdin = True
+        loop.add_reader(stdout_fd, read_some)
+        watching_stdout = True
+        await done
+        return bytes(output)
     finally:
-        if read_transport is not None:
-            read_transport.close()
-        else:
-            read_file.close()
-        if write_transport is None:
-            write_file.close()
-        elif not write_transport.is_closing():
-            write_transport.abort()
+        if watching_stdout:  # before the descriptor closes: epoll keys on it
+            loop.remove_reader(stdout_fd)
+        os.close(stdout_fd)
+        close_stdin()
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
