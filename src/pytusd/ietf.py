@@ -94,11 +94,8 @@ class IetfProtocol:
                 announce.append(("upload-limit", limit))
             await interim(104, announce)
 
-        lock = await service.lock(info.id, request.body)
-        try:
+        async with service.locked(info.id, request.body):
             result = await self._receive(request, info, hooked, complete, version)
-        finally:
-            await lock.release()
         info = result.info
         if result.error is not None:
             result.error.headers += [("location", location), *await self._state_headers(info, version)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from pytusd.hooks.base import HookRequest
 from pytusd.hooks.translate import hook_request
 from pytusd.info import UploadInfo
 from pytusd.messages import Body, Headers, Request, Response
@@ -26,7 +27,7 @@ from pytusd.protocol.headers import (
 )
 from pytusd.protocol.urls import parse_concat, upload_path
 from pytusd.receiving import Verifier
-from pytusd.uploads import UploadService
+from pytusd.uploads import UploadService, WriteResult
 
 
 class TusProtocol:
@@ -107,14 +108,8 @@ class TusProtocol:
         location = origin + upload_path(self.config.base_path, info.id)
         response_headers: Headers = [("location", location), *hook_headers]
         if with_body:
-            result = await service.receive_new(
-                info,
-                request.body,
-                hooked,
-                self._verifier(request, checksum),
-                content_length=declared,
-                body_check=_unannounced_trailer,
-            )
+            async with service.locked(info.id, request.body):
+                result = await self._receive(request, info, hooked, checksum, declared)
             info = result.info
             response_headers += result.headers
             if result.error is not None:
@@ -146,14 +141,7 @@ class TusProtocol:
             service.expect_offset(info, offset)
             if new_length is not None:
                 await service.declare_length(info, new_length)
-            result = await service.receive(
-                info,
-                request.body,
-                hooked,
-                self._verifier(request, checksum),
-                content_length=declared,
-                body_check=_unannounced_trailer,
-            )
+            result = await self._receive(request, info, hooked, checksum, declared)
         info = result.info
         if result.error is not None:
             result.error.headers.append(("upload-offset", str(info.offset)))
@@ -162,6 +150,19 @@ class TusProtocol:
         response_headers: Headers = [("upload-offset", str(info.offset)), *result.headers]
         self._expires_header(info, response_headers)
         return Response(204, response_headers)
+
+    async def _receive(
+        self, request: Request, info: UploadInfo, hooked: HookRequest, checksum: Checksum | None, declared: int | None
+    ) -> WriteResult:
+        """The body into the upload (lock held by the caller), verified when a checksum was sent."""
+        return await self.service.receive(
+            info,
+            request.body,
+            hooked,
+            self._verifier(request, checksum),
+            content_length=declared,
+            body_check=_unannounced_trailer,
+        )
 
     def _verifier(self, request: Request, checksum: Checksum | None) -> Verifier | None:
         """Upload-Checksum as a header, or announced as a trailer where trailers can be read."""

@@ -179,6 +179,15 @@ class UploadService:
         return info
 
     @contextlib.asynccontextmanager
+    async def locked(self, upload_id: str, body: Body) -> AsyncIterator[None]:
+        """The upload's lock around writing ``body`` into a new upload (its creation request)."""
+        lock = await self.lock(upload_id, body)
+        try:
+            yield
+        finally:
+            await lock.release()
+
+    @contextlib.asynccontextmanager
     async def open(self, upload_id: str, body: Body, hook_request: HookRequest) -> AsyncIterator[UploadInfo]:
         """The upload locked for writing ``body``, authorized and not expired; unlocked on exit."""
         lock = await self.lock(upload_id, body)
@@ -265,25 +274,6 @@ class UploadService:
         await self.store.update_info(info)
 
     # -- receiving ----------------------------------------------------------------------------
-
-    async def receive_new(
-        self,
-        info: UploadInfo,
-        body: Body,
-        hook_request: HookRequest,
-        verifier: Verifier | None,
-        *,
-        content_length: int | None,
-        body_check: BodyCheck | None = None,
-    ) -> WriteResult:
-        """:meth:`receive` for the body of the request that created the upload (takes the lock)."""
-        lock = await self.lock(info.id, body)
-        try:
-            return await self.receive(
-                info, body, hook_request, verifier, content_length=content_length, body_check=body_check
-            )
-        finally:
-            await lock.release()
 
     async def receive(
         self,
