@@ -121,7 +121,9 @@ async def follow_offset(
     counter, says how far the upload got.
     """
     last = info.offset
-    while True:
+    # Until cancelled, even when a step turned the cancellation into an error that is caught below
+    # (uvloop's pipes did this to hook programs): the request waits for this task, so it must end.
+    while not cancel_requested():
         await asyncio.sleep(interval)
         try:
             offset = (await store.get_info(info.id)).offset
@@ -136,8 +138,27 @@ async def follow_offset(
         except Exception:
             # A failed progress response or hook never fails the upload itself.
             logger.exception("while following upload %s", info.id)
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # Cancelled, but the cancellation surfaced as another error (uvloop's pipes did
-                # this to hook programs): the request waits for this task to end, so end it.
-                return
+
+
+async def end_followers(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a request's follower tasks and wait for them to end.
+
+    A follower's own failure is logged, never the request's; a cancellation of the request itself
+    while it waits is passed on, not mistaken for the follower's.
+    """
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            if cancel_requested():
+                raise
+        except Exception:
+            logger.exception("a follower of a request failed")
+
+
+def cancel_requested() -> bool:
+    """Whether the current task has been asked to stop (a cancellation not taken back)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

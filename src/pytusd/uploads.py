@@ -27,7 +27,7 @@ from pytusd.locks.memory import MemoryLocker
 from pytusd.messages import Body, Headers
 from pytusd.protocol.errors import INCONSISTENT_LENGTH, MISMATCHING_OFFSET, HTTPError, bad_request
 from pytusd.protocol.urls import is_valid_upload_id
-from pytusd.receiving import ChecksumMismatch, DirectBody, TooLarge, Verifier, follow_offset, guarded
+from pytusd.receiving import ChecksumMismatch, DirectBody, TooLarge, Verifier, end_followers, follow_offset, guarded
 from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 
 logger = logging.getLogger("pytusd")
@@ -321,10 +321,7 @@ class UploadService:
             error = exc
         finally:
             self._active.discard(body)
-            for task in watchers:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await end_followers(watchers)
         if error is not None:
             # The store kept what arrived before the limit (never with a checksum): reread it.
             fresh = await self.store.get_info(info.id)

@@ -15,6 +15,7 @@ hit, whatever the timing.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable, Coroutine, Generator
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from pytusd.hooks import FileHooks
-from pytusd.hooks.base import HookEvent, HookRequest, HookResponse
+from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, hook_input
 from pytusd.info import UploadInfo
 from tests.integration.hook_helpers import write_program
 
@@ -150,3 +151,19 @@ def test_a_program_may_answer_before_it_read_all_its_input(tmp_path: Path, loop_
             assert await hooks.run(HookEvent.POST_CREATE, info, REQUEST) == HookResponse()
 
     run_on(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_program_gets_all_its_input_even_after_closing_its_stdout(tmp_path: Path, loop_name: str) -> None:
+    # As with tusd (Go's exec): the input is written to its end, not cut when stdout ends first.
+    write_program(tmp_path / "post-create", "#!/bin/sh\nexec 1>&-\nsleep 0.1\nwc -c > received\n")
+    hooks = FileHooks(tmp_path, ["post-create"])
+    info = UploadInfo(id="up1", size=10, offset=3, metadata={"big": "x" * (1 << 20)})
+    document = json.dumps(hook_input(HookEvent.POST_CREATE, info, REQUEST)).encode()
+
+    async def main() -> None:
+        async with asyncio.timeout(RUN_TIMEOUT):
+            assert await hooks.run(HookEvent.POST_CREATE, info, REQUEST) == HookResponse()
+
+    run_on(loop_name, main)
+    assert int((tmp_path / "received").read_text()) == len(document)

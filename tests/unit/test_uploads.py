@@ -12,7 +12,7 @@ import base64
 import hashlib
 from collections.abc import Awaitable, Callable
 
-from pytusd.hooks.base import HookEvent, HookRequest, HookResponse
+from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks
 from pytusd.hooks.python import HookCall, PythonHooks
 from pytusd.info import UploadInfo
 from pytusd.locks.memory import MemoryLocker
@@ -314,5 +314,42 @@ def test_a_follower_cancelled_inside_a_step_that_turns_the_cancellation_into_an_
         await entered.wait()
         follower.cancel()
         await asyncio.wait_for(follower, 5)  # ends (before the fix: polled on, forever)
+
+    run(scenario)
+
+
+class CancelTurnsIntoOSError(Hooks):
+    """post-receive that blocks until cancelled, then raises OSError (as uvloop's pipes made file hooks do)."""
+
+    progress_interval = 0.01
+
+    def __init__(self) -> None:
+        self.running = asyncio.Event()
+
+    def enabled(self, event: HookEvent) -> bool:
+        return event == HookEvent.POST_RECEIVE
+
+    async def run(self, event: HookEvent, info: UploadInfo, request: HookRequest) -> HookResponse:
+        if self.running.is_set():
+            return HookResponse()  # only the first run misbehaves
+        self.running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise OSError(9, "Bad file descriptor") from None
+        return HookResponse()
+
+
+def test_a_patch_is_answered_when_its_post_receive_hook_turns_the_cancellation_into_an_error() -> None:
+    """The PATCH that once went unanswered: the body ends while post-receive runs; the hook, cancelled,
+    raises OSError; the follower must still end and the request be answered (a hang fails the bound)."""
+
+    async def scenario() -> None:
+        hooks = CancelTurnsIntoOSError()
+        srv = Server(hooks=hooks)
+        path = await srv.create(11)
+        body = ListBody(b"hello ", b"world", wait_before={1: hooks.running})
+        response = await srv.patch(path, b"", 0, body=body, content_length="11")
+        assert response.status == 204 and header(response, "upload-offset") == "11"
 
     run(scenario)

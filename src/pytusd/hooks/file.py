@@ -141,14 +141,16 @@ async def _communicate(stdin_fd: int, stdout_fd: int, data: bytes) -> bytes:
     and closing the file object after it then raised EBADF in place of the CancelledError, or
     closed a descriptor that meanwhile belonged to someone else.)
 
-    A program that exits without reading stdin is fine (tusd ignores that too): the rest of the
-    input is dropped.
+    Ends once stdout is at its end and all the input is written, as Go's ``exec`` (tusd) does: a
+    program may close its stdout before it reads its input. A program that exits without reading
+    stdin is fine (tusd ignores that too): the rest of the input is dropped.
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     output = bytearray()
     rest = memoryview(data)
     stdin_open = True
+    stdout_ended = False
     watching_stdin = watching_stdout = False
 
     def close_stdin() -> None:  # the program sees the end of its input
@@ -159,6 +161,8 @@ async def _communicate(stdin_fd: int, stdout_fd: int, data: bytes) -> bytes:
         if stdin_open:
             stdin_open = False
             os.close(stdin_fd)
+        if stdout_ended and not done.done():
+            done.set_result(None)
 
     def write_some() -> None:
         nonlocal rest
@@ -172,15 +176,17 @@ async def _communicate(stdin_fd: int, stdout_fd: int, data: bytes) -> bytes:
         close_stdin()
 
     def finish(error: BaseException | None = None) -> None:
-        nonlocal watching_stdout
+        nonlocal watching_stdout, stdout_ended
         if watching_stdout:
             loop.remove_reader(stdout_fd)
             watching_stdout = False
-        if not done.done():
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
+        stdout_ended = True
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        elif not stdin_open:
+            done.set_result(None)
 
     def read_some() -> None:
         try:

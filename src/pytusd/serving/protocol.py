@@ -120,7 +120,7 @@ class PytusdHttpProtocol(HttpToolsBase):
             return
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: uvloop's socket of a closed transport (no descriptor)
             return
         self._low_water = size
 
