@@ -382,12 +382,14 @@ def test_failing_non_blocking_hooks_do_not_break_uploads(hooks: Harness, client:
 
 
 def test_slow_non_blocking_hooks_do_not_delay_responses(hooks: Harness, client: httpx.Client) -> None:
-    hooks.plan("post-create", sleep=HOOK_TIMEOUT * 1.5)
-    hooks.plan("post-finish", sleep=HOOK_TIMEOUT * 1.5)
+    # The hooks take 5 s each; the two requests, which must not wait for them, are answered well
+    # within that (a bound with room for a loaded machine, not a speed claim).
+    hooks.plan("post-create", sleep=HOOK_TIMEOUT * 5)
+    hooks.plan("post-finish", sleep=HOOK_TIMEOUT * 5)
     start = time.monotonic()
     url = created(client, marker())
     assert patch(client, url, b"12345").status_code == 204
-    assert time.monotonic() - start < HOOK_TIMEOUT
+    assert time.monotonic() - start < HOOK_TIMEOUT * 4
 
 
 # -- post-receive: progress, paced, and StopUpload --------------------------------------------------
@@ -453,10 +455,9 @@ def test_post_receive_stop_upload(hooks: Harness, client: httpx.Client) -> None:
         response={"StopUpload": True, "HTTPResponse": {"StatusCode": 410, "Body": "project was deleted"}},
     )
     url = created(client, mark, 50 * 1000)
-    start = time.monotonic()
     status, body, sent_all = slow_patch(hooks, url, 50, 1000, 0.05)
     assert status == 410 and body.strip() == "project was deleted"
-    assert not sent_all and time.monotonic() - start < 2.0  # stopped well before the 2.5 s the body needs
+    assert not sent_all  # stopped before the body's end
     assert client.head(url).status_code == 404  # as tusd: a stopped upload is terminated
 
 

@@ -212,7 +212,7 @@ def test_pacer_lets_the_first_call_through_and_holds_the_next() -> None:
 
     results, elapsed = asyncio.run(scenario())
     assert results == [True, True]
-    assert 0.18 <= elapsed < 1.0
+    assert 0.18 <= elapsed < 3.0  # held for its interval; the upper bound only catches a hang
 
 
 def test_pacer_keeps_only_the_newest_of_a_burst_and_uploads_are_independent() -> None:

@@ -147,10 +147,13 @@ def test_python_hook_timeout_applies_to_blocking_hooks_only() -> None:
     async def slow(call: HookCall) -> None:
         await asyncio.sleep(0.5)
 
+    async def stuck(call: HookCall) -> None:
+        await asyncio.sleep(30)
+
     start = time.monotonic()
-    error = failure(PythonHooks(pre_finish=slow, timeout=0.1), PRE_FINISH)
+    error = failure(PythonHooks(pre_finish=stuck, timeout=0.1), PRE_FINISH)
     assert error.status == 504 and "timed out" in str(error)
-    assert time.monotonic() - start < 0.45
+    assert time.monotonic() - start < 10  # cut off, not waited for
     assert run(PythonHooks(post_finish=slow, timeout=0.1), POST_FINISH) == HookResponse()  # ran to its end
 
 
