@@ -7,6 +7,7 @@ later, joins them. A partial that is terminated or expires takes its waiting fin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -101,11 +102,10 @@ class Finals:
             except LockTimeout:
                 continue
             try:
-                final = await self.store.get_info(final_id)
-                if not final.is_complete:
-                    await self.store.terminate(final_id)
-                    await self.locker.forget(final_id)
-            except UploadNotFound:
-                pass
+                with contextlib.suppress(UploadNotFound):  # already gone: nothing to drop
+                    final = await self.store.get_info(final_id)
+                    if not final.is_complete:
+                        await self.store.terminate(final_id)
+                        await self.locker.forget(final_id)
             finally:
                 await lock.release()

@@ -273,15 +273,17 @@ class Connection:
             while True:
                 size = int(self._read_until(b"\r\n", deadline).split(b";")[0], 16)
                 if size == 0:
-                    while self._read_until(b"\r\n", deadline):  # trailer fields, then the empty line
-                        pass
+                    line = self._read_until(b"\r\n", deadline)
+                    while line:  # trailer fields, then the empty line
+                        line = self._read_until(b"\r\n", deadline)
                     return body
                 body += self._read_exact(size, deadline)
                 self._read_exact(2, deadline)
         if "content-length" in headers:
             return self._read_exact(int(headers["content-length"]), deadline)
-        while self._fill(deadline):  # no length given: the body ends with the connection
-            pass
+        more = self._fill(deadline)
+        while more:  # no length given: the body ends with the connection
+            more = self._fill(deadline)
         body, self.buffer = self.buffer, b""
         return body
 

@@ -127,21 +127,18 @@ def test_a_cancelled_program_run_raises_cancelled_error(tmp_path: Path, loop_nam
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_a_program_that_does_not_read_its_input_is_an_empty_answer(tmp_path: Path, loop_name: str) -> None:
     # More input than a pipe holds, and a program that never reads it.
-    write_program(tmp_path / "post-create", "#!/bin/sh\nexit 0\n")
-    hooks = FileHooks(tmp_path, ["post-create"])
-    info = UploadInfo(id="up1", size=10, offset=3, metadata={"big": "x" * (1 << 20)})
-
-    async def main() -> None:
-        async with asyncio.timeout(RUN_TIMEOUT):
-            assert await hooks.run(HookEvent.POST_CREATE, info, REQUEST) == HookResponse()
-
-    run_on(loop_name, main)
+    _answers_nothing_to_big_input(tmp_path, loop_name, "#!/bin/sh\nexit 0\n")
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_a_program_may_answer_before_it_read_all_its_input(tmp_path: Path, loop_name: str) -> None:
     # It answers first (more than a pipe holds), then reads: neither side may wait for the other.
     program = "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' ' '\necho '{}'\ncat > /dev/null\n"
+    _answers_nothing_to_big_input(tmp_path, loop_name, program)
+
+
+def _answers_nothing_to_big_input(tmp_path: Path, loop_name: str, program: str) -> None:
+    """``program`` as post-create, given 1 MiB of metadata: its run ends with an empty answer."""
     write_program(tmp_path / "post-create", program)
     hooks = FileHooks(tmp_path, ["post-create"])
     info = UploadInfo(id="up1", size=10, offset=3, metadata={"big": "x" * (1 << 20)})

@@ -52,7 +52,7 @@ def test_a_missing_protocol_method_is_named(name: str) -> None:
 
 def test_a_protocol_method_with_another_signature_is_named() -> None:
     def on_header(self: Any, name: bytes) -> None:
-        pass
+        """A stand-in that lost its value argument."""
 
     assert missing_internals(**{**REAL, "protocol": with_method(HttpToolsProtocol, "on_header", on_header)}) == [
         "HttpToolsProtocol.on_header() with 2 argument(s)"
@@ -61,7 +61,7 @@ def test_a_protocol_method_with_another_signature_is_named() -> None:
 
 def test_a_protocol_that_no_longer_takes_uvicorns_keyword_arguments_is_named() -> None:
     def __init__(self: Any, config: Any, server_state: Any) -> None:
-        pass
+        """A stand-in without uvicorn's other keyword arguments."""
 
     missing = missing_internals(**{**REAL, "protocol": with_method(HttpToolsProtocol, "__init__", __init__)})
     assert missing == ["HttpToolsProtocol(app_state=...)", "HttpToolsProtocol(_loop=...)"]
@@ -86,7 +86,7 @@ def test_a_cycle_attribute_no_longer_set_is_named() -> None:
 
 def test_a_cycle_whose_receive_is_not_a_coroutine_is_named() -> None:
     def receive(self: Any) -> None:
-        pass
+        """A stand-in that is a plain function, not a coroutine."""
 
     missing = missing_internals(**{**REAL, "cycle": with_method(RequestResponseCycle, "receive", receive)})
     assert missing == ["async RequestResponseCycle.receive()"]

@@ -66,17 +66,51 @@ def parse_events(text: str) -> frozenset[HookEvent]:
     return frozenset(events)
 
 
-@dataclass(slots=True)
 class HookRequest:
     """The HTTP request that caused the event (tusd's ``HTTPRequest``).
 
-    ``headers`` has Go's canonical names (``Upload-Length``) and a list of values per name.
+    ``headers`` has Go's canonical names (``Upload-Length``) and a list of values per name. Built
+    from ``raw`` header pairs, it is grouped only when a hook reads it: every request makes one of
+    these, most run no hook.
     """
 
-    method: str
-    uri: str
-    remote_addr: str
-    headers: dict[str, list[str]]
+    __slots__ = ("_headers", "_raw", "method", "remote_addr", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        remote_addr: str,
+        headers: dict[str, list[str]] | None = None,
+        *,
+        raw: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.remote_addr = remote_addr
+        self._headers = headers
+        self._raw = raw
+
+    @property
+    def headers(self) -> dict[str, list[str]]:
+        if self._headers is None:
+            grouped: dict[str, list[str]] = {}
+            for name, value in self._raw or ():
+                grouped.setdefault(_canonical(name.decode("latin-1")), []).append(value.decode("latin-1"))
+            self._headers = grouped
+        return self._headers
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HookRequest):
+            return NotImplemented
+        return (self.method, self.uri, self.remote_addr, self.headers) == (
+            other.method, other.uri, other.remote_addr, other.headers,
+        )  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"HookRequest({self.method!r}, {self.uri!r}, {self.remote_addr!r}, {self.headers!r})"
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None."""
@@ -88,6 +122,11 @@ class HookRequest:
 
     def to_json(self) -> dict[str, Any]:
         return {"Method": self.method, "URI": self.uri, "RemoteAddr": self.remote_addr, "Header": self.headers}
+
+
+def _canonical(name: str) -> str:
+    """Go's canonical header name (``upload-length`` -> ``Upload-Length``), as tusd's hooks see it."""
+    return "-".join(part.capitalize() for part in name.split("-"))
 
 
 @dataclass(slots=True)

@@ -28,11 +28,8 @@ class RejectedByHook(HTTPError):
 
 def hook_request(request: Request) -> HookRequest:
     """The request as tusd's hooks see it: Go's canonical header names, every value kept."""
-    grouped: dict[str, list[str]] = {}
-    for name, value in request.raw_headers:
-        grouped.setdefault(_canonical(name.decode("latin-1")), []).append(value.decode("latin-1"))
     uri = request.path + (f"?{request.query}" if request.query else "")
-    return HookRequest(request.method, uri, request.client_addr, grouped)
+    return HookRequest(request.method, uri, request.client_addr, raw=request.raw_headers)
 
 
 def rejection(answer: HookResponse, default_status: int, default_reason: str) -> HTTPError:
@@ -57,7 +54,3 @@ def success_headers(answer: HookResponse) -> Headers:
 
 def _safe_header(name: str, value: str) -> bool:
     return name.isascii() and name.replace("-", "").isalnum() and all(0x20 <= ord(c) < 0x7F for c in value)
-
-
-def _canonical(name: str) -> str:
-    return "-".join(part.capitalize() for part in name.split("-"))

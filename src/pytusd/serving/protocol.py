@@ -37,7 +37,7 @@ SPLICE_MIN = 64 * 1024
 
 
 class _HeadersTooLarge(Exception):
-    pass
+    """The request line and headers (or the trailers) passed MAX_HEADER_BYTES: answered 431."""
 
 
 def _status_line(status: int) -> bytes:
