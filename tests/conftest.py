@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.services.redis_server import RedisServer
 from tests.support.server import ServerProcess, begin_test, current_backend, logs_of_current_test
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -72,3 +73,16 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
     """One client per module: creating one costs ~90 ms (verify=False: plain HTTP needs no CA bundle)."""
     with httpx.Client(base_url=server.base_url, headers=TUS, timeout=30.0, verify=False) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session; tests keep apart by key prefix (see ``redis_prefix``)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_prefix(request: pytest.FixtureRequest) -> str:
+    """Keys and channels of this test only."""
+    return f"t{abs(hash(request.node.nodeid)):x}:"

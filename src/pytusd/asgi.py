@@ -43,8 +43,8 @@ class ASGIBody:
     exactly that cancellation: cheap per chunk (two attribute writes), no extra task per receive.
     """
 
-    __slots__ = ("_cancelled_by_stop", "_receive", "_scope", "_stopped", "_task", "_waiting", "complete",
-                 "disconnected")  # fmt: skip
+    __slots__ = ("_cancelled_by_stop", "_heard_at", "_into", "_receive", "_scope", "_stopped", "_task", "_waiting",
+                 "complete", "disconnected")  # fmt: skip
 
     def __init__(self, receive: Receive, scope: Scope) -> None:
         self._receive = receive
@@ -55,6 +55,10 @@ class ASGIBody:
         self._cancelled_by_stop = False
         self.complete = False
         self.disconnected = False
+        #: When bytes last arrived (monotonic); while the body writes itself, the file and its
+        #: position then, which show progress the chunk loop cannot see.
+        self._heard_at = time.monotonic()
+        self._into: tuple[int, int] | None = None
 
     @property
     def stopped(self) -> str | None:
@@ -89,6 +93,7 @@ class ASGIBody:
         start = os.lseek(fd, 0, os.SEEK_CUR)
         self._task = asyncio.current_task()
         self._waiting = True
+        self._into = (fd, start)
         try:
             written, complete = await into(fd)
         except asyncio.CancelledError:
@@ -99,11 +104,22 @@ class ASGIBody:
             raise
         finally:
             self._waiting = False
+            self._into = None
         if complete:
             self.complete = True
         else:
             self.disconnected = True
         return int(written)
+
+    def quiet_for(self) -> float:
+        now = time.monotonic()
+        if self._into is not None:
+            fd, seen = self._into
+            with contextlib.suppress(OSError):
+                position = os.lseek(fd, 0, os.SEEK_CUR)
+                if position != seen:
+                    self._into, self._heard_at = (fd, position), now
+        return now - self._heard_at
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -127,6 +143,7 @@ class ASGIBody:
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 return
+            self._heard_at = time.monotonic()
             chunk = message.get("body", b"")
             if not message.get("more_body", False):
                 self.complete = True

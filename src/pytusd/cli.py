@@ -22,6 +22,7 @@ from pytusd.asgi import TusApp
 from pytusd.config import Config
 from pytusd.flags import Flag, convert, env_name, parse_duration, parse_size
 from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
+from pytusd.locks.base import Locker
 from pytusd.locks.file import FileLocker
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
@@ -41,6 +42,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("disable-termination", "bool", False, "do not allow DELETE (termination extension)"),
     Flag("disable-concatenation", "bool", False, "do not offer the concatenation extension"),
     Flag("lock-timeout", "duration", 20.0, "how long a request waits for another to release an upload (then 423)"),
+    Flag(
+        "lock-grace",
+        "duration",
+        0.5,
+        "a request whose body received bytes this recently keeps its upload against newer requests (they wait)",
+    ),
+    Flag("redis-url", "str", "", "keep locks in Redis (redis://HOST:PORT/DB; rediss:// for TLS): several instances"),
+    Flag("redis-lock-ttl", "duration", 10.0, "a Redis lock lapses this long after its instance stops renewing it"),
+    Flag("redis-prefix", "str", "pytusd:", "prefix of pytusd's Redis keys and channels"),
     Flag(
         "progress-interval", "duration", 1.0, "seconds between 104 progress responses to IETF draft clients (0: none)"
     ),
@@ -92,15 +102,24 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
         disable_termination=settings["disable_termination"],
         disable_concatenation=settings["disable_concatenation"],
         lock_timeout=settings["lock_timeout"],
+        lock_grace=settings["lock_grace"],
         progress_interval=settings["progress_interval"],
     )
     directory = settings["upload_dir"]
     os.makedirs(directory, exist_ok=True)
-    # With S3 the upload directory still holds the lock files that workers on this machine share.
     store: DataStore = store_from_settings(settings) or FileStore(directory, fsync=settings["fsync"])
+    return TusApp(store, config, locker=locker_from_settings(settings, store), hooks=hooks_from_settings(settings))
+
+
+def locker_from_settings(settings: dict[str, Any], store: DataStore | None = None) -> Locker:
+    """Redis locks for instances that share uploads; else file locks shared by this machine's workers."""
+    if settings["redis_url"]:
+        from pytusd.locks.redis import RedisLocker  # redis-py is an optional dependency
+
+        return RedisLocker(settings["redis_url"], ttl=settings["redis_lock_ttl"], prefix=settings["redis_prefix"])
+    # With S3 the upload directory holds the lock files that workers on this machine share.
     target = store.lock_target if isinstance(store, FileStore) else None
-    locker = FileLocker(directory, lock_target=target)
-    return TusApp(store, config, locker=locker, hooks=hooks_from_settings(settings))
+    return FileLocker(settings["upload_dir"], lock_target=target)
 
 
 def app_from_env() -> TusApp:
@@ -163,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Fail here, with a usage message, not in every worker.
         hooks_from_settings(settings)
         store_from_settings(settings)
-    except ValueError as exc:
+        locker_from_settings(settings)
+    except (ValueError, ImportError) as exc:
         parser.error(str(exc))
     # Workers rebuild the app from the environment: hand them exactly what we resolved.
     for flag in FLAGS:

@@ -26,6 +26,9 @@ class Config:
     disable_concatenation: bool = False
     #: Seconds a request waits for another request holding the upload to let go before 423.
     lock_timeout: float = 20.0
+    #: A request holding an upload whose body received bytes this recently keeps it against newer
+    #: requests (they wait); one quiet for longer is stopped (see pytusd.handover).
+    lock_grace: float = 0.5
     #: Seconds between 104 progress responses to IETF draft clients while a body arrives; 0 disables.
     progress_interval: float = 1.0
 

@@ -15,7 +15,7 @@ import logging
 from pytusd.hooks.base import HookError
 from pytusd.hooks.translate import RejectedByHook
 from pytusd.ietf import IetfProtocol
-from pytusd.locks.base import LockTimeout
+from pytusd.locks.base import LockTimeout, LockUnavailable
 from pytusd.messages import Request, Response
 from pytusd.protocol import ietf
 from pytusd.protocol.cors import CorsPolicy
@@ -61,6 +61,10 @@ class Dispatcher:
             response = error_response(not_found())
         except LockTimeout:
             response = error_response(HTTPError(423, "upload is locked by another request that did not let go"))
+        except LockUnavailable as exc:
+            logger.warning("lock service unavailable: %s", exc)
+            retry = [("retry-after", "1")]
+            response = error_response(HTTPError(503, "lock service unavailable, retry shortly", retry))
         except HookError as exc:  # the hooks layer logged it
             status = getattr(exc, "status", 500)
             status = status if 500 <= status <= 599 else 500

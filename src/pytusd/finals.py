@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pytusd.config import Config
 from pytusd.hooks.base import HookEvent, HookRequest
 from pytusd.info import UploadInfo
-from pytusd.locks.base import Lock, Locker, LockTimeout
+from pytusd.locks.base import Lock, Locker, LockTimeout, LockUnavailable
 from pytusd.protocol.errors import HTTPError
 from pytusd.stores.base import DataStore, StoreError, UploadNotFound
 
@@ -91,7 +91,7 @@ class Finals:
             if not final.is_complete:
                 try:
                     await self.try_complete(final)
-                except (HTTPError, LockTimeout, StoreError) as exc:
+                except (HTTPError, LockTimeout, LockUnavailable, StoreError) as exc:
                     logger.warning("could not complete final upload %s: %s", final_id, exc)
 
     async def drop_pending(self, partial: UploadInfo) -> None:
@@ -99,8 +99,8 @@ class Finals:
         for final_id in partial.pending_finals:
             try:
                 lock = await self._lock(final_id)
-            except LockTimeout:
-                continue
+            except (LockTimeout, LockUnavailable):
+                continue  # a final that cannot complete is harmless; the sweeper removes it if it expires
             try:
                 with contextlib.suppress(UploadNotFound):  # already gone: nothing to drop
                     final = await self.store.get_info(final_id)

@@ -47,6 +47,12 @@ class Body(Protocol):
     async def write_into(self, fd: int) -> int:
         """Write the rest of the body at ``fd``'s position; only when :attr:`can_write_into`."""
 
+    def quiet_for(self) -> float:
+        """Seconds since the body last received bytes (or since the request began, if none yet).
+
+        Decides whether a request holding an upload is still making progress (:mod:`pytusd.handover`).
+        """
+
 
 class EmptyBody:
     """The body of a request that has none."""
@@ -72,6 +78,9 @@ class EmptyBody:
 
     async def write_into(self, fd: int) -> int:
         return 0
+
+    def quiet_for(self) -> float:
+        return 0.0
 
 
 InterimSender = Callable[[int, Headers], Awaitable[None]]

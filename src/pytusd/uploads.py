@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 
 from pytusd.config import Config
 from pytusd.finals import Finals
+from pytusd.handover import STOPPED_LOCK_LOST, lock_for
 from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks, NoHooks
 from pytusd.hooks.translate import raise_if_rejected, rejection, success_headers
 from pytusd.info import UploadInfo
-from pytusd.locks.base import Lock, Locker, LockTimeout
+from pytusd.locks.base import Lock, Locker, LockTimeout, LockUnavailable
 from pytusd.locks.memory import MemoryLocker
 from pytusd.messages import Body, Headers
 from pytusd.protocol.errors import INCONSISTENT_LENGTH, MISMATCHING_OFFSET, HTTPError, bad_request
@@ -37,7 +38,6 @@ ProgressSender = Callable[[int], Awaitable[None]]
 #: A front end's last look at a fully received body, before the upload may finish: an error, or None.
 BodyCheck = Callable[[Body, Verifier | None], HTTPError | None]
 
-STOPPED_BY_REQUEST = "stopped by a newer request for this upload"
 STOPPED_BY_SHUTDOWN = "server is shutting down"
 STOPPED_BY_HOOK = "stopped by a post-receive hook"
 
@@ -105,13 +105,11 @@ class UploadService:
             raise HTTPError(413, f"{what} is larger than the server allows")
 
     async def lock(self, upload_id: str, body: Body | None) -> Lock:
-        """The upload's lock; a later request for it stops ``body`` (the holder saves and answers)."""
-
-        def stop() -> None:
-            if body is not None:
-                body.stop(STOPPED_BY_REQUEST)
-
-        return await self.locker.acquire(upload_id, stop, self.config.lock_timeout)
+        """The upload's lock; a later request for it stops ``body`` once it has gone quiet (the
+        holder saves and answers; see :mod:`pytusd.handover`)."""
+        return await lock_for(
+            self.locker, upload_id, body, grace=self.config.lock_grace, timeout=self.config.lock_timeout
+        )
 
     async def authorize(self, info: UploadInfo, hook_request: HookRequest) -> None:
         """pytusd's pre-access hook decides whether this request may touch the upload."""
@@ -330,8 +328,11 @@ class UploadService:
         if body.stopped == STOPPED_BY_HOOK and stops:
             return await self._stopped_by_hook(info, written, stops[0])
         if body.stopped is not None:
-            status = 503 if body.stopped == STOPPED_BY_SHUTDOWN else 400
-            return WriteResult(info, written, HTTPError(status, f"upload {body.stopped}"))
+            if body.stopped in (STOPPED_BY_SHUTDOWN, STOPPED_LOCK_LOST):
+                error = HTTPError(503, f"upload {body.stopped}", [("retry-after", "1")])
+            else:
+                error = HTTPError(400, f"upload {body.stopped}")
+            return WriteResult(info, written, error)
         if body.disconnected:
             return WriteResult(info, written, HTTPError(400, "client disconnected"))
         error = body_check(body, verifier) if body_check is not None else None
@@ -449,22 +450,28 @@ class UploadService:
         return self.store.read(upload_id, start, end)
 
     async def sweep_expired(self) -> int:
-        """Remove unfinished uploads whose expiry has passed; returns how many."""
+        """Remove unfinished uploads whose expiry has passed; returns how many.
+
+        With instances sharing a locker, one of them sweeps per interval; every removal is checked
+        again under the upload's lock (a write may have come in since it was listed).
+        """
         if not self.config.expire_after:
             return 0
+        if not await self.locker.lead("sweep", self.config.expire_interval * 0.9):
+            return 0
         removed = 0
-        now = self.clock()
         async for upload_id in self.store.list_uploads():
             try:
-                info = await self.store.get_info(upload_id)
-                if info.is_complete or info.is_final:
+                if not await self._expired(upload_id):
                     continue
-                if now <= await self.store.last_write_time(upload_id) + self.config.expire_after:
-                    continue
-                lock = await self.locker.acquire(upload_id, lambda: None, 0.0)
-            except (UploadNotFound, LockTimeout, StoreError):
+                # Not asking a holder to stop: a request holding the upload is using it after all.
+                lock = await self.locker.acquire(upload_id, _ignore, 0.0, stop_holder=False)
+            except (UploadNotFound, LockTimeout, LockUnavailable, StoreError):
                 continue  # gone, or being written right now (so not expired after all)
             try:
+                if not await self._expired(upload_id):
+                    continue
+                info = await self.store.get_info(upload_id)
                 await self.store.terminate(upload_id)
                 await self.locker.forget(upload_id)
                 removed += 1
@@ -474,6 +481,12 @@ class UploadService:
                 await lock.release()
             await self.finals.drop_pending(info)
         return removed
+
+    async def _expired(self, upload_id: str) -> bool:
+        info = await self.store.get_info(upload_id)
+        if info.is_complete or info.is_final:
+            return False
+        return self.clock() > await self.store.last_write_time(upload_id) + self.config.expire_after
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -493,3 +506,7 @@ class UploadService:
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _ignore() -> None:
+    """A stop request to a lock taken only to remove an upload: there is nothing to stop."""

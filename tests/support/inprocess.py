@@ -52,6 +52,7 @@ class ListBody:
         self.complete = False
         self.can_write_into = False
         self.can_read_trailers = False
+        self.last_chunk_at = time.monotonic()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._gen()
@@ -65,6 +66,7 @@ class ListBody:
                 await asyncio.wait_for(event.wait(), 10)
             if self.stopped is not None:
                 return
+            self.last_chunk_at = time.monotonic()
             yield chunk
         self.complete = True
 
@@ -77,6 +79,9 @@ class ListBody:
 
     async def write_into(self, fd: int) -> int:
         raise AssertionError("this body cannot write itself")
+
+    def quiet_for(self) -> float:
+        return time.monotonic() - self.last_chunk_at
 
 
 class SelfWritingBody(ListBody):

@@ -1,4 +1,4 @@
-"""MemoryLocker and FileLocker without a server: plain asyncio, real files, real processes.
+"""MemoryLocker, FileLocker and RedisLocker without a pytusd server: asyncio, real files, processes, Redis.
 
 The contract (pytusd.locks.base): one holder per upload; a newcomer asks the holder to stop (its
 callback is called) and gets the lock once the holder releases; if the holder does not release
@@ -27,6 +27,7 @@ import pytest
 from pytusd.locks.base import Lock, Locker, LockTimeout
 from pytusd.locks.file import LOCK_DIR, FileLocker
 from pytusd.locks.memory import MemoryLocker
+from pytusd.locks.redis import RedisLocker
 
 #: Bound for "did not hang" in seconds; never a performance expectation.
 BOUND = 5.0
@@ -87,15 +88,19 @@ def new_locker(request: pytest.FixtureRequest, tmp_path: Path) -> NewLocker:
     return lambda directory, **kw: FileLocker(directory, lock_target=target, **kw)
 
 
-@pytest.fixture(params=["memory", "file", "file-data"])
+@pytest.fixture(params=["memory", "file", "file-data", "redis"])
 def make_locker(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Locker]:
-    """A factory of lockers sharing one state (for FileLocker: one directory, one instance)."""
+    """A factory of lockers sharing one state (for FileLocker: one directory, one instance; for
+    RedisLocker: one instance on the session's redis-server)."""
     if request.param == "memory":
         locker: Locker = MemoryLocker()
     elif request.param == "file":
         locker = FileLocker(tmp_path)
-    else:
+    elif request.param == "file-data":
         locker = FileLocker(tmp_path, lock_target=data_files(tmp_path))
+    else:
+        server = request.getfixturevalue("redis_server")
+        locker = RedisLocker(server.url, prefix=request.getfixturevalue("redis_prefix"))
     return lambda: locker
 
 

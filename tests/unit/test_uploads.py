@@ -19,7 +19,8 @@ from pytusd.locks.memory import MemoryLocker
 from pytusd.protocol.errors import HTTPError
 from pytusd.receiving import follow_offset
 from pytusd.stores.memory import MemoryStore
-from pytusd.uploads import STOPPED_BY_REQUEST, UploadService
+from pytusd.handover import STOPPED_BY_REQUEST
+from pytusd.uploads import UploadService
 from tests.support.inprocess import ListBody, Server, header, path_of
 
 NO_REQUEST = HookRequest("PATCH", "/files/x", "", {})

@@ -75,10 +75,18 @@ class FileLocker(Locker):
         base = os.path.join(self.directory, name)
         return base + ".lock", base + ".stop"
 
-    async def acquire(self, upload_id: str, on_stop_request: StopCallback, timeout: float) -> Lock:
+    async def acquire(
+        self,
+        upload_id: str,
+        on_stop_request: StopCallback,
+        timeout: float,
+        *,
+        stop_holder: bool = True,
+        on_lost: StopCallback | None = None,
+    ) -> Lock:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        inner = await self._local.acquire(upload_id, on_stop_request, timeout)
+        inner = await self._local.acquire(upload_id, on_stop_request, timeout, stop_holder=stop_holder)
         try:
             lock_path, stop_path = self._paths(upload_id)
             target = self.lock_target(upload_id) if self.lock_target is not None else None
@@ -88,7 +96,7 @@ class FileLocker(Locker):
                 if fd is None:  # the upload has no data file: it does not exist, nothing to guard
                     return _FileLock(self, None, None, stop_path, inner)
                 try:
-                    await self._flock(fd, stop_path, deadline, upload_id)
+                    await self._flock(fd, stop_path if stop_holder else None, deadline, upload_id)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -121,16 +129,17 @@ class FileLocker(Locker):
             os.makedirs(self.directory, exist_ok=True)
             return os.open(path, flags, 0o644)
 
-    async def _flock(self, fd: int, stop_path: str, deadline: float, upload_id: str) -> None:
+    async def _flock(self, fd: int, stop_path: str | None, deadline: float, upload_id: str) -> None:
         loop = asyncio.get_running_loop()
         while not _try_flock(fd):
             # Ask the holder in the other process to stop; re-assert if it consumed the file.
-            if not os.path.exists(stop_path):
+            if stop_path is not None and not os.path.exists(stop_path):
                 with contextlib.suppress(OSError):  # unasked, the holder still times the waiter out
                     os.close(self._create(stop_path))
             if loop.time() >= deadline:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(stop_path)
+                if stop_path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(stop_path)
                 raise LockTimeout(upload_id)
             await asyncio.sleep(self.poll_interval)
 

@@ -29,11 +29,20 @@ class MemoryLocker(Locker):
     def __init__(self) -> None:
         self._held: dict[str, _Holder] = {}
 
-    async def acquire(self, upload_id: str, on_stop_request: StopCallback, timeout: float) -> Lock:
+    async def acquire(
+        self,
+        upload_id: str,
+        on_stop_request: StopCallback,
+        timeout: float,
+        *,
+        stop_holder: bool = True,
+        on_lost: StopCallback | None = None,
+    ) -> Lock:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (current := self._held.get(upload_id)) is not None:
-            current.on_stop_request()
+            if stop_holder:
+                current.on_stop_request()
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LockTimeout(upload_id)

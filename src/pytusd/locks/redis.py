@@ -1,0 +1,317 @@
+"""Locks kept in Redis: one writer per upload across every pytusd instance on every machine.
+
+A lock is a key ``<prefix>lock:<upload id>`` holding a token unique to its holder, set with
+``SET NX PX <ttl>``. While the holder's request runs, its process renews every lock it holds (one
+pipelined script call per second at most), so a lock outlives its TTL only while its holder lives:
+an instance that is killed blocks its uploads for at most the TTL.
+
+Requests in the same process meet in a :class:`~pytusd.locks.memory.MemoryLocker` first (no round
+trip, instant stop requests). Across processes a waiter publishes the upload's ID on the channel
+``<prefix>stop``; every instance listens on it and passes the request to its holder, if it has
+one. One channel for all uploads, not one per upload: holding a lock then costs no SUBSCRIBE
+round trip, and stop requests only flow when requests collide. A waiter leaves a short-lived
+``<prefix>wait:<id>`` key, and the release script announces the release on ``<prefix>released``
+only when that key is there, so an uncontended lock costs exactly two round trips (SET, release).
+Messages can be lost (a listener reconnecting), so waiters also retry on a short poll and repeat
+their stop request.
+
+Redis unreachable: acquiring raises :class:`~pytusd.locks.base.LockUnavailable` (the request gets
+503 and retries). A held lock whose renewal finds it taken by someone else, or that could not be
+confirmed for longer than its TTL, is lost: its holder is told to stop writing at once. When Redis
+restarts empty, renewal takes each held lock back (no one else holds it) and work goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from pytusd.locks.base import Lock, Locker, LockTimeout, LockUnavailable, StopCallback
+from pytusd.locks.memory import MemoryLocker
+from pytusd.protocol.urls import is_valid_upload_id
+
+logger = logging.getLogger("pytusd")
+
+#: Renewal takes a lock back if Redis lost it (restarted empty) and nobody else took it meanwhile.
+_RENEW = """
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 2 end
+return 0
+"""
+#: Release only our own lock; announce it when someone waits.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+if redis.call('del', KEYS[2]) == 1 then redis.call('publish', KEYS[3], ARGV[2]) end
+return 1
+"""
+#: A leader keeps its turn while it lives; another instance takes it once it lapses.
+_LEAD = """
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 1 end
+return 0
+"""
+
+#: Errors that mean "Redis cannot be used right now" (redis-py raises its own, and OSError on connect).
+UNAVAILABLE = (RedisError, OSError)
+
+
+class _RedisLock(Lock):
+    __slots__ = ("_inner", "_key", "_locker", "confirmed", "on_lost", "on_stop_request", "token", "upload_id")
+
+    def __init__(
+        self,
+        locker: RedisLocker,
+        upload_id: str,
+        token: str,
+        on_stop_request: StopCallback,
+        on_lost: StopCallback | None,
+        inner: Lock,
+        confirmed: float,
+    ) -> None:
+        self._locker, self.upload_id, self.token, self._inner = locker, upload_id, token, inner
+        self._key = locker.key("lock", upload_id)
+        self.on_stop_request, self.on_lost, self.confirmed = on_stop_request, on_lost, confirmed
+
+    async def release(self) -> None:
+        try:
+            await self._locker.release_remote(self)
+        finally:
+            await self._inner.release()
+
+
+class RedisLocker(Locker):
+    """Locks in Redis at ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``); see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float = 10.0,
+        prefix: str = "pytusd:",
+        poll_interval: float = 0.05,
+        ask_interval: float = 0.5,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 5.0,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        if ttl < 1.0:
+            raise ValueError("the Redis lock TTL must be at least 1 second")
+        self.ttl = ttl
+        self.prefix = prefix
+        self.poll_interval = poll_interval
+        self.ask_interval = ask_interval
+        # Bounded waits everywhere: a Redis that stops answering must turn into a 503, not a hang.
+        self._redis = client or aioredis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout, socket_timeout=command_timeout, health_check_interval=15
+        )
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+        self._lead = self._redis.register_script(_LEAD)
+        self.instance = uuid.uuid4().hex
+        self._tokens = itertools.count()
+        self._local = MemoryLocker()
+        #: upload ID -> the lock this process holds on it (one at most: see the memory locker)
+        self._held: dict[str, _RedisLock] = {}
+        #: upload ID -> set when Redis announces its release (a waiter of this process wants it)
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+
+    def key(self, kind: str, upload_id: str) -> str:
+        return f"{self.prefix}{kind}:{upload_id}"
+
+    @property
+    def _stop_channel(self) -> str:
+        return self.prefix + "stop"
+
+    @property
+    def _released_channel(self) -> str:
+        return self.prefix + "released"
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
+
+    # -- acquiring and releasing --------------------------------------------------------------
+
+    async def acquire(
+        self,
+        upload_id: str,
+        on_stop_request: StopCallback,
+        timeout: float,
+        *,
+        stop_holder: bool = True,
+        on_lost: StopCallback | None = None,
+    ) -> Lock:
+        if not is_valid_upload_id(upload_id):
+            raise ValueError("invalid upload id")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        inner = await self._local.acquire(upload_id, on_stop_request, timeout, stop_holder=stop_holder)
+        try:
+            self._start_background()
+            token = f"{self.instance}:{next(self._tokens)}"
+            await self._take(upload_id, token, deadline, stop_holder)
+        except BaseException:
+            await inner.release()
+            raise
+        lock = _RedisLock(self, upload_id, token, on_stop_request, on_lost, inner, loop.time())
+        self._held[upload_id] = lock
+        return lock
+
+    async def _take(self, upload_id: str, token: str, deadline: float, stop_holder: bool) -> None:
+        loop = asyncio.get_running_loop()
+        key, wait_key = self.key("lock", upload_id), self.key("wait", upload_id)
+        asked_at = float("-inf")
+        wakeup = None
+        try:
+            while True:
+                try:
+                    if await self._redis.set(key, token, nx=True, px=self._ttl_ms):
+                        return
+                    now = loop.time()
+                    ask = stop_holder and now - asked_at >= self.ask_interval
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.set(wait_key, "1", px=self._ttl_ms)
+                        if ask:
+                            pipe.publish(self._stop_channel, upload_id)
+                        await pipe.execute()
+                except UNAVAILABLE as exc:
+                    raise LockUnavailable(f"Redis: {exc}") from exc
+                if ask:
+                    asked_at = now
+                if now >= deadline:
+                    raise LockTimeout(upload_id)
+                if wakeup is None:
+                    wakeup = self._wakeups.setdefault(upload_id, asyncio.Event())
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), min(self.poll_interval, deadline - now))
+        finally:
+            if wakeup is not None and self._wakeups.get(upload_id) is wakeup:
+                del self._wakeups[upload_id]
+
+    async def release_remote(self, lock: _RedisLock) -> None:
+        """Drop ``lock``'s key in Redis (if it is still ours) and wake a waiter, if any."""
+        if self._held.get(lock.upload_id) is lock:
+            del self._held[lock.upload_id]
+        keys = [self.key("lock", lock.upload_id), self.key("wait", lock.upload_id), self._released_channel]
+        try:
+            await self._release(keys=keys, args=[lock.token, lock.upload_id])
+        except UNAVAILABLE as exc:
+            # The key lapses within the TTL by itself; the request's work is done and saved.
+            logger.warning("could not release the Redis lock of %s (it expires by itself): %s", lock.upload_id, exc)
+
+    async def lead(self, task: str, period: float) -> bool:
+        try:
+            taken = await self._lead(keys=[self.key("lead", task)], args=[self.instance, int(period * 1000)])
+        except UNAVAILABLE as exc:
+            logger.warning("Redis unreachable, skipping %s this time: %s", task, exc)
+            return False
+        return bool(taken)
+
+    async def close(self) -> None:
+        for task in (self._listener, self._renewer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *UNAVAILABLE):
+                    await task
+        self._listener = self._renewer = None
+        with contextlib.suppress(*UNAVAILABLE):
+            await self._redis.aclose()
+
+    # -- background: stop requests, release notices, renewal ---------------------------------
+
+    def _start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._listener is None or self._listener.done():
+            self._listener = loop.create_task(self._listen_forever())
+        if self._renewer is None or self._renewer.done():
+            self._renewer = loop.create_task(self._renew_forever())
+
+    async def _listen_forever(self) -> None:
+        """Pass stop requests to this process's holders and release notices to its waiters."""
+        backoff = 0.05
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._stop_channel, self._released_channel)
+                backoff = 0.05
+                self._wake_all()  # notices may have been missed while disconnected
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                    if message is not None:
+                        self._dispatch(message)
+            except UNAVAILABLE as exc:
+                logger.debug("Redis pub/sub connection lost (%s); reconnecting", exc)
+            finally:
+                with contextlib.suppress(*UNAVAILABLE):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = _text(message.get("channel"))
+        upload_id = _text(message.get("data"))
+        if channel == self._stop_channel:
+            holder = self._held.get(upload_id)
+            if holder is not None:
+                holder.on_stop_request()
+        elif channel == self._released_channel:
+            wakeup = self._wakeups.get(upload_id)
+            if wakeup is not None:
+                wakeup.set()
+
+    def _wake_all(self) -> None:
+        for wakeup in self._wakeups.values():
+            wakeup.set()
+
+    async def _renew_forever(self) -> None:
+        """Renew every held lock once a second (or a third of the TTL, if shorter)."""
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self.ttl / 3)
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for lock in held:
+                        key = self.key("lock", lock.upload_id)
+                        await self._renew(keys=[key], args=[lock.token, self._ttl_ms], client=pipe)  # queues
+                    results = await pipe.execute()
+            except UNAVAILABLE as exc:
+                logger.warning("could not renew %d Redis lock(s): %s", len(held), exc)
+                now = loop.time()
+                # Unconfirmed for a TTL: another instance may hold it by now. Stop before it could.
+                for lock in held:
+                    if now - lock.confirmed > self.ttl - interval:
+                        self._lose(lock, "its renewal failed for longer than the lock TTL")
+                continue
+            now = loop.time()
+            for lock, result in zip(held, results, strict=True):
+                if int(result):
+                    lock.confirmed = now
+                else:
+                    self._lose(lock, "another instance holds it")
+
+    def _lose(self, lock: _RedisLock, why: str) -> None:
+        if self._held.get(lock.upload_id) is not lock:
+            return
+        logger.warning("lost the Redis lock of upload %s: %s", lock.upload_id, why)
+        if lock.on_lost is not None:
+            lock.on_lost()
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
