@@ -47,6 +47,14 @@ class RedisServer:
             raise ServiceError("RedisServer is not running")
         return Path(self._tmp.name) / "redis.log"
 
+    @property
+    def name(self) -> str:
+        return f"redis-server :{self._port}"
+
+    def log(self) -> str:
+        """Tail of the server's log (for the report of a failing test)."""
+        return tail(self.log_path) if self._tmp is not None else "(stopped)"
+
     def start(self) -> RedisServer:
         """Start the server and wait until it answers PING.
 
@@ -57,6 +65,7 @@ class RedisServer:
             return self
         binary = require_executable("redis-server")
         began = time.monotonic()
+        self.stop()  # the directory of a killed server: start() begins afresh (restart() reuses it)
         self._tmp = tempfile.TemporaryDirectory(prefix="pytusd-redis-")
         for attempt in range(1, self.attempts + 1):
             try:
@@ -71,8 +80,27 @@ class RedisServer:
             break
         return self
 
-    def _start_once(self, binary: str) -> None:
-        port = find_free_port()
+    def kill(self) -> None:
+        """SIGKILL the server (a crash) but keep its port and directory for :meth:`restart`."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port, so clients keep their URL (kills a running server first).
+
+        The new server is empty: nothing is kept on disk, as in a Redis without
+        persistence that crashed. Fails if someone else took the port meanwhile.
+        """
+        if self._tmp is None or self._port is None:
+            raise ServiceError("RedisServer.restart() needs a server that was started")
+        self.kill()
+        self._start_once(require_executable("redis-server"), self._port)
+        return self
+
+    def _start_once(self, binary: str, port: int | None = None) -> None:
+        port = port or find_free_port()
         workdir = self.log_path.parent
         args = [
             binary,

@@ -72,6 +72,22 @@ def test_redis_roundtrip(redis_server: RedisServer) -> None:
         client.close()
 
 
+def test_redis_restart_on_same_port(redis_server: RedisServer) -> None:
+    """A crashed Redis comes back where its clients look for it, empty."""
+    port = redis_server.port
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    try:
+        client.set("pytusd:smoke", b"value")
+        redis_server.kill()
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+        assert redis_server.restart().port == port
+        assert client.get("pytusd:smoke") is None
+        assert client.set("pytusd:smoke", b"again")
+    finally:
+        client.close()
+
+
 def test_s3_object_roundtrip(swift: SwiftS3Server, s3: Any) -> None:
     assert swift.endpoint_url == f"http://127.0.0.1:{swift.port}"
     swift.create_bucket("smoke-objects")
