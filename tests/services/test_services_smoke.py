@@ -2,18 +2,25 @@
 
 The S3 test walks through everything an S3-backed tus store does (multipart
 upload, UploadPartCopy, ranged GET, ListParts, abort) against Swift's s3api.
+The nginx tests check the load balancer of the cluster tests: round robin,
+and request bodies streamed through unbuffered.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.server
+import json
 import shutil
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
+from .nginx import NginxProxy
 from .redis_server import RedisServer
 from .swift import SwiftS3Server
 
@@ -217,3 +224,114 @@ def test_s3_upload_part_copy_whole_object(swift: SwiftS3Server, s3: Any) -> None
     assert s3.get_object(Bucket=bucket, Key="copy")["Body"].read() == source + source
     s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "copy"}, {"Key": "source"}]})
     s3.delete_bucket(Bucket=bucket)
+
+
+# -- nginx ----------------------------------------------------------------------------------------
+
+
+class _EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request with its server's name and what it received (JSON)."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as nginx's upstream connections expect
+    server: _NamedServer
+
+    def do_GET(self) -> None:
+        self._answer(b"")
+
+    def do_POST(self) -> None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = self._read_chunked()
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer(body)
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()  # CRLF after the chunk
+        while self.rfile.readline() not in (b"\r\n", b""):  # trailers
+            pass
+        return b"".join(chunks)
+
+    def _answer(self, body: bytes) -> None:
+        names = ("Host", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-For", "Transfer-Encoding")
+        reply = {
+            "name": self.server.name,
+            "headers": {name: self.headers.get(name) for name in names},
+            "content_length": self.headers.get("Content-Length"),
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep the test output clean
+
+
+class _NamedServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(("127.0.0.1", 0), _EchoHandler)
+        self.name = name
+
+
+@pytest.fixture
+def echo_upstreams() -> Iterator[list[_NamedServer]]:
+    """Two tiny HTTP servers on free ports, each answering with its own name."""
+    servers = [_NamedServer("a"), _NamedServer("b")]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    yield servers
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    for thread in threads:
+        thread.join(5)
+
+
+@pytest.fixture
+def nginx(echo_upstreams: list[_NamedServer]) -> Iterator[NginxProxy]:
+    _require("nginx")
+    with NginxProxy([("127.0.0.1", s.server_address[1]) for s in echo_upstreams]) as proxy:
+        yield proxy
+
+
+def test_nginx_round_robin(nginx: NginxProxy) -> None:
+    assert nginx.url == f"http://127.0.0.1:{nginx.port}"
+    with httpx.Client(timeout=10) as client:
+        replies = [client.get(f"{nginx.url}/files/{i}").json() for i in range(6)]
+    names = [reply["name"] for reply in replies]
+    assert names in (["a", "b"] * 3, ["b", "a"] * 3)
+    host = f"127.0.0.1:{nginx.port}"
+    assert replies[0]["headers"] == {
+        "Host": host,
+        "X-Forwarded-Host": host,
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-For": "127.0.0.1",
+        "Transfer-Encoding": None,
+    }
+    assert "upstream=127.0.0.1:" in nginx.access_log_path.read_text()
+
+
+def test_nginx_streams_chunked_body(nginx: NginxProxy) -> None:
+    """With request buffering on, nginx would read the whole body first and
+    send it with a Content-Length; unbuffered, the chunks pass through as such."""
+    body = bytes(range(256)) * (3 * MIB // 256)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    with httpx.Client(timeout=30) as client:
+        reply = client.post(f"{nginx.url}/files/", content=chunks()).json()
+    assert reply["headers"]["Transfer-Encoding"] == "chunked"
+    assert reply["content_length"] is None
+    assert (reply["length"], reply["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
