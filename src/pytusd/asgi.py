@@ -271,7 +271,7 @@ class TusApp:
         client = scope.get("client")
         interim: InterimSender | None = None
         extension = (scope.get("extensions") or {}).get(INTERIM_EXTENSION)
-        if extension is not None:
+        if extension is not None and self.config.interim_responses:
             interim = _interim_sender(extension["send"])
         request = Request(
             method=scope["method"],

@@ -54,6 +54,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "progress-interval", "duration", 1.0, "seconds between 104 progress responses to IETF draft clients (0: none)"
     ),
+    Flag(
+        "interim-responses",
+        "bool",
+        True,
+        "send 104 interim responses to IETF draft clients (turn off behind a proxy that does not pass 1xx on)",
+    ),
     Flag("fsync", "bool", False, "fsync every acknowledged write (survives power loss; slower)"),
     Flag("workers", "int", 1, "worker processes sharing the same uploads"),
     Flag("unix-sock", "str", "", "listen on this Unix socket instead of host/port"),
@@ -104,6 +110,7 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
         lock_timeout=settings["lock_timeout"],
         lock_grace=settings["lock_grace"],
         progress_interval=settings["progress_interval"],
+        interim_responses=settings["interim_responses"],
     )
     directory = settings["upload_dir"]
     os.makedirs(directory, exist_ok=True)

@@ -12,6 +12,7 @@ import base64
 import hashlib
 from collections.abc import Awaitable, Callable
 
+from pytusd.handover import STOPPED_BY_REQUEST
 from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks
 from pytusd.hooks.python import HookCall, PythonHooks
 from pytusd.info import UploadInfo
@@ -19,7 +20,6 @@ from pytusd.locks.memory import MemoryLocker
 from pytusd.protocol.errors import HTTPError
 from pytusd.receiving import follow_offset
 from pytusd.stores.memory import MemoryStore
-from pytusd.handover import STOPPED_BY_REQUEST
 from pytusd.uploads import UploadService
 from tests.support.inprocess import ListBody, Server, header, path_of
 
