@@ -31,6 +31,8 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from pytusd.locks.base import Lock, Locker, LockTimeout, LockUnavailable, StopCallback
@@ -99,7 +101,7 @@ class RedisLocker(Locker):
         prefix: str = "pytusd:",
         poll_interval: float = 0.05,
         ask_interval: float = 0.5,
-        connect_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
         command_timeout: float = 5.0,
         client: aioredis.Redis | None = None,
     ) -> None:
@@ -110,8 +112,13 @@ class RedisLocker(Locker):
         self.poll_interval = poll_interval
         self.ask_interval = ask_interval
         # Bounded waits everywhere: a Redis that stops answering must turn into a 503, not a hang.
+        # A few quick retries ride out a restart or failover (about a second) unnoticed by clients.
         self._redis = client or aioredis.Redis.from_url(
-            url, socket_connect_timeout=connect_timeout, socket_timeout=command_timeout, health_check_interval=15
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=command_timeout,
+            health_check_interval=15,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=4),
         )
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
