@@ -260,3 +260,20 @@ def test_expired_uploads_are_swept_once_and_wholly(cluster: ClusterFactory) -> N
     assert offsets(c, keep) == [3] * 3
     for instance in c.instances:
         assert "Traceback" not in instance.log() and "sweep failed" not in instance.log()
+
+
+def test_ietf_draft_uploads_through_nginx_with_interim_responses_off(cluster: ClusterFactory) -> None:
+    """Debian 12's nginx takes a 104 for the final response; with --no-interim-responses the draft works through it."""
+    c = cluster(args=["--no-interim-responses"])
+    with Connection(Address("127.0.0.1", c.proxy.port), timeout=15) as conn:
+        for n in range(2):  # the second request on the same connection shows the first ended cleanly
+            body = f"draft upload {n}".encode()
+            headers = [("Upload-Draft-Interop-Version", "6"), ("Upload-Complete", "?1")]
+            conn.send_head("POST", "/files/", headers, content_length=len(body), host=f"127.0.0.1:{c.proxy.port}")
+            conn.send_body(body)
+            reply = conn.read_reply(10, method="POST")
+            assert reply is not None and reply.status == 201, reply
+            assert not reply.interims
+            location = reply.header("location")
+            assert location is not None and urlsplit(location).port == c.proxy.port
+            assert contents(c, urlsplit(location).path) == [body] * 3
