@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.services.redis_server import RedisServer
 from tests.support.server import ServerProcess, answers, exited, free_port, wait_for_start
 
 from pytusd import __version__
@@ -64,6 +65,23 @@ def test_environment_configures_a_real_server(tmp_path: Path) -> None:
         assert httpx.post(proc.url, headers={**TUS, "Upload-Length": "101"}).status_code == 413
     finally:
         proc.stop()
+
+
+def test_redis_url_from_the_environment(tmp_path: Path) -> None:
+    """PYTUSD_REDIS_URL puts the locks in Redis: with that Redis gone, a PATCH is 503 (file locks need none)."""
+    with RedisServer() as redis_server:
+        proc = ServerProcess(tmp_path / "data", env={"PYTUSD_REDIS_URL": redis_server.url}).start()
+        try:
+            with httpx.Client(headers=TUS) as client:
+                location = client.post(proc.url, headers={"Upload-Length": "4"}).headers["location"]
+                patch = {"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+                assert client.patch(location, content=b"ab", headers=patch).status_code == 204
+                redis_server.kill()
+                response = client.patch(location, content=b"cd", headers={**patch, "Upload-Offset": "2"})
+                assert response.status_code == 503
+                assert response.headers["retry-after"] == "1"
+        finally:
+            proc.stop()
 
 
 def test_prints_url_and_serves_a_custom_base_path(tmp_path: Path) -> None:
@@ -122,7 +140,15 @@ def test_json_logs(tmp_path: Path) -> None:
 
 
 def test_bad_flag_values_are_refused() -> None:
-    for args in (["--log-format", "xml"], ["--workers", "0"], ["--max-size", "lots"], ["--expire-after", "soon"]):
+    bad = (
+        ["--log-format", "xml"],
+        ["--workers", "0"],
+        ["--max-size", "lots"],
+        ["--expire-after", "soon"],
+        ["--redis-url", "http://127.0.0.1:6379/0"],
+        ["--redis-url", "redis://x", "--redis-lock-ttl", "0.5s"],
+    )
+    for args in bad:
         out = subprocess.run([sys.executable, "-m", "pytusd", *args], capture_output=True, text=True)
         assert out.returncode == 2, args
         assert "error" in out.stderr
