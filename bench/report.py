@@ -36,8 +36,7 @@ def describe(workload: str, p: dict[str, Any]) -> str:
         "keep-alive connection (blocking socket, `sendfile`); MB/s over the PATCHes.",
         "small": f"{p['small_n']} uploads of {p['small_size'] // 1024} KiB, {p['small_conc']} at a "
         "time on keep-alive connections, each a POST then a PATCH; latency is per upload.",
-        "small-cwu": "as small, but each upload is a single POST with the body "
-        "(creation-with-upload).",
+        "small-cwu": "as small, but each upload is a single POST with the body (creation-with-upload).",
         "head": f"HEAD on one upload from {p['head_conc']} keep-alive connections for "
         f"{p['head_secs']:g} s; one request in flight per connection.",
         "memory": f"RSS summed over the server's process tree, sampled every 50 ms while "
@@ -97,7 +96,8 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
         f"Generated {raw['started'].replace('T', ' ').replace('+00:00', ' UTC')} by `{raw['command']}` "
         f"({raw['rounds']} round{'s' * (raw['rounds'] != 1)}; in each round every workload "
         "runs on every server in turn, the order rotated by one each round: A B C, B C A, …"
-        + (", **quick mode: reduced sizes, smoke test only**" if raw["quick"] else "") + ").",
+        + (", **quick mode: reduced sizes, smoke test only**" if raw["quick"] else "")
+        + ").",
         "",
         f"Machine: {m['cpu']}, {m['nproc']} cores (nproc), {m['memory']} RAM, {m['kernel']}. "
         "Client and server share these cores.",
@@ -109,19 +109,33 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
     for name, why in raw["skipped"].items():
         notes.append(f"**{name} skipped**: {why.splitlines()[0]}")
     if repeated := sum(r.get("attempts", 1) > 1 for r in recs):
-        notes.append(f"{repeated} of {len(recs)} measurements were repeated because other "
-                     "processes were busy; the quietest attempt is reported.")
+        notes.append(
+            f"{repeated} of {len(recs)} measurements were repeated because other "
+            "processes were busy; the quietest attempt is reported."
+        )
     for name, ns in raw["notes"].items():
         notes += [f"{name}: {n}" for n in ns]
 
     for wl in workloads:
         key, higher, extras = METRICS[wl]
         out += [f"## {wl}", "", describe(wl, raw["params"]), ""]
-        base = [r["metrics"][key] for r in recs
-                if r["workload"] == wl and r["server"] == "pytusd" and key in r["metrics"]]
+        base = [
+            r["metrics"][key] for r in recs if r["workload"] == wl and r["server"] == "pytusd" and key in r["metrics"]
+        ]
         base_med = median(base) if base else None
-        cols = [f"{key} median", "min", "max", "vs pytusd", *[f"{e} (median)" for e in extras],
-                "server CPU s", "client CPU s", "client cores", "kernel CPU s", "other cores", "failures"]
+        cols = [
+            f"{key} median",
+            "min",
+            "max",
+            "vs pytusd",
+            *[f"{e} (median)" for e in extras],
+            "server CPU s",
+            "client CPU s",
+            "client cores",
+            "kernel CPU s",
+            "other cores",
+            "failures",
+        ]
         out += ["| server | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for srv in servers:
             rows = [r for r in recs if r["workload"] == wl and r["server"] == srv]
@@ -147,11 +161,15 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
             label = f"{srv} (reference)" if srv == "nginx" else srv
             out.append(f"| {label} | " + " | ".join(cells) + " |")
             if cores > CLIENT_CORES_LIMIT:
-                notes.append(f"{wl}/{srv}: the client used {cores:.2f} cores (> "
-                             f"{CLIENT_CORES_LIMIT}); the result may be client-bound.")
+                notes.append(
+                    f"{wl}/{srv}: the client used {cores:.2f} cores (> "
+                    f"{CLIENT_CORES_LIMIT}); the result may be client-bound."
+                )
             if other > noise:
-                notes.append(f"{wl}/{srv}: other processes used {other:.2f} cores during the "
-                             "measurement (median over rounds): noisy, compare with care.")
+                notes.append(
+                    f"{wl}/{srv}: other processes used {other:.2f} cores during the "
+                    "measurement (median over rounds): noisy, compare with care."
+                )
             errors = sorted({r["error"] for r in rows if r["error"]})
             notes += [f"{wl}/{srv}: {e}" for e in errors[:3]]
         out += ["", "Lower is better." if not higher else "Higher is better.", ""]
@@ -176,8 +194,7 @@ def render(raw: dict[str, Any], workloads: list[str], servers: list[str]) -> str
         "body to a file and answers fixed tus-looking headers (POST 201 + Location, PATCH 204, "
         "HEAD 200) without tus logic; its offsets are not verified and its HEAD never touches "
         "disk, so head and small are upper bounds rather than like-for-like.",
-        "- Memory is RSS summed over processes; pages shared by forked workers count once per "
-        "process.",
+        "- Memory is RSS summed over processes; pages shared by forked workers count once per process.",
     ]
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -172,7 +172,9 @@ class TusNode(Spec):
             print(f"[setup] npm install {TUS_NODE_PACKAGES} into {self.dir}", flush=True)
             res = subprocess.run(
                 ["npm", "install", "--no-audit", "--no-fund", "--save-exact"],
-                cwd=self.dir, capture_output=True, text=True,
+                cwd=self.dir,
+                capture_output=True,
+                text=True,
             )
             if res.returncode or self._installed() != TUS_NODE_PACKAGES:
                 raise Unavailable(f"npm install failed: {res.stderr.strip()[-500:]}")
@@ -447,8 +449,12 @@ def start(spec: Spec, timeout: float = 60.0) -> Running:
     cmd = spec.command(port, data, tmp)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=tmp, start_new_session=True,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            start_new_session=True,
         )
     srv = Running(spec, port, data, tmp, proc, log)
     deadline = time.monotonic() + timeout
