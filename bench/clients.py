@@ -142,15 +142,17 @@ class SyncConn:
         return res[0], res[1]
 
     def create(self, length: int) -> str:
-        self.sock.sendall(request_bytes("POST", self.t, self.t.base, {
-            "Upload-Length": length, "Content-Length": 0}))
+        self.sock.sendall(request_bytes("POST", self.t, self.t.base, {"Upload-Length": length, "Content-Length": 0}))
         status, head = self.response()
         _check(status, 201, "POST")
         return location_path(head)
 
     def patch(self, path: str, f: Any, offset: int, count: int) -> None:
-        self.sock.sendall(request_bytes("PATCH", self.t, path, {
-            "Upload-Offset": offset, "Content-Type": OCTET, "Content-Length": count}))
+        self.sock.sendall(
+            request_bytes(
+                "PATCH", self.t, path, {"Upload-Offset": offset, "Content-Type": OCTET, "Content-Length": count}
+            )
+        )
         self.sock.sendfile(f, offset, count)
         status, head = self.response()
         _check(status, 204, "PATCH")
@@ -169,12 +171,33 @@ def stream(t: Target, src: Path, size: int) -> tuple[Metrics, int]:
     path = _once(t, lambda c: c.create(size))
     # `-T` streams the file; `--data-binary @file` loads it in memory (and
     # curl refuses files >= 1 GiB that way).
-    res = subprocess.run([
-        "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
-        "-X", "PATCH", "-T", str(src), "-H", "Tus-Resumable: 1.0.0",
-        "-H", "Upload-Offset: 0", "-H", f"Content-Type: {OCTET}", "-H", "Expect:",
-        "--max-time", "600", f"http://{t.hostport}{path}",
-    ], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{time_total}",
+            "-X",
+            "PATCH",
+            "-T",
+            str(src),
+            "-H",
+            "Tus-Resumable: 1.0.0",
+            "-H",
+            "Upload-Offset: 0",
+            "-H",
+            f"Content-Type: {OCTET}",
+            "-H",
+            "Expect:",
+            "--max-time",
+            "600",
+            f"http://{t.hostport}{path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     code, secs = res.stdout.split() if res.stdout else ("000", "0")
     if code != "204":
         raise HTTPError(f"curl PATCH: HTTP {code} {res.stderr.strip()}")
@@ -208,7 +231,12 @@ def chunked(t: Target, src: Path, size: int, chunk: int) -> tuple[Metrics, int]:
 
 
 def memory(
-    t: Target, src: Path, n: int, size: int, rss: Callable[[], int], every: float = 0.05,
+    t: Target,
+    src: Path,
+    n: int,
+    size: int,
+    rss: Callable[[], int],
+    every: float = 0.05,
 ) -> tuple[Metrics, int]:
     """n uploads of `size` bytes PATCHed at once (threads + sendfile); RSS sampled."""
     idle = 0
@@ -366,8 +394,9 @@ class SmallDriver(Driver):
         self.t, self.todo, self.size, self.cwu = t, n, size, cwu
         self.body = os.urandom(size)
         self.post = request_bytes("POST", t, t.base, {"Upload-Length": size, "Content-Length": 0})
-        self.post_cwu = request_bytes("POST", t, t.base, {
-            "Upload-Length": size, "Content-Type": OCTET, "Content-Length": size})
+        self.post_cwu = request_bytes(
+            "POST", t, t.base, {"Upload-Length": size, "Content-Type": OCTET, "Content-Length": size}
+        )
         self.want = str(size).encode()
 
     def next(self, conn: Conn, status: int | None, head: bytes) -> tuple[bytes, ...] | None:
@@ -375,8 +404,12 @@ class SmallDriver(Driver):
         if status is not None and conn.step == 0 and not self.cwu:  # POST answered
             if status == 201 and (loc := header(head, b"location")):
                 conn.step = 1
-                patch = request_bytes("PATCH", self.t, urlsplit(loc.decode()).path, {
-                    "Upload-Offset": 0, "Content-Type": OCTET, "Content-Length": self.size})
+                patch = request_bytes(
+                    "PATCH",
+                    self.t,
+                    urlsplit(loc.decode()).path,
+                    {"Upload-Offset": 0, "Content-Type": OCTET, "Content-Length": self.size},
+                )
                 return patch, self.body
             self.fail(f"POST: HTTP {status}")
         elif status is not None:  # PATCH (or POST with body) answered

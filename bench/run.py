@@ -50,8 +50,12 @@ class Params:
 
 
 QUICK = replace(
-    Params(), stream_size=128 * MiB, chunked_size=64 * MiB, small_n=300,
-    head_secs=2.0, mem_size=8 * MiB,
+    Params(),
+    stream_size=128 * MiB,
+    chunked_size=64 * MiB,
+    small_n=300,
+    head_secs=2.0,
+    mem_size=8 * MiB,
 )
 
 
@@ -193,13 +197,20 @@ def describe(rec: Record) -> str:
     vals = ", ".join(f"{v:.1f} {k}" for k, v in rec.metrics.items())
     cores = rec.client_cpu / rec.wall if rec.wall else 0
     extra = f" FAILURES={rec.failures} {rec.error}" if rec.failures else ""
-    return (f"  r{rec.round} {rec.workload:9} {rec.server:11} {vals or '-'}"
-            f" | cpu server {rec.server_cpu:.2f}s client {rec.client_cpu:.2f}s"
-            f" ({cores:.2f} cores) kernel {rec.kernel_cpu:.2f}s other {rec.other_cpu:.2f}s{extra}")
+    return (
+        f"  r{rec.round} {rec.workload:9} {rec.server:11} {vals or '-'}"
+        f" | cpu server {rec.server_cpu:.2f}s client {rec.client_cpu:.2f}s"
+        f" ({cores:.2f} cores) kernel {rec.kernel_cpu:.2f}s other {rec.other_cpu:.2f}s{extra}"
+    )
 
 
 def measure_quietest(
-    rnd: int, wl: str, srv: servers.Running, p: Params, src: Path, args: argparse.Namespace,
+    rnd: int,
+    wl: str,
+    srv: servers.Running,
+    p: Params,
+    src: Path,
+    args: argparse.Namespace,
     load_client: Path | None,
 ) -> Record:
     """measure(), repeated while other processes made it noisy; keeps the quietest try."""
@@ -217,8 +228,12 @@ def measure_quietest(
 
 
 def run_rounds(
-    running: list[servers.Running], workloads: list[str], p: Params, src: Path,
-    args: argparse.Namespace, load_client: Path | None,
+    running: list[servers.Running],
+    workloads: list[str],
+    p: Params,
+    src: Path,
+    args: argparse.Namespace,
+    load_client: Path | None,
 ) -> list[Record]:
     """Every round: every workload on every server in turn, the order rotated by one each round."""
     records: list[Record] = []
@@ -262,11 +277,20 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--servers", default=",".join(servers.SPECS))
     ap.add_argument("--out", help="report path (default docs/benchmarks.md; with --quick bench/.cache/quick.md)")
-    ap.add_argument("--max-wait-idle", type=float, default=60.0, metavar="S",
-                    help="before each measurement wait up to S seconds for other load to stop")
-    ap.add_argument("--retries", type=int, default=2, metavar="N",
-                    help=f"repeat a measurement up to N times while other processes used "
-                         f"more than {NOISE_CORES} cores during it")
+    ap.add_argument(
+        "--max-wait-idle",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="before each measurement wait up to S seconds for other load to stop",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help=f"repeat a measurement up to N times while other processes used more than {NOISE_CORES} cores during it",
+    )
     args = ap.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
     # A smoke test must not replace the recorded report.
@@ -308,11 +332,16 @@ def main() -> int:
             srv.stop()
 
     raw = {
-        "command": command, "started": started.isoformat(timespec="seconds"),
-        "rounds": args.rounds, "params": asdict(params), "quick": args.quick,
-        "noise_cores": NOISE_CORES, **report.machine_info(),
+        "command": command,
+        "started": started.isoformat(timespec="seconds"),
+        "rounds": args.rounds,
+        "params": asdict(params),
+        "quick": args.quick,
+        "noise_cores": NOISE_CORES,
+        **report.machine_info(),
         "versions": versions,
-        "skipped": skipped, "notes": {s.name: s.notes for s in running if s.notes},
+        "skipped": skipped,
+        "notes": {s.name: s.notes for s in running if s.notes},
         "records": [asdict(r) for r in records],
     }
     results = servers.CACHE / "results"

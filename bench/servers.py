@@ -55,6 +55,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _tests_importable() -> None:
+    """Make the repository's `tests` package importable: its throw-away services (Swift, Redis, nginx)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
 class Spec:
     """How to install and launch one server."""
 
@@ -117,8 +123,7 @@ class PytusdS3(Pytusd):
         super().prepare()
         if self._swift is not None:
             return
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
+        _tests_importable()
         try:
             from tests.services.swift import SwiftS3Server
 
@@ -172,7 +177,9 @@ class TusNode(Spec):
             print(f"[setup] npm install {TUS_NODE_PACKAGES} into {self.dir}", flush=True)
             res = subprocess.run(
                 ["npm", "install", "--no-audit", "--no-fund", "--save-exact"],
-                cwd=self.dir, capture_output=True, text=True,
+                cwd=self.dir,
+                capture_output=True,
+                text=True,
             )
             if res.returncode or self._installed() != TUS_NODE_PACKAGES:
                 raise Unavailable(f"npm install failed: {res.stderr.strip()[-500:]}")
@@ -312,8 +319,160 @@ class Nginx(Spec):
         return {"nginx": _out([self.exe, "-v"]).removeprefix("nginx version: nginx/")}
 
 
+#: What the Redis and nginx variants run: the workloads where locking and proxying cost most
+#: per byte (one lock per request, tiny bodies). Bulk transfers would measure the page cache again.
+LOCK_WORKLOADS = ("small", "small-cwu", "head")
+
+
+class PrivateRedis:
+    """A private redis-server for one spec, started once per run on first use.
+
+    tests/services/redis_server.py: 127.0.0.1 on a free port, its own temp dir, no persistence
+    (``--save "" --appendonly no``). Stopped at exit (atexit), like pytusd-s3's Swift.
+    """
+
+    def __init__(self) -> None:
+        self.server: Any = None
+
+    def start(self) -> None:
+        if self.server is not None:
+            return
+        _tests_importable()
+        try:
+            from tests.services.redis_server import RedisServer
+
+            server = RedisServer().start()
+        except Exception as exc:  # not installed, a port clash: skip, say why
+            raise Unavailable(f"could not start redis-server: {exc}") from exc
+        atexit.register(server.stop)
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return str(self.server.url)
+
+    def pids(self) -> list[int]:
+        proc = self.server._proc if self.server is not None else None
+        return [proc.pid] if proc is not None and proc.poll() is None else []
+
+    @staticmethod
+    def versions() -> dict[str, str]:
+        found = re.search(r"\bv=(\S+)", _out(["redis-server", "--version"]))
+        return {"redis-server": found.group(1) if found else "unknown"}
+
+
+class PytusdRedis(Pytusd):
+    """pytusd as `pytusd` (one process, file store) with its locks in a private Redis."""
+
+    workloads = LOCK_WORKLOADS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "pytusd-redis"
+        self.redis = PrivateRedis()
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.redis.start()
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        return [*super().command(port, data, tmp), "--redis-url", self.redis.url]
+
+    def backend_pids(self) -> list[int]:
+        return self.redis.pids()  # Redis works only for this server: its CPU counts
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), **self.redis.versions()}
+
+
+def proxy_config(listen_port: int, upstreams: list[tuple[str, int]], workdir: Path) -> str:
+    """The tests' nginx load balancer (tests/services/nginx.py), with two changes for the benchmark.
+
+    Everything that matters for a tus server behind a proxy stays as the tests have it:
+    round robin, one worker, no request/response buffering, any body size, HTTP/1.1 with
+    upstream keep-alive (16 connections, 4 s), Host/X-Forwarded-* headers, `user root;` as root.
+    """
+    from tests.services.nginx import nginx_config
+
+    conf = nginx_config(listen_port, upstreams, workdir)
+    edits = [
+        # A write() per request; pytusd itself logs no requests (uvicorn's access log is off),
+        # nor does the nginx reference.
+        (r"(?m)^(\s*)access_log .*;$", r"\1access_log off;"),
+        # nginx closes a client connection after 1000 requests by default; loadclient does not
+        # reconnect, so `head` would lose its connections one by one. As the nginx reference.
+        (r"(?m)^(\s*)client_max_body_size 0;$", r"\g<0>\n\1keepalive_requests 100000000;"),
+    ]
+    for pattern, repl in edits:
+        conf, n = re.subn(pattern, repl, conf)
+        if n != 1:
+            raise Unavailable(f"tests/services/nginx.py changed: {pattern!r} matched {n} times in its config")
+    return conf
+
+
+class PytusdNginx(Spec):
+    """nginx (round robin) in front of `instances` pytusd processes sharing one upload dir.
+
+    One instance: file locks (the default). Several: locks in a private Redis. Every
+    instance gets --behind-proxy. The command is bench/cluster_launcher.py, which starts
+    the instances and then nginx as its children, so the measured process tree holds them all.
+    """
+
+    workloads = LOCK_WORKLOADS
+
+    def __init__(self, instances: int) -> None:
+        self.instances = instances
+        self.name = f"pytusd-nginx{instances}"
+        self.pytusd = Pytusd()
+        self.nginx = Nginx()
+        self.redis = PrivateRedis() if instances > 1 else None
+
+    def prepare(self) -> None:
+        self.pytusd.prepare()
+        self.nginx.prepare()
+        if self.redis is not None:
+            self.redis.start()
+        _tests_importable()
+        try:
+            import tests.services.nginx  # noqa: F401
+        except Exception as exc:
+            raise Unavailable(f"cannot import tests.services.nginx: {exc}") from exc
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        ports: list[int] = []
+        while len(ports) < self.instances:
+            if (p := free_port()) not in (port, *ports):
+                ports.append(p)
+        flags = ["--behind-proxy"] + (["--redis-url", self.redis.url] if self.redis is not None else [])
+        # All on the same --upload-dir: a HEAD finds the upload whichever instance created it.
+        backends = [
+            {"name": f"pytusd#{i}", "cmd": self.pytusd.command(p, data, tmp) + flags, "port": p}
+            for i, p in enumerate(ports, 1)
+        ]
+        workdir = tmp / "nginx"
+        workdir.mkdir(exist_ok=True)
+        conf = workdir / "nginx.conf"
+        conf.write_text(proxy_config(port, [("127.0.0.1", p) for p in ports], workdir))
+        log = workdir / "error.log"
+        front = {"name": "nginx", "cmd": [self.nginx.exe, "-p", str(workdir), "-e", str(log), "-c", str(conf)]}
+        plan = tmp / "cluster.json"
+        plan.write_text(json.dumps({"backends": backends, "front": {**front, "log": str(log)}}, indent=1))
+        return [sys.executable, str(BENCH / "cluster_launcher.py"), str(plan)]
+
+    def backend_pids(self) -> list[int]:
+        return self.redis.pids() if self.redis is not None else []
+
+    def versions(self) -> dict[str, str]:
+        v = {**self.pytusd.versions(), **self.nginx.versions()}
+        return {**v, **self.redis.versions()} if self.redis is not None else v
+
+
 SPECS: dict[str, Spec] = {
-    s.name: s for s in [Pytusd(), Pytusd(workers=2), TusNode(), Tuspyserver(), Nginx(), PytusdS3()]
+    s.name: s
+    for s in [
+        *(Pytusd(), Pytusd(workers=2), TusNode(), Tuspyserver(), Nginx(), PytusdS3()),
+        *(PytusdRedis(), PytusdNginx(1), PytusdNginx(3)),
+    ]
 }
 
 
@@ -447,8 +606,12 @@ def start(spec: Spec, timeout: float = 60.0) -> Running:
     cmd = spec.command(port, data, tmp)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=tmp, start_new_session=True,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            start_new_session=True,
         )
     srv = Running(spec, port, data, tmp, proc, log)
     deadline = time.monotonic() + timeout
