@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -266,3 +267,21 @@ def test_invalid_ids_are_refused(redis_server: RedisServer, redis_prefix: str, b
         await a.close()
 
     run(main())
+
+
+def test_a_redis_that_accepts_but_never_answers_gives_lock_unavailable_not_a_hang() -> None:
+    """A blackholed Redis (a socket that takes connections and says nothing): bounded by the timeouts."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # connections complete in the kernel's backlog; nobody ever reads them
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+
+        async def main() -> None:
+            locker = RedisLocker(url, prefix="t:", connect_timeout=0.2, command_timeout=0.2)
+            began = time.monotonic()
+            with pytest.raises(LockUnavailable):
+                await locker.acquire("up", lambda: None, 30.0)
+            assert time.monotonic() - began < BOUND
+            await locker.close()
+
+        run(main())
