@@ -261,6 +261,7 @@ class RedisLocker(Locker):
         self._wakeups: dict[str, asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._closed = False
         #: releases of keys whose SET a cancelled request may have made
         self._undoing: set[asyncio.Task[None]] = set()
 
@@ -371,11 +372,12 @@ class RedisLocker(Locker):
         return bool(taken)
 
     async def close(self) -> None:
-        for task in (self._listener, self._renewer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, *UNAVAILABLE):
-                    await task
+        self._closed = True  # the loops end even if redis-py turns their cancellation into an error
+        tasks = [task for task in (self._listener, self._renewer) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         self._listener = self._renewer = None
         await self._pipeline.close()
         with contextlib.suppress(*UNAVAILABLE):
@@ -384,6 +386,8 @@ class RedisLocker(Locker):
     # -- background: stop requests, release notices, renewal ---------------------------------
 
     def _start_background(self) -> None:
+        if self._closed:
+            raise LockUnavailable("the Redis locker is closed")
         loop = asyncio.get_running_loop()
         if self._listener is None or self._listener.done():
             self._listener = loop.create_task(self._listen_forever())
@@ -393,17 +397,22 @@ class RedisLocker(Locker):
     async def _listen_forever(self) -> None:
         """Pass stop requests to this process's holders and release notices to its waiters."""
         backoff = 0.05
-        while True:
+        while not self._closed:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._stop_channel, self._released_channel)
                 backoff = 0.05
                 self._wake_all()  # notices may have been missed while disconnected
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                while not self._closed:
+                    # A bounded wait (None when nothing came): redis-py before 8 would treat an
+                    # idle blocking read as a timeout and drop the connection every few seconds.
+                    # redis-py can also mistake our cancellation for that timeout: hence the checks.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    _reraise_cancellation()
                     if message is not None:
                         self._dispatch(message)
             except UNAVAILABLE as exc:
+                _reraise_cancellation()
                 logger.debug("Redis pub/sub connection lost (%s); reconnecting", exc)
             finally:
                 with contextlib.suppress(*UNAVAILABLE):
@@ -431,7 +440,8 @@ class RedisLocker(Locker):
         """Renew every held lock once a second (or a third of the TTL, if shorter)."""
         loop = asyncio.get_running_loop()
         interval = min(1.0, self.ttl / 3)
-        while True:
+        while not self._closed:
+            _reraise_cancellation()
             await asyncio.sleep(interval)
             held = list(self._held.values())
             if not held:
@@ -443,6 +453,7 @@ class RedisLocker(Locker):
                         await self._renew(keys=[key], args=[lock.token, self._ttl_ms], client=pipe)  # queues
                     results = await pipe.execute()
             except UNAVAILABLE as exc:
+                _reraise_cancellation()
                 logger.warning("could not renew %d Redis lock(s): %s", len(held), exc)
                 now = loop.time()
                 # Unconfirmed for a TTL: another instance may hold it by now. Stop before it could.
@@ -463,6 +474,13 @@ class RedisLocker(Locker):
         logger.warning("lost the Redis lock of upload %s: %s", lock.upload_id, why)
         if lock.on_lost is not None:
             lock.on_lost()
+
+
+def _reraise_cancellation() -> None:
+    """redis-py may turn a cancellation into a connection error: a loop must not swallow it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _text(value: object) -> str:
