@@ -29,10 +29,10 @@ class Config:
     #: A request holding an upload whose body received bytes this recently keeps it against newer
     #: requests (they wait); one quiet for longer is stopped (see pytusd.handover).
     lock_grace: float = 0.5
-    #: Seconds between 104 progress responses to IETF draft clients while a body arrives; 0 disables.
     #: Send 1xx interim responses where the web server can (104 to IETF draft clients). Off behind
     #: a proxy that takes a 1xx for the final response (Debian 12's nginx 1.22 does).
     interim_responses: bool = True
+    #: Seconds between 104 progress responses to IETF draft clients while a body arrives; 0 disables.
     progress_interval: float = 1.0
 
     def __post_init__(self) -> None:

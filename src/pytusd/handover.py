@@ -9,7 +9,8 @@ anywhere.
 
 The rule here: a holder whose body has received bytes within the last ``grace`` seconds is making
 progress and keeps the lock (the newcomer waits, up to its lock timeout, then gets 423); a holder
-whose body has been quiet for ``grace`` is stopped (it saves what it received and answers). A
+whose body has been quiet for ``grace`` (counted from when it got the lock at the earliest: a
+request that waited for the lock is not idle) is stopped (it saves what it received and answers). A
 request that does not read a body (HEAD, DELETE, a body already received) is never interrupted:
 what it does ends on its own. A lock that is lost (a Redis lock that lapsed) stops the body at
 once, whatever the rule says.
@@ -18,6 +19,7 @@ once, whatever the rule says.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from pytusd.locks.base import Lock, Locker
 from pytusd.messages import Body
@@ -29,12 +31,18 @@ STOPPED_LOCK_LOST = "stopped: this request lost the upload's lock"
 class Handover:
     """Stop requests to one lock holder, answered by the rule in the module docstring."""
 
-    __slots__ = ("_body", "_grace", "_timer")
+    __slots__ = ("_body", "_grace", "_held_since", "_timer")
 
     def __init__(self, body: Body | None, grace: float) -> None:
         self._body = body
         self._grace = grace
         self._timer: asyncio.TimerHandle | None = None
+        #: When the lock was taken: a request that waited for it is not quiet, it just got here.
+        self._held_since = float("-inf")
+
+    def held(self) -> None:
+        """The lock is ours from now: quietness counts from here at the earliest."""
+        self._held_since = time.monotonic()
 
     def request_stop(self) -> None:
         """Another request wants the lock (the locker's ``on_stop_request``)."""
@@ -58,7 +66,7 @@ class Handover:
         body = self._body
         if body is None or body.stopped is not None or body.complete or body.disconnected:
             return
-        quiet = body.quiet_for()
+        quiet = min(body.quiet_for(), time.monotonic() - self._held_since)
         if quiet >= self._grace:
             body.stop(STOPPED_BY_REQUEST)
             return
@@ -81,4 +89,5 @@ async def lock_for(locker: Locker, upload_id: str, body: Body | None, *, grace: 
     """``upload_id``'s lock for a request reading ``body`` (None: no body), stopped by the rule above."""
     handover = Handover(body, grace)
     lock = await locker.acquire(upload_id, handover.request_stop, timeout, on_lost=handover.lost)
+    handover.held()
     return _HeldLock(lock, handover)

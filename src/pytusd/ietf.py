@@ -105,7 +105,8 @@ class IetfProtocol:
     # -- offset retrieval ---------------------------------------------------------------------
 
     async def head(self, request: Request, upload_id: str, version: int) -> Response:
-        # The draft: offset retrieval ends an append still in flight, so the offset is settled.
+        # The draft: offset retrieval ends an append still in flight (one that stalled: see pytusd.handover),
+        # so the offset it reports is settled.
         info = await self.service.settled(upload_id, hook_request(request))
         return Response(204, [*await self._state_headers(info, version), ("cache-control", "no-store")])
 

@@ -166,7 +166,8 @@ class UploadService:
         return info
 
     async def settled(self, upload_id: str, hook_request: HookRequest) -> UploadInfo:
-        """The upload once a write in flight has been stopped and saved (the draft's offset retrieval)."""
+        """The upload once a write in flight has ended (the draft's offset retrieval): a stalled one is
+        stopped and saves what it got; one still receiving is waited for (pytusd.handover)."""
         lock = await self.lock(upload_id, None)
         try:
             info = await self.store.get_info(upload_id)
@@ -457,7 +458,8 @@ class UploadService:
         """
         if not self.config.expire_after:
             return 0
-        if not await self.locker.lead("sweep", self.config.expire_interval * 0.9):
+        # The turn outlasts one interval, so a living leader keeps it and a dead one's lapses.
+        if not await self.locker.lead("sweep", self.config.expire_interval * 1.5):
             return 0
         removed = 0
         async for upload_id in self.store.list_uploads():
@@ -475,8 +477,8 @@ class UploadService:
                 await self.store.terminate(upload_id)
                 await self.locker.forget(upload_id)
                 removed += 1
-            except UploadNotFound:
-                continue
+            except (UploadNotFound, StoreError):
+                continue  # gone meanwhile, or the store failed: the next sweep tries again
             finally:
                 await lock.release()
             await self.finals.drop_pending(info)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,7 +119,9 @@ def test_a_stalled_patch_on_one_instance_is_stopped_by_a_patch_on_another(cluste
         headers = [*TUS.items(), ("Upload-Offset", "0"), ("Content-Type", OCTET)]
         stalled.send_head("PATCH", path, headers, content_length=len(data))
         assert stalled.send_body(data[:first])  # then nothing: a client that vanished unnoticed
-        wait_until(lambda: offsets(c, path)[1] == 0, timeout=10, message="the upload to be visible")
+        with redis.Redis.from_url(c.redis.url) as r:
+            key = f"pytusd:lock:{path.rsplit('/', 1)[1]}"
+            wait_until(lambda: r.exists(key), timeout=10, message="the stalled PATCH to hold its lock")
         began = time.monotonic()
         # A newer request on another instance: the stalled holder saves what it got and lets go.
         response = patch(c.instances[1], path, 0, data)
@@ -180,7 +183,8 @@ def test_redis_restarted_during_a_patch(cluster: ClusterFactory) -> None:
         with redis.Redis.from_url(c.redis.url) as r:
             wait_until(lambda: r.exists(key), timeout=10, message="the PATCH to hold its lock in Redis")
         c.restart_redis()  # the holder's lock is gone with Redis's data; its renewal takes it back
-        time.sleep(1.5)  # a renewal period passes while the PATCH still runs (not a wait for an event)
+        with redis.Redis.from_url(c.redis.url) as r:
+            wait_until(lambda: r.exists(key), timeout=10, message="the holder to take its lock back")
         assert conn.send_body(data[2 * MiB :])
         reply = conn.read_reply(30, method="PATCH")
     assert reply is not None and reply.status == 204, reply
@@ -249,10 +253,11 @@ def test_delete_on_one_instance_is_404_on_the_others(cluster: ClusterFactory) ->
 
 
 def test_expired_uploads_are_swept_once_and_wholly(cluster: ClusterFactory) -> None:
-    c = cluster(args=["--expire-after", "2s", "--expire-interval", "1s"])
-    paths = [create(c.instances[n % 3].url, 100) for n in range(6)]
-    for n, path in enumerate(paths):
-        assert patch(c.instances[(n + 1) % 3], path, 0, b"x" * 10).status_code == 204
+    c = cluster(args=["--expire-after", "3s", "--expire-interval", "1s"])
+    paths = []
+    for n in range(6):
+        paths.append(create(c.instances[n % 3].url, 100))
+        assert patch(c.instances[(n + 1) % 3], paths[-1], 0, b"x" * 10).status_code == 204
     keep = create(c.url, 3)
     assert patch(c, keep, 0, b"abc").status_code == 204  # complete: never expires
     wait_until(lambda: all(offsets(c, p) == [None] * 3 for p in paths), timeout=30, message="every upload swept")
@@ -260,6 +265,9 @@ def test_expired_uploads_are_swept_once_and_wholly(cluster: ClusterFactory) -> N
     assert offsets(c, keep) == [3] * 3
     for instance in c.instances:
         assert "Traceback" not in instance.log() and "sweep failed" not in instance.log()
+    # Each upload was removed once, by whichever instance led the sweep that found it.
+    removed = [int(m) for i in c.instances for m in re.findall(r"removed (\d+) expired uploads", i.log())]
+    assert sum(removed) == len(paths), removed
 
 
 def test_ietf_draft_uploads_through_nginx_with_interim_responses_off(cluster: ClusterFactory) -> None:

@@ -361,3 +361,41 @@ def test_the_locker_always_lets_its_event_loop_end(redis_server: RedisServer, re
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert done.stdout.strip() == "done", done.stderr[-2000:]
+
+
+def test_a_renewal_racing_a_release_leaves_no_lock_behind(redis_server: RedisServer, redis_prefix: str) -> None:
+    """A renewal sent just before a release lands after it and sets the key again: it must be undone at once,
+    not left to block the upload for a TTL (10 s here)."""
+
+    async def main() -> None:
+        (a,) = lockers(redis_server.url, redis_prefix, 1)
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        deadline = time.monotonic() + 3.5  # three renewal ticks or more
+        n = 0
+        while time.monotonic() < deadline:
+            locks = await asyncio.gather(*(a.acquire(f"r{n}-{i}", lambda: None, 1.0) for i in range(40)))
+            await asyncio.sleep(0.02)
+            await asyncio.gather(*(lock.release() for lock in locks))
+            n += 1
+        began = time.monotonic()
+        while await client.keys(f"{redis_prefix}lock:*"):
+            assert time.monotonic() - began < 3.0, "a released lock was set again and left for its TTL"
+            await asyncio.sleep(0.05)
+        await client.aclose()
+        await a.close()
+
+    run(main())
+
+
+def test_taking_a_lock_again_with_its_own_token_succeeds(redis_server: RedisServer, redis_prefix: str) -> None:
+    """A take retried after its first reply was lost finds its own token: it holds the lock, it does not wait."""
+
+    async def main() -> None:
+        (a,) = lockers(redis_server.url, redis_prefix, 1)
+        lock = await a.acquire("x", lambda: None, 1.0)
+        assert await a._claim_or_undo(a.key("lock", "x"), lock.token, "x")  # type: ignore[attr-defined]
+        assert not await a._claim_or_undo(a.key("lock", "x"), "someone-else", "x")
+        await lock.release()
+        await a.close()
+
+    run(main())

@@ -82,6 +82,8 @@ http {{
             # interrupted upload still saves what came), downloads are not spooled.
             proxy_request_buffering off;
             proxy_buffering off;
+            # A dead machine refuses nothing: give up connecting quickly and try the next one.
+            proxy_connect_timeout 2s;
             proxy_read_timeout 300s;
             proxy_send_timeout 300s;
             # What the client used, for absolute Location URLs (pytusd --behind-proxy).

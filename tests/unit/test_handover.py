@@ -150,3 +150,19 @@ def test_lock_for_wires_the_rule_into_a_locker() -> None:
         await (await newcomer).release()
 
     run(scenario)
+
+
+def test_a_request_that_just_got_the_lock_is_not_quiet() -> None:
+    """It may have waited longer than the grace for the lock (its body silent meanwhile): quietness counts
+    from when it got the lock, so the next newcomer does not stop it before it could read a byte."""
+
+    async def scenario() -> None:
+        body = QuietBody(quiet=10.0)  # nothing received since the request began, long ago
+        handover = Handover(body, GRACE)
+        handover.held()
+        handover.request_stop()
+        assert body.stopped is None
+        await asyncio.sleep(GRACE * 2)  # still nothing received, now for the whole grace since it got the lock
+        assert body.stopped == STOPPED_BY_REQUEST
+
+    run(scenario)

@@ -15,7 +15,7 @@ only when that key is there, so an uncontended lock costs exactly two round trip
 Messages can be lost (a listener reconnecting), so waiters also retry on a short poll and repeat
 their stop request.
 
-The two commands every lock costs (take, release) go through :class:`_Pipeline`: one connection
+The two commands every lock costs (take, release) go through :class:`~pytusd.locks.pipeline.Pipeline`: one connection
 on which the commands of concurrent requests share round trips. redis-py's command path (pool
 checkout, retry wrapper, observability, a timeout per read, a packet each way per command) costs
 several times as much CPU per command under load, and a lock per PATCH is on the path of every
@@ -37,21 +37,20 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pytusd.locks.base import Lock, Locker, LockTimeout, LockUnavailable, StopCallback
 from pytusd.locks.memory import MemoryLocker
+from pytusd.locks.pipeline import UNAVAILABLE, Pipeline
 from pytusd.protocol.urls import is_valid_upload_id
 
 logger = logging.getLogger("pytusd")
 
-#: Renewal takes a lock back if Redis lost it (restarted empty) and nobody else took it meanwhile.
-_RENEW = """
+#: Take or renew: the key is ours unless another token holds it. 1: it was ours (extended), 2: set now,
+#: 0: someone else's. Taking this way is idempotent (a retried take whose first reply was lost finds
+#: its own token), and renewing takes a lock back if Redis lost it (restarted empty).
+_CLAIM = """
 local v = redis.call('get', KEYS[1])
 if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
 if not v then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 2 end
@@ -63,136 +62,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
 if redis.call('del', KEYS[2]) == 1 then redis.call('publish', KEYS[3], ARGV[2]) end
 return 1
 """
-#: A leader keeps its turn while it lives; another instance takes it once it lapses.
+#: A leader keeps its turn while it lives (it asks again before the turn lapses); another instance
+#: takes it once it lapses.
 _LEAD = """
 local v = redis.call('get', KEYS[1])
 if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
 if not v then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 1 end
 return 0
 """
-
-#: Errors that mean "Redis cannot be used right now" (redis-py raises its own, and OSError on connect).
-UNAVAILABLE = (RedisError, OSError)
-#: Errors worth another try on a new connection (Redis restarting, a failover, a dropped connection).
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
-
-
-class _Pipeline:
-    """Commands of concurrent requests sent together on one connection (see the module docstring).
-
-    A call queues its command; one task at a time writes every queued command in one packet and
-    reads their replies in order, then takes whatever queued meanwhile. Idle, a command costs one
-    round trip as before; busy, a round trip carries many (measured: 94 us of CPU per command one
-    at a time, 32 us in fours, 19 us in eights). A batch that fails or times out drops the
-    connection and fails its commands; failures that look like a restart are retried a few times
-    with a short backoff (about a second in all), like the client's own retry policy.
-    """
-
-    RETRIES = 4
-
-    def __init__(self, url: str, *, connect_timeout: float, command_timeout: float) -> None:
-        # No per-read timeout in the connection: one deadline per batch instead (cheaper).
-        self._pool = aioredis.ConnectionPool.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=None)
-        self._timeout = command_timeout
-        self._queue: list[tuple[tuple[str | int, ...], asyncio.Future[Any]]] = []
-        self._runner: asyncio.Task[None] | None = None
-        self._conn: AbstractConnection | None = None
-        #: script text -> SHA1, once loaded
-        self._scripts: dict[str, str] = {}
-
-    async def call(self, *args: str | int) -> Any:
-        delay = 0.05
-        for attempt in range(self.RETRIES + 1):
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._queue.append((args, future))
-            if self._runner is None:
-                self._runner = asyncio.get_running_loop().create_task(self._run())
-            try:
-                return await future
-            except _RETRYABLE:
-                if attempt == self.RETRIES:
-                    raise
-            await asyncio.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-    async def script(self, text: str, keys: list[str], args: list[str | int]) -> Any:
-        """EVALSHA, loading the script first if Redis does not know it (a restarted Redis forgets)."""
-        sha = self._scripts.get(text)
-        if sha is not None:
-            try:
-                return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
-        sha = _text(await self.call("SCRIPT", "LOAD", text))
-        self._scripts[text] = sha
-        return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-
-    async def _run(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._send(batch)
-        finally:
-            self._runner = None
-
-    async def _send(self, batch: list[tuple[tuple[str | int, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                conn = self._conn or await self._connect()
-                await conn.send_packed_command(conn.pack_commands([args for args, _ in batch]), check_health=False)
-                for _, future in batch:
-                    try:
-                        reply = await conn.read_response()
-                    except ResponseError as exc:  # an error reply: the connection is still in step
-                        _settle(future, exc)
-                    else:
-                        _settle(future, reply)
-        except BaseException as exc:
-            await self._drop()
-            failure = (
-                RedisTimeoutError(f"no answer from Redis within {self._timeout} s")
-                if isinstance(exc, TimeoutError)
-                else exc
-            )
-            for _, future in batch:
-                _settle(future, failure)
-            if not isinstance(exc, Exception):
-                raise
-
-    async def _connect(self) -> AbstractConnection:
-        conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        self._conn = conn
-        return conn
-
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(*UNAVAILABLE, TimeoutError):
-                await conn.disconnect()
-            await self._pool.release(conn)
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-        queued, self._queue = self._queue, []
-        for _, future in queued:
-            _settle(future, RedisConnectionError("the locker is closed"))
-        await self._drop()
-        with contextlib.suppress(*UNAVAILABLE):
-            await self._pool.disconnect()
-
-
-def _settle(future: asyncio.Future[Any], outcome: object) -> None:
-    """Give a queued command its reply or error (unless its caller gave up waiting)."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 class _RedisLock(Lock):
@@ -249,8 +126,7 @@ class RedisLocker(Locker):
             health_check_interval=15,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=4),
         )
-        self._pipeline = _Pipeline(url, connect_timeout=connect_timeout, command_timeout=command_timeout)
-        self._renew = self._redis.register_script(_RENEW)
+        self._pipeline = Pipeline(url, connect_timeout=connect_timeout, command_timeout=command_timeout)
         self._lead = self._redis.register_script(_LEAD)
         self.instance = uuid.uuid4().hex
         self._tokens = itertools.count()
@@ -315,7 +191,7 @@ class RedisLocker(Locker):
         try:
             while True:
                 try:
-                    if await self._set_or_undo(key, token, upload_id):
+                    if await self._claim_or_undo(key, token, upload_id):
                         return
                     now = loop.time()
                     ask = stop_holder and now - asked_at >= self.ask_interval
@@ -339,15 +215,19 @@ class RedisLocker(Locker):
             if wakeup is not None and self._wakeups.get(upload_id) is wakeup:
                 del self._wakeups[upload_id]
 
-    async def _set_or_undo(self, key: str, token: str, upload_id: str) -> bool:
-        """SET NX; if we are cancelled meanwhile, the key may be ours already: remove it (in the background)."""
+    async def _claim_or_undo(self, key: str, token: str, upload_id: str) -> bool:
+        """Take the key if it is free; if we are cancelled or Redis fails meanwhile, the key may be
+        ours all the same: remove it (in the background), so no request of ours waits a TTL for it."""
         try:
-            return bool(await self._pipeline.call("SET", key, token, "NX", "PX", self._ttl_ms))
-        except asyncio.CancelledError:
-            task = asyncio.get_running_loop().create_task(self._release_key(upload_id, token))
-            self._undoing.add(task)
-            task.add_done_callback(self._undoing.discard)
+            return bool(await self._pipeline.script(_CLAIM, [key], [token, self._ttl_ms]))
+        except (asyncio.CancelledError, *UNAVAILABLE):
+            self._release_later(upload_id, token)
             raise
+
+    def _release_later(self, upload_id: str, token: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._release_key(upload_id, token))
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
 
     async def _release_key(self, upload_id: str, token: str) -> None:
         keys = [self.key("lock", upload_id), self.key("wait", upload_id), self._released_channel]
@@ -437,7 +317,12 @@ class RedisLocker(Locker):
             wakeup.set()
 
     async def _renew_forever(self) -> None:
-        """Renew every held lock once a second (or a third of the TTL, if shorter)."""
+        """Renew every held lock once a second (or a third of the TTL, if shorter).
+
+        A renewal gets at most one interval; a lock counts as confirmed from the moment its renewal
+        was sent. One not confirmed for a TTL minus an interval is given up before another instance
+        could take it (a partition), and one that another token holds is lost at once.
+        """
         loop = asyncio.get_running_loop()
         interval = min(1.0, self.ttl / 3)
         while not self._closed:
@@ -446,31 +331,36 @@ class RedisLocker(Locker):
             held = list(self._held.values())
             if not held:
                 continue
+            sent_at = loop.time()
+            results: list[object]
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for lock in held:
-                        key = self.key("lock", lock.upload_id)
-                        await self._renew(keys=[key], args=[lock.token, self._ttl_ms], client=pipe)  # queues
-                    results = await pipe.execute()
-            except UNAVAILABLE as exc:
+                async with asyncio.timeout(interval):
+                    results = await asyncio.gather(
+                        *(self._pipeline.script(_CLAIM, [self.key("lock", lock.upload_id)], [lock.token, self._ttl_ms])
+                          for lock in held),
+                        return_exceptions=True,
+                    )  # fmt: skip
+            except TimeoutError as exc:
                 _reraise_cancellation()
-                logger.warning("could not renew %d Redis lock(s): %s", len(held), exc)
-                now = loop.time()
-                # Unconfirmed for a TTL: another instance may hold it by now. Stop before it could.
-                for lock in held:
-                    if now - lock.confirmed > self.ttl - interval:
-                        self._lose(lock, "its renewal failed for longer than the lock TTL")
-                continue
+                results = [exc] * len(held)
             now = loop.time()
             for lock, result in zip(held, results, strict=True):
-                if int(result):
-                    lock.confirmed = now
+                if self._held.get(lock.upload_id) is not lock:
+                    if result == 2:  # released meanwhile, and the renewal set the key again: undo it
+                        self._release_later(lock.upload_id, lock.token)
+                elif isinstance(result, BaseException):
+                    logger.warning("could not renew the Redis lock of %s: %s", lock.upload_id, result)
+                    if now - lock.confirmed > self.ttl - interval:
+                        self._lose(lock, "it could not be renewed for a lock TTL")
+                elif result:
+                    lock.confirmed = sent_at
                 else:
                     self._lose(lock, "another instance holds it")
 
     def _lose(self, lock: _RedisLock, why: str) -> None:
         if self._held.get(lock.upload_id) is not lock:
             return
+        del self._held[lock.upload_id]  # no more renewals or stop requests: it is not ours
         logger.warning("lost the Redis lock of upload %s: %s", lock.upload_id, why)
         if lock.on_lost is not None:
             lock.on_lost()
