@@ -250,8 +250,9 @@ class _EchoHandler(http.server.BaseHTTPRequestHandler):
         while size := int(self.rfile.readline().split(b";")[0], 16):
             chunks.append(self.rfile.read(size))
             self.rfile.readline()  # CRLF after the chunk
-        while self.rfile.readline() not in (b"\r\n", b""):  # trailers
-            pass
+        trailer = self.rfile.readline()
+        while trailer not in (b"\r\n", b""):  # trailers: skipped
+            trailer = self.rfile.readline()
         return b"".join(chunks)
 
     def _answer(self, body: bytes) -> None:

@@ -71,10 +71,8 @@ class Pipeline:
         """EVALSHA, loading the script first if Redis does not know it (a restarted Redis forgets)."""
         sha = self._scripts.get(text)
         if sha is not None:
-            try:
+            with contextlib.suppress(NoScriptError):  # forgotten: load it again below
                 return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
         sha = _text(await self.call("SCRIPT", "LOAD", text))
         self._scripts[text] = sha
         return await self.call("EVALSHA", sha, len(keys), *keys, *args)
