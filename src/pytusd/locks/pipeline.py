@@ -73,7 +73,7 @@ class Pipeline:
         if sha is not None:
             with contextlib.suppress(NoScriptError):  # forgotten: load it again below
                 return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-        sha = _text(await self.call("SCRIPT", "LOAD", text))
+        sha = as_text(await self.call("SCRIPT", "LOAD", text))
         self._scripts[text] = sha
         return await self.call("EVALSHA", sha, len(keys), *keys, *args)
 
@@ -146,5 +146,6 @@ def _settle(future: asyncio.Future[Any], outcome: object) -> None:
         future.set_result(outcome)
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
+    """A reply or message field (bytes from Redis) as text."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

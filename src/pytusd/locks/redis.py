@@ -42,7 +42,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from pytusd.locks.base import Lock, Locker, LockTimeout, LockUnavailable, StopCallback
 from pytusd.locks.memory import MemoryLocker
-from pytusd.locks.pipeline import UNAVAILABLE, Pipeline
+from pytusd.locks.pipeline import UNAVAILABLE, Pipeline, as_text
 from pytusd.protocol.urls import is_valid_upload_id
 
 logger = logging.getLogger("pytusd")
@@ -301,8 +301,8 @@ class RedisLocker(Locker):
             backoff = min(backoff * 2, 1.0)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
-        channel = _text(message.get("channel"))
-        upload_id = _text(message.get("data"))
+        channel = as_text(message.get("channel"))
+        upload_id = as_text(message.get("data"))
         if channel == self._stop_channel:
             holder = self._held.get(upload_id)
             if holder is not None:
@@ -371,7 +371,3 @@ def _reraise_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
