@@ -311,7 +311,9 @@ class UploadService:
         error: HTTPError | None = None
         written = 0
         try:
-            written = await self.store.write_chunk(info.id, info.offset, source, all_or_nothing=verifier is not None)
+            written = await self.store.write_chunk(
+                info.id, info.offset, source, all_or_nothing=verifier is not None, length=content_length
+            )
         except TooLarge:
             error = HTTPError(413, "body is longer than the rest of the upload")
         except ChecksumMismatch:

@@ -98,11 +98,17 @@ def test_part_listing_pages(s3_env: SwiftS3Server, monkeypatch: pytest.MonkeyPat
             monkeypatch.setattr(store.client, "list_page", 2)
             await new_upload(store, len(data) + 1)
             await store.write_chunk("up", 0, chunks_of(data))  # 4 parts and 1 MiB waiting
-            pages = store.client.calls.get("list_parts", 0)
+            # This store remembers the part list of its own commit: no listing.
             assert await offset(store) == len(data)
-            assert store.client.calls["list_parts"] - pages == 2
-            await store.write_chunk("up", len(data), chunks_of(b"!"))
-            assert await read_all(store, "up") == data + b"!"
+            assert store.client.calls.get("list_parts", 0) == 0
+        async with open_store(s3_env, prefix) as other:
+            monkeypatch.setattr(other.client, "list_page", 2)
+            assert await offset(other) == len(data)
+            assert other.client.calls["list_parts"] == 2  # two pages, once: then it is remembered too
+            assert await offset(other) == len(data)
+            assert other.client.calls["list_parts"] == 2
+            await other.write_chunk("up", len(data), chunks_of(b"!"))
+            assert await read_all(other, "up") == data + b"!"
 
     run(scenario())
 
@@ -242,13 +248,17 @@ def test_write_cut_off_in_the_middle(s3_env: SwiftS3Server, all_or_nothing: bool
     run(scenario())
 
 
-def test_parts_in_flight_are_bounded(s3_env: SwiftS3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never more than max_concurrent_parts uploads at a time, nor many spool files on disk."""
+@pytest.mark.parametrize("length_known", [False, True], ids=["unknown-length", "known-length"])
+def test_parts_in_flight_are_bounded(
+    s3_env: SwiftS3Server, monkeypatch: pytest.MonkeyPatch, length_known: bool
+) -> None:
+    """Never more than max_concurrent_parts uploads at a time, nor more than max_buffered_parts
+    spool files waiting on disk (plus the one filling), whether parts stream or wait to be full."""
     prefix = unique_prefix()
     data = data_of(31 * MiB)
 
     async def scenario() -> None:
-        async with open_store(s3_env, prefix, max_concurrent_parts=2) as store:
+        async with open_store(s3_env, prefix, max_concurrent_parts=2, max_buffered_parts=3) as store:
             await new_upload(store, len(data))
             real = store.client.upload_part
             active = peak = spools = 0
@@ -265,9 +275,11 @@ def test_parts_in_flight_are_bounded(s3_env: SwiftS3Server, monkeypatch: pytest.
                     active -= 1
 
             monkeypatch.setattr(store.client, "upload_part", counted)
-            await store.write_chunk("up", 0, chunks_of(data, 256 * 1024))
+            length = len(data) if length_known else None
+            await store.write_chunk("up", 0, chunks_of(data, 256 * 1024), length=length)
             assert peak == 2
-            assert spools <= 3  # two in flight, one filling
+            assert spools <= 4  # three buffered (two of them in flight), one filling
+            assert os.listdir(store._temp_dir) == []
             assert await read_all(store, "up") == data
 
     run(scenario())

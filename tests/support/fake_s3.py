@@ -21,9 +21,8 @@ import itertools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
-from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
+from pytusd.stores.s3.client import Body, ObjectHead, ObjectStorage, Part, S3Error
 from pytusd.stores.s3.parts import MAX_PARTS, MIN_PART_SIZE
 
 
@@ -84,6 +83,11 @@ class FakeS3(ObjectStorage):
         #: (operation, key) of every call, in order.
         self.log: list[tuple[str, str | None]] = []
         self.faults: list[Fault] = []
+        #: (operation, Content-MD5 or None) of every upload_part and put_object.
+        self.digests: list[tuple[str, str | None]] = []
+        #: How many of the next parts sent without Content-MD5 get a wrong ETag back (as if
+        #: their bytes had been damaged on the way).
+        self.damage_unverified_parts = 0
         self.opened = 0
         self.read_block = read_block
         self._ids = itertools.count(1)
@@ -138,11 +142,11 @@ class FakeS3(ObjectStorage):
         return upload
 
     @staticmethod
-    def _body(operation: str, body: bytes | BinaryIO, size: int, md5: str) -> bytes:
-        data = body if isinstance(body, bytes) else body.read(size)
+    async def _body(operation: str, body: Body, size: int, md5: str | None) -> bytes:
+        data = body if isinstance(body, bytes) else b"".join([block async for block in body])
         if len(data) != size:
             raise _error(operation, "IncompleteBody", 400)
-        if base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode() != md5:
+        if md5 is not None and base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode() != md5:
             raise _error(operation, "BadDigest", 400)
         return data
 
@@ -191,15 +195,16 @@ class FakeS3(ObjectStorage):
     async def put(
         self,
         key: str,
-        body: bytes | BinaryIO,
+        body: Body,
         size: int,
-        md5: str,
+        md5: str | None,
         *,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> str:
         fault = await self._enter("put_object", key)
-        data = self._body("put_object", body, size, md5)
+        self.digests.append(("put_object", md5))
+        data = await self._body("put_object", body, size, md5)
         meta = {name.lower(): value for name, value in (metadata or {}).items()}
         obj = StoredObject(data, _etag(data), meta, content_type, float(int(time.time())))
         self.objects[key] = obj
@@ -228,13 +233,17 @@ class FakeS3(ObjectStorage):
             raise fault.error
         return upload_id
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: BinaryIO, size: int, md5: str) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
         fault = await self._enter("upload_part", key)
         upload = self._upload("upload_part", key, upload_id)
         if not 1 <= number <= MAX_PARTS:
             raise _error("upload_part", "InvalidArgument", 400)
-        data = self._body("upload_part", body, size, md5)
+        self.digests.append(("upload_part", md5))
+        data = await self._body("upload_part", body, size, md5)
         upload.parts[number] = (data, _etag(data))
+        if md5 is None and self.damage_unverified_parts > 0:
+            self.damage_unverified_parts -= 1
+            upload.parts[number] = (data[:-1] + bytes([data[-1] ^ 1]), _etag(data[:-1] + bytes([data[-1] ^ 1])))
         if fault is not None:
             raise fault.error
         return upload.parts[number][1]

@@ -81,6 +81,7 @@ class DataStore(abc.ABC):
         source: AsyncIterable[bytes],
         *,
         all_or_nothing: bool = False,
+        length: int | None = None,
     ) -> int:
         """Append what ``source`` yields at ``offset`` (the current offset); return bytes written.
 
@@ -88,7 +89,9 @@ class DataStore(abc.ABC):
         them) and the exception propagates, unless ``all_or_nothing``: then none of them become part
         of the upload, in storage or in a later :meth:`get_info` — this is how a chunk whose
         checksum fails is discarded. A store makes the bytes durable before it returns.
-        ``source`` may be a :class:`DirectSource` (never with ``all_or_nothing``).
+        ``source`` may be a :class:`DirectSource` (never with ``all_or_nothing``). ``length``, if
+        known, is how many bytes ``source`` yields if it runs to its end (it may end earlier): a
+        store may plan by it (S3 sends a part while its bytes arrive), never trust it blindly.
         """
 
     @abc.abstractmethod

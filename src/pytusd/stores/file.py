@@ -228,6 +228,7 @@ class FileStore(DataStore):
         source: AsyncIterable[bytes],
         *,
         all_or_nothing: bool = False,
+        length: int | None = None,
     ) -> int:
         path = self.data_path(upload_id)
         if all_or_nothing:

@@ -51,6 +51,7 @@ class MemoryStore(DataStore):
         source: AsyncIterable[bytes],
         *,
         all_or_nothing: bool = False,
+        length: int | None = None,
     ) -> int:
         self._get(upload_id)
         data = self._data[upload_id]

@@ -22,10 +22,10 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from pytusd.stores.base import StoreError
-from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
+from pytusd.stores.s3.client import Body, ObjectHead, ObjectStorage, Part, S3Error
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,20 +183,20 @@ class S3Client(ObjectStorage):
     async def put(
         self,
         key: str,
-        body: bytes | BinaryIO,
+        body: Body,
         size: int,
-        md5: str,
+        md5: str | None,
         *,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> str:
-        """Store an object from bytes or a file positioned at its start; returns its ETag."""
-        extra: dict[str, Any] = {}
+        """Store an object of ``size`` bytes; returns its ETag."""
+        extra: dict[str, Any] = {"ContentMD5": md5} if md5 else {}
         if metadata:
             extra["Metadata"] = dict(metadata)
         if content_type:
             extra["ContentType"] = content_type
-        r = await self._call("put_object", Key=key, Body=body, ContentLength=size, ContentMD5=md5, **extra)
+        r = await self._call("put_object", Key=key, Body=body, ContentLength=size, **extra)
         return str(r.get("ETag") or "")
 
     async def delete(self, key: str) -> None:
@@ -226,9 +226,10 @@ class S3Client(ObjectStorage):
         r = await self._call("create_multipart_upload", Key=key, **extra)
         return str(r["UploadId"])
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: BinaryIO, size: int, md5: str) -> str:
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        extra = {"ContentMD5": md5} if md5 else {}
         r = await self._call(
-            "upload_part", Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentLength=size, ContentMD5=md5
+            "upload_part", Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentLength=size, **extra
         )
         return str(r["ETag"])
 

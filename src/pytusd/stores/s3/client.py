@@ -13,11 +13,15 @@ answers 500 for it without details).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from pytusd.stores.base import StoreError
+
+#: A request body: bytes, or an async iterable of exactly the announced number of bytes (aiohttp
+#: sends it as it comes; a spool stream also restarts from its first byte for a retry).
+Body = bytes | AsyncIterable[bytes]
 
 #: Error codes (and statuses, for HEAD which has no body) that mean "no such object/upload".
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
@@ -82,17 +86,18 @@ class ObjectStorage(Protocol):
     async def put(
         self,
         key: str,
-        body: bytes | BinaryIO,
+        body: Body,
         size: int,
-        md5: str,
+        md5: str | None,
         *,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> str:
-        """Store an object from bytes or a file positioned at its start; returns its ETag.
+        """Store an object of ``size`` bytes; returns its ETag.
 
-        ``md5`` is the base64 Content-MD5 of the body, which S3 verifies. One PutObject is atomic:
-        readers see the old object or the new one, which is what makes it a commit point.
+        ``md5`` is the base64 Content-MD5 of the body, which S3 verifies (None: content hashes are
+        off). One PutObject is atomic: readers see the old object or the new one, which is what
+        makes it a commit point.
         """
 
     async def delete(self, key: str) -> None:
@@ -104,9 +109,9 @@ class ObjectStorage(Protocol):
     async def create_multipart(self, key: str, content_type: str | None = None) -> str:
         """Start a multipart upload; returns its ID."""
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: BinaryIO, size: int, md5: str) -> str:
-        """Upload part ``number`` from a file positioned at its start; returns the part's ETag.
-        A part uploaded again under the same number replaces the earlier one."""
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        """Upload part ``number`` of ``size`` bytes; returns the part's ETag. ``md5``: as for
+        :meth:`put`. A part uploaded again under the same number replaces the earlier one."""
 
     async def upload_part_copy(
         self, key: str, upload_id: str, number: int, source_key: str, start: int, end: int

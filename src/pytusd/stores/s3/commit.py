@@ -12,9 +12,11 @@ store the writer would have to call back into.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +24,7 @@ from pytusd.stores.base import StoreError
 from pytusd.stores.s3.client import ObjectStorage, Part
 from pytusd.stores.s3.layout import (
     EMPTY_MD5,
+    META_COMMIT,
     META_COMPLETE,
     META_MULTIPART,
     META_PARTS,
@@ -31,7 +34,9 @@ from pytusd.stores.s3.layout import (
 )
 from pytusd.stores.s3.parts import PartLimitError, plan_concatenation
 from pytusd.stores.s3.spool import Spool, TailCache, unlink
-from pytusd.stores.s3.state import State
+from pytusd.stores.s3.state import KnownParts, State
+
+_MD5_ETAG = re.compile(r'"?([0-9a-f]{32})"?')
 
 
 class Committer:
@@ -44,15 +49,20 @@ class Committer:
         *,
         part_size: int,
         max_concurrent_parts: int,
+        max_buffered_parts: int,
         temp_dir: str | None,
         tail_cache_bytes: int,
+        content_hashes: bool = True,
     ) -> None:
         self.client = client
         self.keys = keys
         self.preferred_part_size = part_size
         self.max_concurrent_parts = max_concurrent_parts
+        self.max_buffered_parts = max_buffered_parts
+        self.content_hashes = content_hashes
         self.semaphore = asyncio.Semaphore(max_concurrent_parts)
         self.cache = TailCache(tail_cache_bytes)
+        self.known = KnownParts()
         self._temp_parent = temp_dir
         self._temp: str | None = None
 
@@ -62,6 +72,7 @@ class Committer:
 
     def close(self) -> None:
         self.cache.clear()
+        self.known = KnownParts()
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
             self._temp = None
@@ -71,6 +82,9 @@ class Committer:
         if self._temp is None:
             raise StoreError("S3 store is not started")
         return self._temp
+
+    def new_spool(self) -> Spool:
+        return Spool.new(self.temp_dir, hashed=self.content_hashes)
 
     async def complete(self, state: State, parts: list[Part]) -> None:
         """Turn the multipart upload into the finished object; the commit point of the last write."""
@@ -83,6 +97,7 @@ class Committer:
             if state.multipart:
                 await self.client.abort(key, state.multipart)
         self.cache.drop(upload_id)
+        self.known.drop(upload_id)
         # Replaced, not deleted: see the package documentation.
         marker = {META_COMPLETE: "1", META_MULTIPART: state.multipart, META_WRITTEN: f"{time.time():.6f}"}
         await self.client.put(self.keys.part_key(upload_id), b"", 0, EMPTY_MD5, metadata=marker)
@@ -106,13 +121,13 @@ class Committer:
         """A spool that starts with the incomplete part's bytes (from the cache, else S3)."""
         tail = state.tail
         if tail is None or tail.size == 0:
-            return Spool.new(self.temp_dir)
+            return self.new_spool()
         cached = self.cache.take(state.info.id, tail.etag)
-        if cached is not None and cached.size == tail.size:
+        if cached is not None and cached.size == tail.size and (cached.md5 is not None) == self.content_hashes:
             return Spool.reopen(cached.path, cached.size, cached.md5)
         if cached is not None:
             unlink(cached.path)
-        spool = Spool.new(self.temp_dir)
+        spool = self.new_spool()
         try:
             await self.download_into(spool, self.keys.part_key(state.info.id), 0, tail.size)
             if spool.size != tail.size:
@@ -130,33 +145,45 @@ class Committer:
         finally:
             await chunks.aclose()
 
-    async def upload_spool(self, state: State, number: int, spool: Spool) -> Part:
-        try:
-            async with self.semaphore:
-                etag = await self.client.upload_part(
-                    self.keys.object_key(state.info.id), state.multipart, number, spool.rewind(), spool.size,
-                    spool.content_md5(),
-                )  # fmt: skip
-            return Part(number, spool.size, etag)
-        finally:
-            spool.discard()
+    async def upload_part(self, state: State, number: int, spool: Spool, length: int) -> Part:
+        """Upload the first ``length`` bytes of ``spool`` as part ``number``, while it still grows if
+        need be. Content-MD5 goes along if the bytes are all there when the upload may start;
+        else S3's ETag (the part's MD5 on S3 and Swift) is checked after, and a mismatch sends the
+        part again from the file, with Content-MD5 (S3 then verifies it, whatever its ETags are)."""
+        key = self.keys.object_key(state.info.id)
+        async with self.semaphore:
+            complete = spool.closed and spool.size == length
+            md5 = spool.content_md5() if complete else None
+            etag = await self.client.upload_part(key, state.multipart, number, spool.stream(length), length, md5)
+            if md5 is None and spool.md5 is not None and not _etag_matches(etag, spool.md5_hex()):
+                md5 = spool.content_md5()
+                etag = await self.client.upload_part(key, state.multipart, number, spool.stream(length), length, md5)
+        return Part(number, length, etag)
 
-    async def commit_tail(self, state: State, count: int, spool: Spool | None) -> None:
-        """Commit a write: the incomplete part (``spool``, or empty), with the number of committed
-        parts beside it. Takes ownership of ``spool``: it moves into the tail cache or goes."""
+    async def commit_tail(
+        self, state: State, parts: list[Part], spool: Spool | None, size: int = 0, md5: str | None = None
+    ) -> None:
+        """Commit a write: the incomplete part (the first ``size`` bytes of ``spool``, of MD5
+        ``md5``; or empty), with the committed parts counted beside it. A spool committed whole
+        (``size`` is all of it) moves into the tail cache; the caller keeps any other."""
         upload_id = state.info.id
-        metadata = {META_PARTS: str(count), META_MULTIPART: state.multipart, META_WRITTEN: f"{time.time():.6f}"}
+        commit = uuid.uuid4().hex
+        metadata = {
+            META_PARTS: str(len(parts)),
+            META_MULTIPART: state.multipart,
+            META_WRITTEN: f"{time.time():.6f}",
+            META_COMMIT: commit,
+        }
         key = self.keys.part_key(upload_id)
         self.cache.drop(upload_id)
-        if spool is None:
+        self.known.drop(upload_id)
+        if spool is None or size == 0:
             await self.client.put(key, b"", 0, EMPTY_MD5, metadata=metadata)
-            return
-        try:
-            etag = await self.client.put(key, spool.rewind(), spool.size, spool.content_md5(), metadata=metadata)
-        except BaseException:
-            spool.discard()
-            raise
-        self.cache.keep(upload_id, spool, etag)
+        else:
+            etag = await self.client.put(key, spool.stream(size), size, md5, metadata=metadata)
+            if spool.closed and size == spool.size:
+                self.cache.keep(upload_id, spool, etag)
+        self.known.put(upload_id, commit, parts)
 
     async def concatenate(self, target: State, sources: list[str], sizes: list[int]) -> None:
         """Fill the multipart upload of ``target`` with the finished objects ``sources`` (of
@@ -181,8 +208,9 @@ class Committer:
                 try:
                     for piece in pieces:
                         await self.download_into(spool, sources[piece.source], piece.start, piece.end)
+                    spool.close_input()
                     etag = await self.client.upload_part(
-                        key, target.multipart, number, spool.rewind(), spool.size, spool.content_md5()
+                        key, target.multipart, number, spool.stream(spool.size), spool.size, spool.content_md5()
                     )
                     return Part(number, spool.size, etag)
                 finally:
@@ -190,6 +218,12 @@ class Committer:
 
         parts = await _all([make(n, pieces) for n, pieces in enumerate(plan, start=1)])
         await self.complete(target, parts)
+
+
+def _etag_matches(etag: str, md5_hex: str | None) -> bool:
+    """Whether an ETag is the MD5 we computed, or not an MD5 at all (then S3 cannot tell us)."""
+    found = _MD5_ETAG.fullmatch(etag.strip().lower())
+    return found is None or md5_hex is None or found.group(1) == md5_hex
 
 
 async def _all(jobs: Sequence[Any]) -> list[Any]:

@@ -30,6 +30,13 @@ S3_FLAGS: tuple[Flag, ...] = (
     Flag("s3-info-prefix", "str", "", "prefix of the .info and .part keys (default: --s3-object-prefix)"),
     Flag("s3-part-size", "size", DEFAULT_PART_SIZE, "preferred S3 part size (5M..5G; larger for huge uploads)"),
     Flag("s3-max-concurrent-parts", "int", 10, "parts uploaded to S3 at the same time (all uploads together)"),
+    Flag("s3-max-buffered-parts", "int", 20, "parts of one request spooled on disk or in flight before its body waits"),
+    Flag(
+        "s3-disable-content-hashes",
+        "bool",
+        False,
+        "send no Content-MD5 and compute no MD5 (less CPU; TLS or the S3 server must guard integrity)",
+    ),
     Flag("s3-addressing", "str", "auto", "S3 addressing: auto (path-style with --s3-endpoint), path or virtual"),
 )
 
@@ -50,6 +57,7 @@ def store_from_settings(settings: dict[str, Any]) -> DataStore | None:
     info_prefix = settings.get("s3_info_prefix") or None
     part_size = settings.get("s3_part_size")
     concurrency = settings.get("s3_max_concurrent_parts")
+    buffered = settings.get("s3_max_buffered_parts")
     try:
         return S3Store(
             bucket,
@@ -59,6 +67,8 @@ def store_from_settings(settings: dict[str, Any]) -> DataStore | None:
             info_prefix=info_prefix,
             part_size=DEFAULT_PART_SIZE if part_size is None else int(part_size),
             max_concurrent_parts=10 if concurrency is None else int(concurrency),
+            max_buffered_parts=20 if buffered is None else int(buffered),
+            content_hashes=not settings.get("s3_disable_content_hashes"),
             addressing=str(settings.get("s3_addressing") or "auto").strip().lower(),
         )
     except ValueError as exc:

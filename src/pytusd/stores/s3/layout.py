@@ -25,6 +25,7 @@ META_PARTS = "tus-parts"  # how many parts of the multipart upload are committed
 META_MULTIPART = "tus-multipart"  # the multipart upload it belongs to (guards against stale objects)
 META_WRITTEN = "tus-written"  # Unix time of the commit, sub-second (LastModified has whole seconds)
 META_COMPLETE = "tus-complete"  # the marker that replaces the incomplete part of a finished upload
+META_COMMIT = "tus-commit"  # a random name of the commit: its part list may be remembered (state.py)
 
 #: Keys of UploadInfo.storage that this store owns.
 STORAGE_TYPE = "s3store"

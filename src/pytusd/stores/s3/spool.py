@@ -1,9 +1,11 @@
 """Local files on the way to S3: the spool of one part, and the cache of incomplete parts.
 
-S3 wants a part's length and Content-MD5 before its body, and a request body arrives in pieces
-of any size, so bytes are spooled to a temporary file (never held in memory) until they make a
-part. The tail cache keeps the incomplete part this process wrote last, so that the next PATCH of
-the same upload need not download it again.
+A request body arrives in pieces of any size, and S3 wants each part's length before its body,
+so bytes are spooled to a temporary file (never held in memory). An upload may read a spool
+while it still grows (:meth:`Spool.stream`): a part whose length is known from the start goes
+up while its bytes arrive, and a part that waited for a free upload slot goes up from the file.
+The tail cache keeps the incomplete part this process wrote last, so that the next PATCH of the
+same upload need not download it again.
 """
 
 from __future__ import annotations
@@ -15,58 +17,144 @@ import hashlib
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from pytusd.stores.base import StoreError
 
-_COPY_BLOCK = 1024 * 1024
+#: Bytes per read when a spool goes up (aiohttp's own default block for files).
+READ_BLOCK = 256 * 1024
+
+
+class SpoolCut(StoreError):
+    """A spool ended before the length an upload of it was started with (the body ended early)."""
 
 
 class Spool:
-    """The bytes of one part on their way to S3: a temporary file and the MD5 S3 will verify.
+    """The bytes of one part (or of the incomplete part) on their way to S3.
 
-    Parts are spooled to disk, never held in memory, so a request costs at most a few part files
-    on disk and one read buffer in RAM, whatever the part size.
+    A temporary file written at its end; with ``hashed``, the MD5 S3 can verify is computed as
+    the bytes pass. :meth:`close_input` says no more bytes will come. Readers (:meth:`stream`)
+    may run while it grows; :meth:`discard` deletes the file once the last reader is done.
     """
 
-    __slots__ = ("file", "md5", "path", "size")
+    __slots__ = ("_grown", "closed", "doomed", "fd", "md5", "path", "readers", "size")
 
-    def __init__(self, path: str, file: Any, size: int, md5: Any) -> None:
-        self.path, self.file, self.size, self.md5 = path, file, size, md5
+    def __init__(self, path: str, fd: int, size: int, md5: Any) -> None:
+        self.path, self.fd, self.size, self.md5 = path, fd, size, md5
+        self.closed = False
+        self.doomed = False
+        self.readers = 0
+        self._grown: asyncio.Event | None = None
 
     @classmethod
-    def new(cls, directory: str) -> Spool:
+    def new(cls, directory: str, *, hashed: bool = True) -> Spool:
         fd, path = tempfile.mkstemp(dir=directory, suffix=".spool")
-        return cls(path, os.fdopen(fd, "w+b"), 0, hashlib.md5(usedforsecurity=False))
+        return cls(path, fd, 0, hashlib.md5(usedforsecurity=False) if hashed else None)
 
     @classmethod
     def reopen(cls, path: str, size: int, md5: Any) -> Spool:
-        file = open(path, "r+b")  # noqa: SIM115 - owned by the spool, closed by discard()
-        file.seek(size)
-        return cls(path, file, size, md5)
+        return cls(path, os.open(path, os.O_RDWR | os.O_CLOEXEC), size, md5)
 
     def write(self, data: bytes | memoryview) -> None:
-        self.file.write(data)
-        self.md5.update(data)
-        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, self.size)
+            if self.md5 is not None:
+                self.md5.update(view[:written])
+            self.size += written
+            view = view[written:]
+        if self._grown is not None:
+            self._grown.set()
 
-    def content_md5(self) -> str:
-        return base64.b64encode(self.md5.digest()).decode()
+    def close_input(self) -> None:
+        """No more bytes will come: readers waiting for more end (or fail, if they wanted more)."""
+        self.closed = True
+        if self._grown is not None:
+            self._grown.set()
 
-    def rewind(self) -> Any:
-        self.file.flush()
-        self.file.seek(0)
-        return self.file
+    def content_md5(self) -> str | None:
+        """The base64 MD5 of all bytes, for Content-MD5 (None without hashing)."""
+        return base64.b64encode(self.md5.digest()).decode() if self.md5 is not None else None
+
+    def md5_hex(self) -> str | None:
+        return self.md5.hexdigest() if self.md5 is not None else None
+
+    def stream(self, length: int) -> SpoolStream:
+        """The first ``length`` bytes, readable (again, for a retry) while the spool still grows."""
+        return SpoolStream(self, length)
+
+    async def _read(self, length: int) -> AsyncIterator[bytes]:
+        self.readers += 1
+        try:
+            position = 0
+            while position < length:
+                if self.fd < 0:
+                    raise SpoolCut("spool discarded while being read")
+                if self.size > position:
+                    block = os.pread(self.fd, min(READ_BLOCK, length - position, self.size - position), position)
+                    if not block:
+                        raise StoreError("spool file shorter than expected")
+                    position += len(block)
+                    yield block
+                    continue
+                if self.closed:
+                    raise SpoolCut(f"spool ended at {self.size} of {length} bytes")
+                if self._grown is None:
+                    self._grown = asyncio.Event()
+                self._grown.clear()
+                await self._grown.wait()
+        finally:
+            self.readers -= 1
+            if self.doomed and self.readers == 0:
+                self._remove()
 
     def detach(self) -> None:
         """Close the file but keep it on disk (it moves into the tail cache)."""
-        self.file.close()
+        self.close_input()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def discard(self) -> None:
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        """Delete the file (once no upload reads it any more)."""
+        self.close_input()
+        self.doomed = True
+        if self.readers == 0:
+            self._remove()
+
+    def _remove(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        unlink(self.path)
+
+
+class SpoolStream:
+    """A request body for aiobotocore: the first ``length`` bytes of a (growing) spool.
+
+    aiohttp sends any async iterable; botocore wants a ``read`` attribute on a body and rewinds
+    it with ``seek`` for a retry. Every iteration starts at the first byte, so a retried request
+    sends the part whole again from the file.
+    """
+
+    __slots__ = ("length", "spool")
+
+    def __init__(self, spool: Spool, length: int) -> None:
+        self.spool, self.length = spool, length
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.spool._read(self.length)
+
+    def read(self, size: int = -1) -> bytes:
+        raise OSError("a spool stream is read asynchronously")  # botocore only checks it exists
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0  # the next iteration starts at the first byte anyway
+
+    def tell(self) -> int:
+        return 0
 
 
 @dataclass(slots=True)
@@ -101,6 +189,7 @@ class TailCache:
         return entry
 
     def keep(self, upload_id: str, spool: Spool, etag: str) -> None:
+        """Keep the bytes of ``spool`` (all of them: it must not be read or written any more)."""
         self.drop(upload_id)
         spool.detach()
         if spool.size > self.limit:
@@ -127,29 +216,3 @@ class TailCache:
 def unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-async def snapshot_of(spool: Spool, size: int, directory: str) -> Spool:
-    """A new spool in ``directory`` with the first ``size`` bytes of ``spool`` (copied in a thread)."""
-    spool.file.flush()
-    md5 = spool.md5.copy()
-    copy = Spool.new(directory)
-    try:
-        await asyncio.to_thread(_copy_prefix, spool.path, copy.file, size)
-    except BaseException:
-        copy.discard()
-        raise
-    copy.size, copy.md5 = size, md5
-    return copy
-
-
-def _copy_prefix(path: str, target: Any, size: int) -> None:
-    with open(path, "rb") as source:
-        left = size
-        while left:
-            block = source.read(min(_COPY_BLOCK, left))
-            if not block:
-                raise StoreError("spool file shorter than expected")
-            target.write(block)
-            left -= len(block)
-    target.flush()

@@ -14,12 +14,20 @@ import base64
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from pytusd.info import UploadInfo
 from pytusd.stores.base import StoreError, UploadNotFound
 from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
-from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, STORAGE_MULTIPART, KeyLayout
+from pytusd.stores.s3.layout import (
+    META_COMMIT,
+    META_COMPLETE,
+    META_MULTIPART,
+    META_PARTS,
+    STORAGE_MULTIPART,
+    KeyLayout,
+)
 
 logger = logging.getLogger("pytusd.s3")
 
@@ -53,6 +61,44 @@ class State:
         return self.completed is None and self.info.size is not None and self.offset == self.info.size
 
 
+class KnownParts:
+    """Part lists of commits this process made or read, by the commit's random name.
+
+    ListParts is the slowest call of a state read (on Swift 30 ms, against 8 for a HEAD), and
+    its answer for a given commit never changes: parts up to the committed count are never
+    rewritten. So the part list is remembered under the name the commit wrote into the
+    incomplete part's metadata; a read whose HEAD shows that name again needs no listing. A
+    commit by anyone else has another name, and is listed once. Bounded by parts held.
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._lists: OrderedDict[str, tuple[str, tuple[Part, ...]]] = OrderedDict()
+        self._held = 0
+
+    def get(self, upload_id: str, commit: str, count: int) -> list[Part] | None:
+        entry = self._lists.get(upload_id)
+        if entry is None or not commit or entry[0] != commit or len(entry[1]) != count:
+            return None
+        self._lists.move_to_end(upload_id)
+        return list(entry[1])
+
+    def put(self, upload_id: str, commit: str, parts: list[Part]) -> None:
+        self.drop(upload_id)
+        if not commit or len(parts) > self.limit:
+            return
+        self._lists[upload_id] = (commit, tuple(parts))
+        self._held += len(parts)
+        while self._held > self.limit:
+            _, (_, old) = self._lists.popitem(last=False)
+            self._held -= len(old)
+
+    def drop(self, upload_id: str) -> None:
+        entry = self._lists.pop(upload_id, None)
+        if entry is not None:
+            self._held -= len(entry[1])
+
+
 async def load_info(client: ObjectStorage, keys: KeyLayout, upload_id: str) -> UploadInfo | None:
     """The upload's info object, or None: without it there is no upload, whatever else is there."""
     raw = await client.get_bytes(keys.info_key(upload_id))
@@ -73,8 +119,11 @@ async def put_info(client: ObjectStorage, keys: KeyLayout, info: UploadInfo) -> 
     await client.put(keys.info_key(info.id), data, len(data), md5, content_type="application/json")
 
 
-async def read_state(client: ObjectStorage, keys: KeyLayout, upload_id: str, *, finals: bool = False) -> State:
-    """The upload as S3 holds it; with ``finals``, a partial's pending finals included."""
+async def read_state(
+    client: ObjectStorage, keys: KeyLayout, upload_id: str, *, finals: bool = False, known: KnownParts | None = None
+) -> State:
+    """The upload as S3 holds it; with ``finals``, a partial's pending finals included; ``known``
+    part lists spare a listing."""
     key, part_key = keys.object_key(upload_id), keys.part_key(upload_id)
 
     info, tail, finished = await asyncio.gather(
@@ -83,11 +132,11 @@ async def read_state(client: ObjectStorage, keys: KeyLayout, upload_id: str, *, 
     if info is None:
         raise UploadNotFound(upload_id)
     if not (finals and info.is_partial):
-        return await data_state(client, keys, info, tail, finished)
+        return await data_state(client, keys, info, tail, finished, known)
     # Listed beside the data's state, not after it: a partial's HEAD costs one request more,
     # no extra round trip.
     state, waiting = await asyncio.gather(
-        data_state(client, keys, info, tail, finished), pending_finals(client, keys, upload_id)
+        data_state(client, keys, info, tail, finished, known), pending_finals(client, keys, upload_id)
     )
     info.pending_finals += [f for f in waiting if f not in info.pending_finals]
     return state
@@ -99,7 +148,12 @@ async def pending_finals(client: ObjectStorage, keys: KeyLayout, upload_id: str)
 
 
 async def data_state(
-    client: ObjectStorage, keys: KeyLayout, info: UploadInfo, tail: ObjectHead | None, finished: ObjectHead | None
+    client: ObjectStorage,
+    keys: KeyLayout,
+    info: UploadInfo,
+    tail: ObjectHead | None,
+    finished: ObjectHead | None,
+    known: KnownParts | None = None,
 ) -> State:
     upload_id, key = info.id, keys.object_key(info.id)
     multipart = info.storage.get(STORAGE_MULTIPART, "")
@@ -113,6 +167,10 @@ async def data_state(
     count = parse_count(tail, upload_id)
     if count == 0 or not multipart:
         return State(info, multipart, None, [], tail)
+    commit = tail.metadata.get(META_COMMIT, "") if tail is not None else ""
+    remembered = known.get(upload_id, commit, count) if known is not None else None
+    if remembered is not None:
+        return State(info, multipart, None, remembered, tail)
     try:
         listed = await client.list_parts(key, multipart, count)
     except S3Error as exc:
@@ -127,7 +185,10 @@ async def data_state(
         if finished is not None:
             return State(info, multipart, finished, [], None)
         raise StoreError(f"upload {upload_id}: committed parts are missing from its multipart upload")
-    return State(info, multipart, None, [p for p in parts if p is not None], tail)
+    found = [p for p in parts if p is not None]
+    if known is not None:
+        known.put(upload_id, commit, found)
+    return State(info, multipart, None, found, tail)
 
 
 async def finished_or_gone(client: ObjectStorage, keys: KeyLayout, info: UploadInfo, multipart: str, why: str) -> State:

@@ -59,6 +59,8 @@ class S3Store(DataStore):
         info_prefix: str | None = None,
         part_size: int = 50 * MiB,
         max_concurrent_parts: int = 10,
+        max_buffered_parts: int = 20,
+        content_hashes: bool = True,
         addressing: str = "auto",
         temp_dir: str | None = None,
         tail_cache_bytes: int = 256 * MiB,
@@ -70,6 +72,8 @@ class S3Store(DataStore):
             raise ValueError(f"S3 part size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes")
         if max_concurrent_parts < 1:
             raise ValueError("at least one concurrent part upload is needed")
+        if max_buffered_parts < 1:
+            raise ValueError("at least one part must be allowed to wait on disk")
         if addressing not in ("auto", "path", "virtual"):
             raise ValueError("S3 addressing must be auto, path or virtual")
         self.bucket = bucket
@@ -88,8 +92,10 @@ class S3Store(DataStore):
             self.keys,
             part_size=part_size,
             max_concurrent_parts=max_concurrent_parts,
+            max_buffered_parts=max_buffered_parts,
             temp_dir=temp_dir,
             tail_cache_bytes=tail_cache_bytes,
+            content_hashes=content_hashes,
         )
 
     @property
@@ -151,7 +157,7 @@ class S3Store(DataStore):
         await put_info(self.client, self.keys, info)
 
     async def _state(self, upload_id: str, *, finals: bool = False) -> State:
-        return await read_state(self.client, self.keys, upload_id, finals=finals)
+        return await read_state(self.client, self.keys, upload_id, finals=finals, known=self._io.known)
 
     # -- contract -------------------------------------------------------------------------------
 
@@ -230,6 +236,7 @@ class S3Store(DataStore):
         source: AsyncIterable[bytes],
         *,
         all_or_nothing: bool = False,
+        length: int | None = None,
     ) -> int:
         state = await self._state(upload_id)
         if state.completed is not None:
@@ -239,7 +246,7 @@ class S3Store(DataStore):
             return 0
         if offset != state.offset:
             raise StoreError(f"upload {upload_id}: write at {offset}, but S3 holds {state.offset} bytes")
-        writer = ChunkWriter(self._io, state, progressive=not all_or_nothing)
+        writer = ChunkWriter(self._io, state, progressive=not all_or_nothing, length=length)
         iterator = aiter(source)
         try:
             while True:
@@ -307,6 +314,7 @@ class S3Store(DataStore):
         # a crash might leave behind below is unreachable garbage, never a half-deleted upload.
         await self.client.delete(self.info_key(upload_id))
         self._io.cache.drop(upload_id)
+        self._io.known.drop(upload_id)
         multipart = info.storage.get(STORAGE_MULTIPART, "")
         jobs = [self.client.delete(key), self.client.delete(self.part_key(upload_id))]
         if info.is_partial:

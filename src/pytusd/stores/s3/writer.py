@@ -1,9 +1,14 @@
 """The part writer: one write_chunk cut into parts that go up while the body still arrives.
 
-This is the hot path of an S3 upload (the benchmark measures it): bytes are spooled, a full
-part is uploaded in a task of its own while the next one fills, and what arrived is committed
-(see :mod:`pytusd.stores.s3.commit`) as it goes, so that it is counted as it would be on a disk.
-An all-or-nothing write (a chunk with a checksum) commits only at its end instead.
+This is the hot path of an S3 upload (bench/s3.py measures it). The body is spooled piece by
+piece (:mod:`.spool`). A piece whose length is known when it opens (the body's length is known)
+and that will be a part starts uploading at once and streams from its spool as the bytes arrive;
+any other piece goes up once it is full, or at the end of the body. Like tusd, every piece of at
+least S3's minimum part size becomes a part; only a shorter rest (or one that would crowd the
+upload's 10,000 parts, see :func:`~pytusd.stores.s3.parts.tail_becomes_part`) stays behind as
+the incomplete part. What arrived is committed (see :mod:`.commit`) as it goes, so that it is
+counted as it would be on a disk; an all-or-nothing write (a chunk with a checksum) commits only
+at its end.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ import logging
 from pytusd.stores.base import StoreError
 from pytusd.stores.s3.client import Part
 from pytusd.stores.s3.commit import Committer
-from pytusd.stores.s3.parts import PartLimitError, part_size, tail_becomes_part
-from pytusd.stores.s3.spool import Spool, snapshot_of
+from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
+from pytusd.stores.s3.spool import Spool, SpoolCut
 from pytusd.stores.s3.state import State
 
 logger = logging.getLogger("pytusd.s3")
 
-#: While a body arrives, the bytes spooled for the next part are committed at most this often...
+#: While a body arrives, the bytes spooled for the incomplete part are committed at most this often...
 COMMIT_EVERY = 0.2
 #: ...as long as the spool is this small, else only when the body pauses (for COMMIT_EVERY)...
 EAGER_COMMIT_LIMIT = 1024 * 1024
@@ -33,39 +38,46 @@ COMMIT_SLACK = 256 * 1024
 class ChunkWriter:
     """One write_chunk: cuts the stream into parts, uploads them while more arrives, commits.
 
-    At most ``max_concurrent_parts`` parts of one request are spooled or in flight at a time
-    (the request's body waits for S3 beyond that), and the store-wide semaphore bounds the
-    uploads of all requests together.
+    ``length`` is what the body brings if it arrives whole (None: unknown). At most
+    ``max_buffered_parts`` parts of one request are spooled or in flight at a time (the body
+    waits for S3 beyond that), and the store-wide semaphore bounds the uploads of all requests.
 
-    ``progressive`` (every write but an all-or-nothing one) also commits while the body arrives,
-    so that what reached the server is counted (and survives a crash) as it would be on a disk:
+    ``progressive`` (every write but an all-or-nothing one) also commits while the body arrives:
 
     * whenever the uploaded parts form a longer unbroken run, the incomplete part is replaced by an
       empty one counting them (the old incomplete part's bytes are inside the first of them);
-    * the bytes spooled for the next part are committed as the incomplete part (a copy of the
-      spool, which keeps growing) every :data:`COMMIT_EVERY` seconds while the spool is small
+    * a piece that is not (yet) a part, below the minimum part size, is committed as the
+      incomplete part every :data:`COMMIT_EVERY` seconds while it is small
       (:data:`EAGER_COMMIT_LIMIT`), else when the body pauses. S3 cannot append, so each such
-      commit uploads the whole spool again: a budget keeps all of them within twice the bytes
-      the request received (plus :data:`COMMIT_SLACK`), so a slow or stuttering client costs at
-      most that, and a fast one nothing (its parts fill before it pauses).
+      commit uploads the piece again: a budget keeps all of them within twice the bytes the
+      request received (plus :data:`COMMIT_SLACK`), so a slow or stuttering client costs at most
+      that, and a fast one nothing;
+    * a piece of unknown length that reached the minimum part size when the body pauses becomes
+      a part there, instead of being uploaded again and again as the incomplete part.
 
     All these commits and the final one go through :meth:`_advance`, one at a time and only
     forward, so the offset readers see never decreases.
     """
 
-    def __init__(self, io: Committer, state: State, *, progressive: bool) -> None:
+    def __init__(self, io: Committer, state: State, *, progressive: bool, length: int | None = None) -> None:
         self.io = io
         self.state = state
         self.size = state.info.size
-        #: Bytes in parts, committed or uploaded by this request.
+        self.length = length
+        #: Bytes in parts: committed, or given a part number by this request.
         self.stored = state.stored
-        #: Parts committed or uploaded by this request (the last part number used).
+        #: The last part number given out.
         self.count = len(state.parts)
         self.received = 0
-        self.spool: Spool | None = None
-        self.target = 0
+        #: The piece being filled, its planned length (None: until it is full or the body ends),
+        #: and whether it already streams into part number ``self.count``.
+        self.piece: Spool | None = None
+        self.plan: int | None = None
+        self.streaming = False
+        self.target = io.preferred_part_size
         self.tail_loaded = False
-        self.active: set[asyncio.Task[Part]] = set()
+        self.active: dict[int, asyncio.Task[Part]] = {}
+        self.spools: dict[int, Spool] = {}
         self.results: dict[int, Part] = {}
         self.failure: BaseException | None = None
         #: Parts 1..done_run are in S3.
@@ -79,70 +91,127 @@ class ChunkWriter:
         self.closing = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.last_feed = self.last_commit = loop.time()
-        #: Bytes uploaded again by commits of the spool (the budget's account).
+        #: Bytes uploaded again by commits of the incomplete part (the budget's account).
         self.recommitted = 0
+
+    # -- the body arrives ------------------------------------------------------------------------
 
     async def feed(self, chunk: bytes) -> None:
         loop = asyncio.get_running_loop()
         self.last_feed = loop.time()
         if self.progressive and not self.helpers:
-            self.helpers.append(loop.create_task(self._commit_spool()))
+            self.helpers.append(loop.create_task(self._commit_piece()))
         view = memoryview(chunk)
         while view:
-            if self.spool is None:
-                await self._open_spool()
-            spool = self.spool
-            assert spool is not None
-            room = self.target - spool.size
-            if room > 0:
-                piece = view[:room]
-                spool.write(piece)
-                view = view[len(piece) :]
-            if spool.size >= self.target:
-                await self._submit()
-        self.received += len(chunk)
+            if self.piece is None:
+                await self._open_piece()
+            piece = self.piece
+            assert piece is not None
+            limit = self._limit()
+            if limit > piece.size:
+                taken = view[: limit - piece.size]
+                piece.write(taken)
+                view = view[len(taken) :]
+                self.received += len(taken)
+            if piece.size < limit:
+                continue
+            if self.streaming or self.plan is None:
+                self._close_piece()
+            elif view:
+                # The rest of the body was to stay behind, yet more comes: the body is longer than
+                # announced. Its length is unknown from here on.
+                self.plan = self.length = None
         self.last_feed = loop.time()
 
-    async def _open_spool(self) -> None:
+    def _limit(self) -> int:
+        """Where the current piece ends: its plan, else a full part."""
+        return self.plan if self.plan is not None else self.target
+
+    async def _open_piece(self) -> None:
+        await self._make_room()
         try:
             self.target = part_size(self.size, self.stored, self.count, self.io.preferred_part_size)
         except PartLimitError as exc:
             raise StoreError(str(exc)) from exc
         if not self.tail_loaded:
             self.tail_loaded = True
-            self.spool = await self.io.load_tail(self.state)
+            self.piece = await self.io.load_tail(self.state)
         else:
-            self.spool = Spool.new(self.io.temp_dir)
+            self.piece = self.io.new_spool()
+        self.plan, self.streaming = self._plan(self.piece.size), False
+        # A last part below the minimum waits for the body's end instead: while it arrives, its
+        # bytes can be committed as the incomplete part, so a slow client's progress shows.
+        if self.plan is not None and self.plan >= MIN_PART_SIZE and self._is_part(self.plan):
+            self._start_part(self.piece, self.plan)
+            self.streaming = True
 
-    async def _submit(self) -> None:
-        spool, self.spool = self.spool, None
-        assert spool is not None
-        try:
-            await self._make_room()
-        except BaseException:
-            spool.discard()
-            raise
+    def _plan(self, start: int) -> int | None:
+        """The length of a piece that starts with ``start`` bytes, if the body's length tells it.
+
+        A full part, unless the rest of the body is at most a part and a minimum part more: then
+        all of it, rather than a part and a small rest.
+        """
+        if self.length is None or self.received >= self.length:
+            return None
+        rest = start + self.length - self.received
+        if rest > self.target + MIN_PART_SIZE or rest > MAX_PART_SIZE:
+            return self.target
+        return rest
+
+    def _is_part(self, length: int) -> bool:
+        """Whether ``length`` bytes at the end of what is stored may go up as a part now."""
+        if self.size is not None and self.stored + length == self.size:
+            return True  # the last part may be of any size
+        return tail_becomes_part(length, self.size, self.stored, self.count, self.io.preferred_part_size)
+
+    def _close_piece(self) -> None:
+        """The current piece is full (its plan, or a whole part): it is a part."""
+        piece, self.piece = self.piece, None
+        assert piece is not None
+        piece.close_input()
+        if not self.streaming:
+            self._start_part(piece, piece.size)
+
+    def _start_part(self, piece: Spool, length: int) -> None:
         self.count += 1
-        self.stored += spool.size
-        task = asyncio.get_running_loop().create_task(self.io.upload_spool(self.state, self.count, spool))
-        self.active.add(task)
-        task.add_done_callback(self._part_done)
+        self.stored += length
+        number = self.count
+        task = asyncio.get_running_loop().create_task(self.io.upload_part(self.state, number, piece, length))
+        self.active[number] = task
+        self.spools[number] = piece
+        task.add_done_callback(lambda done: self._part_done(number, done))
+
+    def _take_back(self, number: int) -> Spool:
+        """Part ``number`` (the last given out) will not be: its piece was cut short."""
+        assert number == self.count
+        task = self.active.pop(number)
+        task.cancel()
+        piece = self.spools.pop(number)
+        self.count -= 1
+        self.stored -= self.plan or 0
+        return piece
 
     async def _make_room(self) -> None:
         while True:
             self._raise_failure()
-            if len(self.active) < self.io.max_concurrent_parts:
+            if len(self.active) < self.io.max_buffered_parts:
                 return
-            await asyncio.wait(set(self.active), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(set(self.active.values()), return_when=asyncio.FIRST_COMPLETED)
 
     def _raise_failure(self) -> None:
         exc = self.failure
         if exc is not None:
             raise exc if isinstance(exc, StoreError) else StoreError(str(exc))
 
-    def _part_done(self, task: asyncio.Task[Part]) -> None:
-        self.active.discard(task)
+    def _part_done(self, number: int, task: asyncio.Task[Part]) -> None:
+        if self.active.get(number) is not task:
+            return  # taken back
+        del self.active[number]
+        spool = self.spools.pop(number, None)
+        if spool is not None:
+            spool.discard()
         if task.cancelled():
+            self.failure = self.failure or StoreError("part upload cancelled")
             return
         exc = task.exception()
         if exc is not None:
@@ -156,6 +225,12 @@ class ChunkWriter:
             self.progress = asyncio.get_running_loop().create_task(self._commit_parts())
             self.helpers.append(self.progress)
 
+    # -- commits while the body arrives ------------------------------------------------------------
+
+    def _parts(self, count: int) -> list[Part]:
+        first = len(self.state.parts) + 1
+        return list(self.state.parts) + [self.results[n] for n in range(first, count + 1)]
+
     async def _commit_parts(self) -> None:
         while not self.closing.is_set() and self.failure is None and self.done_run > self.pointer[0]:
             try:
@@ -165,55 +240,79 @@ class ChunkWriter:
                 logger.warning("upload %s: could not commit parts so far: %s", self.state.info.id, exc)
                 return
 
-    async def _commit_spool(self) -> None:
+    async def _commit_piece(self) -> None:
         loop = asyncio.get_running_loop()
         while not self.closing.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closing.wait(), COMMIT_EVERY / 2)
                 return
-            spool, now = self.spool, loop.time()
+            piece, now = self.piece, loop.time()
             if (
-                spool is None
+                piece is None
+                or self.streaming
                 or now - self.last_commit < COMMIT_EVERY
                 or self.done_run != self.count  # the incomplete part follows every part before it
                 or self.failure is not None
-                or (self.count, spool.size) <= self.pointer
-                or (spool.size > EAGER_COMMIT_LIMIT and now - self.last_feed < COMMIT_EVERY)
-                or self.recommitted + spool.size > 2 * self.received + COMMIT_SLACK
             ):
                 continue
-            size, count = spool.size, self.count
-            try:
-                snapshot = await snapshot_of(spool, size, self.io.temp_dir)
-            except (OSError, ValueError, StoreError):
-                continue  # the spool filled up and went up as a part meanwhile: nothing to do
+            paused = now - self.last_feed >= COMMIT_EVERY
+            if piece.size >= MIN_PART_SIZE:
+                if paused and self.plan is None and self._is_part(piece.size):
+                    self.piece = None
+                    piece.close_input()
+                    self._start_part(piece, piece.size)
+                continue
+            size = piece.size
+            if (
+                (self.count, size) <= self.pointer
+                or (size > EAGER_COMMIT_LIMIT and not paused)
+                or self.recommitted + size > 2 * self.received + COMMIT_SLACK
+            ):
+                continue
             self.recommitted += size
             try:
-                await self._advance(count, snapshot)
+                await self._advance(self.count, piece, size, piece.content_md5())
             except StoreError as exc:
                 logger.warning("upload %s: could not commit the bytes so far: %s", self.state.info.id, exc)
 
-    async def _advance(self, count: int, tail: Spool | None) -> None:
-        """Point S3's incomplete part at ``count`` parts and ``tail``, if that is further than it
-        points now; takes ownership of ``tail``."""
-        size = tail.size if tail is not None else 0
+    async def _advance(self, count: int, tail: Spool | None, size: int = 0, md5: str | None = None) -> None:
+        """Point S3's incomplete part at ``count`` parts and the first ``size`` bytes of ``tail``,
+        if that is further than it points now. A tail committed whole moves into the tail cache."""
         async with self.pointer_lock:
             if (count, size) <= self.pointer:
-                if tail is not None:
-                    tail.discard()
                 return
-            await self.io.commit_tail(self.state, count, tail)
+            await self.io.commit_tail(self.state, self._parts(count), tail, size, md5)
             self.pointer = (count, size)
             self.last_commit = asyncio.get_running_loop().time()
+
+    # -- the end ----------------------------------------------------------------------------------
 
     async def _settle(self) -> None:
         """Let parts in flight finish and the early commits stop before the final commit."""
         self.closing.set()
         if self.active:
-            await asyncio.wait(set(self.active))
+            await asyncio.wait(set(self.active.values()))
         helpers = [t for t in self.helpers if not t.done()]
         if helpers:
             await asyncio.wait(helpers)
+
+    def _end_piece(self) -> Spool | None:
+        """The body ended: the current piece becomes a part, or the rest for the incomplete part."""
+        piece, self.piece = self.piece, None
+        if piece is None:
+            return None
+        piece.close_input()
+        if piece.size == 0:
+            piece.discard()
+            return None
+        if self.streaming:
+            if piece.size == self.plan:
+                return None  # it is going up whole
+            piece = self._take_back(self.count)  # cut short: it goes up below, or stays behind
+        if self._is_part(piece.size):
+            self._start_part(piece, piece.size)
+            return None
+        return piece
 
     async def commit(self) -> int:
         """Make everything received part of the upload; returns the bytes received."""
@@ -222,43 +321,34 @@ class ChunkWriter:
             if state.full:
                 await io.finish_from_state(state)
             return 0
-        await self._settle()
-        self._raise_failure()
-        first = len(state.parts) + 1
-        parts = list(state.parts) + [self.results[n] for n in range(first, self.count + 1)]
-        spool, self.spool = self.spool, None
-        if spool is not None and spool.size == 0:
-            spool.discard()
-            spool = None
-        rest = spool.size if spool is not None else 0
+        rest = self._end_piece()
         try:
-            final = self.size is not None and self.stored + rest == self.size
-            if spool is not None and (
-                final or tail_becomes_part(rest, self.size, self.stored, self.count, io.preferred_part_size)
-            ):
-                last, spool = spool, None
-                parts.append(await self._upload_last(last))
-            if final:
+            await self._settle()
+            self._raise_failure()
+            parts = self._parts(self.count)
+            if self.size is not None and self.stored == self.size and rest is None:
                 await io.complete(state, parts)
+            elif rest is not None:
+                await self._advance(len(parts), rest, rest.size, rest.content_md5())
             else:
-                tail, spool = spool, None
-                await self._advance(len(parts), tail)  # the tail cache owns the spool now
+                await self._advance(len(parts), None)
         finally:
-            if spool is not None:
-                spool.discard()
+            if rest is not None and rest.fd >= 0:
+                rest.discard()
         return self.received
-
-    async def _upload_last(self, spool: Spool) -> Part:
-        self.count += 1
-        self.stored += spool.size
-        return await self.io.upload_spool(self.state, self.count, spool)
 
     async def discard(self) -> None:
         """Drop what was not committed: cancel uploads in flight, delete spool files."""
         self.closing.set()
-        for task in list(self.active):
+        for task in list(self.active.values()):
             task.cancel()
         await self._settle()
-        if self.spool is not None:
-            self.spool.discard()
-            self.spool = None
+        for spool in list(self.spools.values()):
+            spool.discard()
+        self.spools.clear()
+        if self.piece is not None:
+            self.piece.discard()
+            self.piece = None
+
+
+__all__ = ["ChunkWriter", "SpoolCut"]

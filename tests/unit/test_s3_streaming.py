@@ -1,0 +1,156 @@
+"""The S3 part writer when the body's length is known: parts stream while the body arrives.
+
+Like tests/unit/test_s3_writer.py, these look at the in-memory bucket (tests/support/fake_s3.py)
+and at what a fresh store on it computes. The same paths run against Swift in
+tests/integration/test_s3_store.py and, through the server, in tests/integration/test_s3_server.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pytusd.stores.s3 import S3Store
+from tests.support.fake_s3 import FakeS3
+from tests.unit.test_s3_writer import (
+    DATA,
+    PART,
+    Boom,
+    body,
+    content,
+    create,
+    fresh_offset,
+    incomplete_part,
+    opened,
+    run,
+    uploaded_parts,
+)
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def fake() -> FakeS3:
+    return FakeS3()
+
+
+def test_a_part_goes_up_while_its_body_arrives(fake: FakeS3, tmp_path: Path) -> None:
+    """With the length known, the part's upload starts before the body has ended."""
+    chunk = DATA[: PART + MiB]
+    started_early: list[int] = []
+
+    async def halfway() -> None:
+        started_early.append(fake.calls.get("upload_part", 0))
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store)
+            source = body(chunk[: 2 * MiB], halfway, chunk[2 * MiB :])
+            assert await store.write_chunk("up", 0, source, length=len(chunk)) == len(chunk)
+        assert started_early == [1]
+        assert uploaded_parts(fake) == {1: len(chunk)}  # one part, not a part and a small rest
+        assert incomplete_part(fake) == (1, 0)
+        assert await fresh_offset(fake, tmp_path) == len(chunk)
+
+    run(scenario)
+
+
+def test_every_request_of_a_part_or_more_is_a_part_and_nothing_is_sent_twice(fake: FakeS3, tmp_path: Path) -> None:
+    """8 MiB PATCHes (the benchmark's chunked case) each become one part: one upload and one
+    commit each, no incomplete part uploaded again and again."""
+    step = PART + 3 * MiB
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store)
+            offset = 0
+            while offset < len(DATA):
+                piece = DATA[offset : offset + step]
+                assert await store.write_chunk("up", offset, body(piece), length=len(piece)) == len(piece)
+                offset += len(piece)
+            assert await content(store) == DATA
+        sizes = [len(DATA[o : o + step]) for o in range(0, len(DATA), step)]
+        assert fake.calls["upload_part"] == len(sizes)
+        # The info object, then one commit per request but the last (which completes).
+        assert fake.calls["put_object"] == 1 + len(sizes) - 1 + 1  # + the completion marker
+        assert fake.calls.get("list_parts", 0) == 0  # the store remembers its own commits
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("arrived", [PART + MiB, 3 * MiB])
+def test_a_body_that_ends_early_keeps_what_arrived(fake: FakeS3, tmp_path: Path, arrived: int) -> None:
+    """The part that was streaming is taken back; what arrived goes up as a part (at least the
+    minimum) or stays as the incomplete part."""
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store)
+            with pytest.raises(Boom):
+                await store.write_chunk("up", 0, body(DATA[:arrived], Boom()), length=2 * PART)
+            assert (await store.get_info("up")).offset == arrived
+            assert len(os.listdir(store._temp_dir)) <= 1  # at most the cached incomplete part
+            rest = DATA[arrived:]
+            assert await store.write_chunk("up", arrived, body(rest), length=len(rest)) == len(rest)
+            assert await content(store) == DATA
+        assert await fresh_offset(fake, tmp_path) == len(DATA)
+
+    run(scenario)
+
+
+def test_content_hashes_go_along_when_they_can_and_etags_are_checked_when_not(fake: FakeS3, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store)
+            fake.damage_unverified_parts = 1
+            chunk = DATA[: PART + MiB]
+            await store.write_chunk("up", 0, body(chunk), length=len(chunk))
+            # Streamed without Content-MD5; its ETag did not match: sent again, with Content-MD5.
+            parts = [md5 for op, md5 in fake.digests if op == "upload_part"]
+            assert len(parts) == 2 and parts[0] is None and parts[1] is not None
+            assert fake.upload_of("up").parts[1][0] == chunk
+            # Without a length, a part goes up once full, with its Content-MD5; commits carry theirs.
+            mark = len(fake.digests)
+            await store.write_chunk("up", len(chunk), body(DATA[len(chunk) : len(chunk) + PART + 10]))
+            assert fake.digests[mark:] and all(md5 is not None for _, md5 in fake.digests[mark:])
+
+    run(scenario)
+
+
+def test_without_content_hashes_nothing_is_hashed(fake: FakeS3, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = S3Store("bucket", client=fake, part_size=PART, temp_dir=str(tmp_path), content_hashes=False)
+        await store.start()
+        try:
+            await create(store)
+            await store.write_chunk("up", 0, body(DATA[:100]))
+            await store.write_chunk("up", 100, body(DATA[100 : 2 * PART]))
+            rest = DATA[2 * PART :]
+            await store.write_chunk("up", 2 * PART, body(rest), length=len(rest))
+            assert await content(store) == DATA
+        finally:
+            await store.close()
+        sent = [md5 for op, md5 in fake.digests if op == "upload_part"]
+        assert sent and all(md5 is None for md5 in sent)
+
+    run(scenario)
+
+
+def test_a_commit_by_someone_else_is_listed_once(fake: FakeS3, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as first, opened(fake, tmp_path) as second:
+            await create(first)
+            await first.write_chunk("up", 0, body(DATA[: PART + 5]), length=PART + 5)
+            before = fake.calls.get("list_parts", 0)
+            assert (await second.get_info("up")).offset == PART + 5
+            assert (await second.get_info("up")).offset == PART + 5
+            assert fake.calls.get("list_parts", 0) == before + 1
+            # The second writes; the first sees another commit and lists again, once.
+            await second.write_chunk("up", PART + 5, body(DATA[PART + 5 : 2 * PART + 10]), length=PART + 5)
+            assert (await first.get_info("up")).offset == 2 * PART + 10
+            assert (await first.get_info("up")).offset == 2 * PART + 10
+            assert fake.calls["list_parts"] == before + 2
+
+    run(scenario)
