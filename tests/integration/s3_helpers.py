@@ -209,6 +209,15 @@ class S3ServerProcess:
         self.proc.wait()
         self.proc = None
 
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM: a graceful shutdown; returns the exit status."""
+        assert self.proc is not None
+        untrack(self)
+        self.proc.terminate()
+        status = self.proc.wait(timeout)
+        self.proc = None
+        return status
+
     def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from tests.integration.s3_helpers import (
     unique_prefix,
 )
 from tests.services.swift import SwiftS3Server
+from tests.support.rawhttp import Connection
 from tests.support.wait import wait_until
 from tusclient import client as tus_client
 
@@ -284,3 +286,39 @@ def test_wrong_credentials_refuse_to_start(swift: SwiftS3Server, s3_server_facto
     server = s3_server_factory(s3_flags(swift, unique_prefix()), secret="wrong", wait=False)
     with pytest.raises(RuntimeError, match="exited"):
         server.start(timeout=30)
+
+
+def test_a_known_length_patch_cut_short_keeps_what_arrived_and_no_spool_stays(
+    swift: SwiftS3Server, s3_server_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PATCH announcing 20 MiB streams its parts to S3 while they arrive; the client leaves
+    after 12 MiB: the two whole parts and the 2 MiB of the part that was streaming count (that
+    part is taken back and its bytes kept), the upload resumes there byte-exact, and no spool
+    file stays behind, neither then nor after the server stops."""
+    spool_root = tmp_path / "spool"
+    spool_root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool_root))  # the server inherits it: its spool dir goes there
+    server = s3_server_factory(s3_flags(swift, unique_prefix()))
+    data = os.urandom(24 * MiB)
+
+    def spool_files() -> list[str]:
+        return [f.name for f in spool_root.rglob("*") if f.is_file()]
+
+    with client_for(server) as c:
+        url = httpx.URL(create(c, len(data))).path
+        with Connection(SimpleNamespace(host="127.0.0.1", port=server.port)) as raw:
+            headers = [("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"),
+                       ("Content-Type", "application/offset+octet-stream")]  # fmt: skip
+            raw.send_head("PATCH", url, headers, content_length=20 * MiB)
+            for position in range(0, 12 * MiB, 256 * 1024):
+                raw.send_body(data[position : position + 256 * 1024])
+            # Both whole parts are committed while the body still arrives.
+            wait_until(lambda: offset_of(c, url) == 10 * MiB, timeout=15, message="two parts committed")
+        wait_until(lambda: offset_of(c, url) == 12 * MiB, timeout=15, message="the cut part's 2 MiB kept")
+        assert len(spool_files()) <= 1  # at most the cached incomplete part
+        response = patch(c, url, data[12 * MiB :], 12 * MiB)
+        assert response.status_code == 204 and int(response.headers["upload-offset"]) == len(data)
+        assert download(c, url) == data
+        assert spool_files() == []
+    server.stop()
+    assert list(spool_root.iterdir()) == []  # the spool directory itself is gone too
