@@ -218,7 +218,7 @@ class TusNode(Spec):
     dir = CACHE / "node"
     script = "tus_node_server.mjs"  # in bench/peers/
     installed_as = "server.mjs"  # next to node_modules
-    packages = ("@tus/server", "@tus/file-store")  # of TUS_NODE_PACKAGES, the ones it uses
+    packages: tuple[str, ...] = ("@tus/server", "@tus/file-store")  # of TUS_NODE_PACKAGES, the ones it uses
 
     def prepare(self) -> None:
         node = shutil.which("node")
@@ -481,7 +481,7 @@ def proxy_config(listen_port: int, upstreams: list[tuple[str, int]], workdir: Pa
     """
     from tests.services.nginx import nginx_config
 
-    conf = nginx_config(listen_port, upstreams, workdir)
+    conf: str = nginx_config(listen_port, upstreams, workdir)
     edits = [
         # A write() per request; pytusd itself logs no requests (uvicorn's access log is off),
         # nor does the nginx reference.
