@@ -696,7 +696,9 @@ def render(raw: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['nproc']} cores (nproc), {m['memory']} RAM, {m['kernel']}. Contestants, Swift "
         "and the client share these cores.",
         "",
-        "Versions: " + "; ".join(f"{k} {v}" for k, v in raw["versions"].items()) + ".",
+        "Versions: "
+        + "; ".join(f"{k} {v}".replace(f"{servers.ROOT}/", "./") for k, v in raw["versions"].items())
+        + ".",
         "",
         "All on one single-node Swift with s3api (`tests/services/swift.py`: one proxy, account, container and "
         "object server, no workers, on this machine), one bucket per contestant:",
@@ -719,6 +721,14 @@ def render(raw: dict[str, Any]) -> str:
         "spool files left: files in the server's private TMPDIR after the upload (pytusd's `pytusd-s3-*` spool "
         "dir, @tus/s3-store's part files); the largest count over the rounds.",
     ]
+    if repeated := [r for r in raw["records"] if r["attempts"] > 1]:
+        out += [
+            "",
+            f"{len(repeated)} of {len(raw['records'])} measurements were repeated because other processes were busy "
+            "(the quietest attempt is reported): "
+            + ", ".join(f"{r['workload']}/{r['contestant']} r{r['round']} ({r['attempts']} tries)" for r in repeated)
+            + ".",
+        ]
     errors = sorted({f"{r['workload']}/{r['contestant']}: {r['error']}" for r in raw["records"] if r["error"]})
     if errors:
         out += ["", "Errors:", "", *(f"- {e}" for e in errors[:10])]
@@ -773,6 +783,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(servers.ROOT / "docs" / "benchmarks.md"))
     ap.add_argument("--max-wait-idle", type=float, default=60.0, metavar="S")
     ap.add_argument("--retries", type=int, default=2, metavar="N", help="repeat noisy measurements up to N times")
+    ap.add_argument(
+        "--from-json",
+        metavar="RAW",
+        help="measure nothing: write the section from an earlier run's raw results (bench/.cache/results/s3-*.json)",
+    )
     args = ap.parse_args(argv)
     args.variants = {}
     for v in args.pytusd_variant:
@@ -813,6 +828,10 @@ def collect_versions(live: list[Contestant]) -> dict[str, str]:
 
 def main() -> int:
     args = parse_args()
+    if args.from_json:
+        write_section(Path(args.out), render(json.loads(Path(args.from_json).read_text())))
+        print(f"[done] S3 section written to {args.out} from {args.from_json}", flush=True)
+        return 0
     command = shlex.join(["python", "bench/s3.py", *sys.argv[1:]])
     started = datetime.now(UTC)
     src = source(args.size)
