@@ -166,9 +166,14 @@ class SyncConn:
         return int(header(head, b"upload-offset") or -1)
 
 
-def stream(t: Target, src: Path, size: int) -> tuple[Metrics, int]:
-    """POST, then one PATCH of the whole file with curl; MB/s of the PATCH."""
+def stream(t: Target, src: Path, size: int, created: list[str] | None = None) -> tuple[Metrics, int]:
+    """POST, then one PATCH of the whole file with curl; MB/s of the PATCH.
+
+    ``created``: the upload's URL path is appended to it (to find the stored object afterwards).
+    """
     path = _once(t, lambda c: c.create(size))
+    if created is not None:
+        created.append(path)
     # `-T` streams the file; `--data-binary @file` loads it in memory (and
     # curl refuses files >= 1 GiB that way).
     res = subprocess.run(
@@ -215,12 +220,14 @@ def _once(t: Target, fn: Callable[[SyncConn], T]) -> T:
         conn.close()
 
 
-def chunked(t: Target, src: Path, size: int, chunk: int) -> tuple[Metrics, int]:
-    """POST, then size/chunk PATCHes on one keep-alive connection."""
+def chunked(t: Target, src: Path, size: int, chunk: int, created: list[str] | None = None) -> tuple[Metrics, int]:
+    """POST, then size/chunk PATCHes on one keep-alive connection (``created`` as in stream())."""
     conn = SyncConn(t)
     try:
         with open(src, "rb") as f:
             path = conn.create(size)
+            if created is not None:
+                created.append(path)
             t0 = time.perf_counter()
             for off in range(0, size, chunk):
                 conn.patch(path, f, off, min(chunk, size - off))
@@ -237,8 +244,9 @@ def memory(
     size: int,
     rss: Callable[[], int],
     every: float = 0.05,
+    created: list[str] | None = None,
 ) -> tuple[Metrics, int]:
-    """n uploads of `size` bytes PATCHed at once (threads + sendfile); RSS sampled."""
+    """n uploads of `size` bytes PATCHed at once (threads + sendfile); RSS sampled (``created`` as in stream())."""
     idle = 0
     for _ in range(5):
         idle = max(idle, rss())
@@ -255,6 +263,8 @@ def memory(
             return
         try:
             path = conn.create(size)
+            if created is not None:
+                created.append(path)  # list.append is atomic
             gate.wait()
             with open(src, "rb") as f:
                 conn.patch(path, f, 0, size)

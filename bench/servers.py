@@ -24,7 +24,14 @@ ROOT = BENCH.parent
 CACHE = BENCH / ".cache"
 LOGS = CACHE / "logs"
 
-TUS_NODE_PACKAGES = {"@tus/server": "2.4.5", "@tus/file-store": "2.1.1"}
+#: Installed together into one node_modules (bench/.cache/node). @tus/s3-store is for bench/s3.py; the AWS SDK
+#: is its dependency, pinned here too (its releases from 2027 on require node >= 22).
+TUS_NODE_PACKAGES = {
+    "@tus/server": "2.4.5",
+    "@tus/file-store": "2.1.1",
+    "@tus/s3-store": "2.0.7",
+    "@aws-sdk/client-s3": "3.1178.0",
+}
 TUSPY_REQUIREMENTS = [
     "tuspyserver==4.4.3",
     "fastapi==0.165.0",
@@ -74,6 +81,10 @@ class Spec:
     def command(self, port: int, data: Path, tmp: Path) -> list[str]:
         raise NotImplementedError
 
+    def env(self, tmp: Path) -> dict[str, str]:
+        """Environment variables of the server process, on top of the harness's."""
+        return {}
+
     def versions(self) -> dict[str, str]:
         return {}
 
@@ -108,49 +119,89 @@ class Pytusd(Spec):
         return {"pytusd": v + (f" (git {rev})" if re.fullmatch(r"[0-9a-f]+", rev) else "")}
 
 
+_SWIFT: Any = None
+
+
+def shared_swift() -> Any:
+    """The run's Swift (tests/services/swift.py SwiftS3Server), started on first use, stopped at exit.
+
+    Also puts its S3 credentials into this process's environment, which the servers inherit
+    (boto's and the AWS SDK's standard credential chains). Raises Unavailable.
+    """
+    global _SWIFT
+    if _SWIFT is not None:
+        return _SWIFT
+    _tests_importable()
+    try:
+        from tests.services.swift import SwiftS3Server
+
+        swift = SwiftS3Server().start()
+    except Exception as exc:  # a missing Debian package, a port clash: skip, say why
+        raise Unavailable(f"could not start Swift: {exc}") from exc
+    atexit.register(swift.stop)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=swift.access_key, AWS_SECRET_ACCESS_KEY=swift.secret_key,
+        AWS_REGION=swift.region, AWS_EC2_METADATA_DISABLED="true",
+    )  # fmt: skip
+    _SWIFT = swift
+    return swift
+
+
+def swift_pids() -> list[int]:
+    """Swift's live processes (and its memcached), if the run started it."""
+    procs = _SWIFT._procs.values() if _SWIFT is not None else []
+    return [p.pid for p in procs if p.poll() is None]
+
+
+def private_tmpdir(tmp: Path) -> Path:
+    """A server's own TMPDIR inside its temp dir: what it leaves there can be counted."""
+    path = tmp / "tmpdir"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def swift_versions() -> dict[str, str]:
+    return {"swift (Debian)": _out(["dpkg-query", "-W", "-f", "${Version}", "swift"]) or "unknown"}
+
+
 class PytusdS3(Pytusd):
-    """pytusd on S3: a real single-node OpenStack Swift (s3api), started once for the run."""
+    """pytusd on S3: a real single-node OpenStack Swift (s3api), started once for the run.
+
+    ``flags`` are passed on to pytusd as they are; ``prefix`` None: a fresh one per start.
+    """
 
     workloads = ("stream", "chunked")
-    bucket = "pytusd-bench"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        name: str = "pytusd-s3",
+        bucket: str = "pytusd-bench",
+        flags: tuple[str, ...] = (),
+        prefix: str | None = None,
+    ) -> None:
         super().__init__()
-        self.name = "pytusd-s3"
+        self.name, self.bucket, self.flags, self.prefix = name, bucket, flags, prefix
         self._swift: Any = None
 
     def prepare(self) -> None:
         super().prepare()
-        if self._swift is not None:
-            return
-        _tests_importable()
-        try:
-            from tests.services.swift import SwiftS3Server
-
-            swift = SwiftS3Server().start()
-        except Exception as exc:  # a missing Debian package, a port clash: skip, say why
-            raise Unavailable(f"could not start Swift: {exc}") from exc
-        atexit.register(swift.stop)
-        swift.create_bucket(self.bucket)
-        # The server process inherits these (boto's standard credential chain).
-        os.environ.update(
-            AWS_ACCESS_KEY_ID=swift.access_key, AWS_SECRET_ACCESS_KEY=swift.secret_key,
-            AWS_REGION=swift.region, AWS_EC2_METADATA_DISABLED="true",
-        )  # fmt: skip
-        self._swift = swift
+        if self._swift is None:
+            self._swift = shared_swift()
+            self._swift.create_bucket(self.bucket)
 
     def command(self, port: int, data: Path, tmp: Path) -> list[str]:
-        s3 = ["--s3-bucket", self.bucket, "--s3-endpoint", self._swift.endpoint_url,
-              "--s3-object-prefix", f"{tmp.name}/"]  # fmt: skip
-        return super().command(port, data, tmp) + s3
+        prefix = f"{tmp.name}/" if self.prefix is None else self.prefix
+        s3 = ["--s3-bucket", self.bucket, "--s3-endpoint", self._swift.endpoint_url, "--s3-object-prefix", prefix]
+        return super().command(port, data, tmp) + s3 + list(self.flags)
+
+    def env(self, tmp: Path) -> dict[str, str]:
+        return {"TMPDIR": str(private_tmpdir(tmp))}  # its spool dir (pytusd-s3-*) goes there
 
     def backend_pids(self) -> list[int]:
-        procs = self._swift._procs.values() if self._swift is not None else []
-        return [p.pid for p in procs if p.poll() is None]
+        return swift_pids()
 
     def versions(self) -> dict[str, str]:
-        swift = _out(["dpkg-query", "-W", "-f", "${Version}", "swift"]) or "unknown"
-        return {"swift (Debian)": swift, "aiobotocore": _pkg("aiobotocore")}
+        return {**super().versions(), **swift_versions(), "aiobotocore": _pkg("aiobotocore")}
 
 
 def _pkg(name: str) -> str:
@@ -165,6 +216,9 @@ def _pkg(name: str) -> str:
 class TusNode(Spec):
     name = "tus-node"
     dir = CACHE / "node"
+    script = "tus_node_server.mjs"  # in bench/peers/
+    installed_as = "server.mjs"  # next to node_modules
+    packages: tuple[str, ...] = ("@tus/server", "@tus/file-store")  # of TUS_NODE_PACKAGES, the ones it uses
 
     def prepare(self) -> None:
         node = shutil.which("node")
@@ -184,7 +238,7 @@ class TusNode(Spec):
             if res.returncode or self._installed() != TUS_NODE_PACKAGES:
                 raise Unavailable(f"npm install failed: {res.stderr.strip()[-500:]}")
         # ESM resolves packages relative to the script, so it lives next to node_modules.
-        shutil.copyfile(BENCH / "peers" / "tus_node_server.mjs", self.dir / "server.mjs")
+        shutil.copyfile(BENCH / "peers" / self.script, self.dir / self.installed_as)
 
     def _installed(self) -> dict[str, str]:
         found = {}
@@ -195,10 +249,43 @@ class TusNode(Spec):
         return found
 
     def command(self, port: int, data: Path, tmp: Path) -> list[str]:
-        return ["node", str(self.dir / "server.mjs"), "127.0.0.1", str(port), str(data)]
+        return ["node", str(self.dir / self.installed_as), "127.0.0.1", str(port), str(data)]
 
     def versions(self) -> dict[str, str]:
-        return {"node": _out(["node", "--version"]), **self._installed()}
+        found = self._installed()
+        return {"node": _out(["node", "--version"]), **{p: found.get(p, "missing") for p in self.packages}}
+
+
+class TusNodeS3(TusNode):
+    """@tus/server with @tus/s3-store on the run's Swift (bench/s3.py): objects keyed by the upload ID."""
+
+    script = "tus_node_s3_server.mjs"
+    installed_as = "s3-server.mjs"
+    packages = ("@tus/server", "@tus/s3-store", "@aws-sdk/client-s3")
+    workloads = ("stream", "chunked")
+
+    def __init__(self, name: str = "tus-node-s3", bucket: str = "tus-node-s3-bench") -> None:
+        self.name, self.bucket = name, bucket
+        self._swift: Any = None
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self._swift is None:
+            self._swift = shared_swift()
+            self._swift.create_bucket(self.bucket)
+
+    def command(self, port: int, data: Path, tmp: Path) -> list[str]:
+        script = str(self.dir / self.installed_as)
+        return ["node", script, "127.0.0.1", str(port), self.bucket, self._swift.endpoint_url]
+
+    def env(self, tmp: Path) -> dict[str, str]:
+        return {"TMPDIR": str(private_tmpdir(tmp))}  # its part files (os.tmpdir()) go there
+
+    def backend_pids(self) -> list[int]:
+        return swift_pids()
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), **swift_versions()}
 
 
 class Tuspyserver(Spec):
@@ -394,7 +481,7 @@ def proxy_config(listen_port: int, upstreams: list[tuple[str, int]], workdir: Pa
     """
     from tests.services.nginx import nginx_config
 
-    conf = nginx_config(listen_port, upstreams, workdir)
+    conf: str = nginx_config(listen_port, upstreams, workdir)
     edits = [
         # A write() per request; pytusd itself logs no requests (uvicorn's access log is off),
         # nor does the nginx reference.
@@ -604,9 +691,11 @@ def start(spec: Spec, timeout: float = 60.0) -> Running:
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{spec.name}.log"
     cmd = spec.command(port, data, tmp)
+    env = {**os.environ, **spec.env(tmp)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
