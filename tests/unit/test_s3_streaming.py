@@ -154,3 +154,64 @@ def test_a_commit_by_someone_else_is_listed_once(fake: FakeS3, tmp_path: Path) -
             assert fake.calls["list_parts"] == before + 2
 
     run(scenario)
+
+
+# -- fewer S3 requests per PATCH -------------------------------------------------------------------
+
+
+def _reads(fake: FakeS3, since: int) -> list[tuple[str, str | None]]:
+    return [entry for entry in fake.log[since:] if entry[0] in ("get_object", "head_object", "list_parts")]
+
+
+def test_a_write_right_after_get_info_reads_nothing_again(fake: FakeS3, tmp_path: Path) -> None:
+    """The handler reads the upload under its lock and then writes: the write uses that read."""
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store)
+            chunk = DATA[: PART + 7]
+            mark = len(fake.log)
+            await store.write_chunk("up", 0, body(chunk), length=len(chunk))  # creation hands it over too
+            assert _reads(fake, mark) == []
+            info = await store.get_info("up")
+            mark = len(fake.log)
+            rest = DATA[info.offset : info.offset + PART]
+            await store.write_chunk("up", info.offset, body(rest), length=len(rest))
+            assert _reads(fake, mark) == []
+        assert await fresh_offset(fake, tmp_path) == 2 * PART + 7
+
+    run(scenario)
+
+
+def test_a_read_that_no_longer_fits_is_not_handed_over(fake: FakeS3, tmp_path: Path) -> None:
+    """A remembered state at another offset (someone wrote since) is read again, not trusted."""
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as first, opened(fake, tmp_path) as second:
+            await create(first)
+            assert (await first.get_info("up")).offset == 0
+            await second.write_chunk("up", 0, body(DATA[:100]))
+            mark = len(fake.log)
+            await first.write_chunk("up", 100, body(DATA[100:200]), length=100)
+            assert _reads(fake, mark)  # read again
+            assert (await second.get_info("up")).offset == 200
+            assert fake.objects["up.part"].data == DATA[:200]
+
+    run(scenario)
+
+
+def test_reads_of_an_upload_in_progress_skip_its_object_yet_see_it_complete(fake: FakeS3, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store, opened(fake, tmp_path) as other:
+            await create(store)
+            await store.write_chunk("up", 0, body(DATA[: PART + 1]), length=PART + 1)
+            mark = len(fake.log)
+            assert (await other.get_info("up")).offset == PART + 1
+            assert ("head_object", "up") not in fake.log[mark:]
+            rest = DATA[PART + 1 :]
+            await store.write_chunk("up", PART + 1, body(rest), length=len(rest))
+            info = await other.get_info("up")
+            assert info.offset == len(DATA) and info.is_complete
+            assert await content(other) == DATA
+
+    run(scenario)

@@ -126,11 +126,15 @@ async def read_state(
     part lists spare a listing."""
     key, part_key = keys.object_key(upload_id), keys.part_key(upload_id)
 
-    info, tail, finished = await asyncio.gather(
-        load_info(client, keys, upload_id), client.head(part_key), client.head(key)
-    )
+    info, tail = await asyncio.gather(load_info(client, keys, upload_id), client.head(part_key))
     if info is None:
         raise UploadNotFound(upload_id)
+    finished = None
+    if not _in_progress(info, tail):
+        # No incomplete part (no write yet, or a 0-byte upload) or a completion marker: the
+        # finished object may exist. Beside an incomplete part it can only if every byte is
+        # there (see data_state), so most reads of an upload in progress cost one request less.
+        finished = await client.head(key)
     if not (finals and info.is_partial):
         return await data_state(client, keys, info, tail, finished, known)
     # Listed beside the data's state, not after it: a partial's HEAD costs one request more,
@@ -140,6 +144,15 @@ async def read_state(
     )
     info.pending_finals += [f for f in waiting if f not in info.pending_finals]
     return state
+
+
+def _in_progress(info: UploadInfo, tail: ObjectHead | None) -> bool:
+    """Whether the incomplete part says the upload is unfinished (then it has no object yet)."""
+    return (
+        tail is not None
+        and not tail.metadata.get(META_COMPLETE)
+        and tail.metadata.get(META_MULTIPART) == info.storage.get(STORAGE_MULTIPART, "")
+    )
 
 
 async def pending_finals(client: ObjectStorage, keys: KeyLayout, upload_id: str) -> list[str]:
@@ -166,11 +179,11 @@ async def data_state(
         tail = None  # left over from something else under the same key
     count = parse_count(tail, upload_id)
     if count == 0 or not multipart:
-        return State(info, multipart, None, [], tail)
+        return await _unless_completed(client, key, State(info, multipart, None, [], tail))
     commit = tail.metadata.get(META_COMMIT, "") if tail is not None else ""
     remembered = known.get(upload_id, commit, count) if known is not None else None
     if remembered is not None:
-        return State(info, multipart, None, remembered, tail)
+        return await _unless_completed(client, key, State(info, multipart, None, remembered, tail))
     try:
         listed = await client.list_parts(key, multipart, count)
     except S3Error as exc:
@@ -188,7 +201,17 @@ async def data_state(
     found = [p for p in parts if p is not None]
     if known is not None:
         known.put(upload_id, commit, found)
-    return State(info, multipart, None, found, tail)
+    return await _unless_completed(client, key, State(info, multipart, None, found, tail))
+
+
+async def _unless_completed(client: ObjectStorage, key: str, state: State) -> State:
+    """``state``, read without looking for the finished object: if every byte is there, the
+    upload may have been completed since its incomplete part was read, so look now."""
+    if state.full:
+        finished = await client.head(key)
+        if finished is not None:
+            return State(state.info, state.multipart, finished, [], None)
+    return state
 
 
 async def finished_or_gone(client: ObjectStorage, keys: KeyLayout, info: UploadInfo, multipart: str, why: str) -> State:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
@@ -33,6 +34,9 @@ from pytusd.stores.s3.state import State, load_info, put_info, read_state
 from pytusd.stores.s3.writer import ChunkWriter
 
 __all__ = ["S3Store", "UnfinishedPartsUnreadable"]
+
+#: How old a state read by get_info may be to stand in for write_chunk's own read (see _handoff).
+HANDOFF_FOR = 1.0
 
 
 class UnfinishedPartsUnreadable(StoreError):
@@ -97,6 +101,8 @@ class S3Store(DataStore):
             tail_cache_bytes=tail_cache_bytes,
             content_hashes=content_hashes,
         )
+        #: upload ID -> (when the read started, the state it found): see _handoff.
+        self._fresh: dict[str, tuple[float, State]] = {}
 
     @property
     def object_prefix(self) -> str:
@@ -157,11 +163,52 @@ class S3Store(DataStore):
         await put_info(self.client, self.keys, info)
 
     async def _state(self, upload_id: str, *, finals: bool = False) -> State:
-        return await read_state(self.client, self.keys, upload_id, finals=finals, known=self._io.known)
+        started = asyncio.get_running_loop().time()
+        state = await read_state(self.client, self.keys, upload_id, finals=finals, known=self._io.known)
+        self._remember(upload_id, started, state)
+        return state
+
+    def _remember(self, upload_id: str, started: float, state: State) -> None:
+        """Keep the state of the read that started last, for :meth:`_handoff`."""
+        known = self._fresh.get(upload_id)
+        if known is not None and known[0] > started:
+            return
+        if len(self._fresh) > 1000:
+            cutoff = started - HANDOFF_FOR
+            self._fresh = {k: v for k, v in self._fresh.items() if v[0] >= cutoff}
+        info = dataclasses.replace(
+            state.info,
+            metadata=dict(state.info.metadata),
+            storage=dict(state.info.storage),
+            partial_uploads=list(state.info.partial_uploads),
+            pending_finals=list(state.info.pending_finals),
+        )
+        self._fresh[upload_id] = (started, dataclasses.replace(state, info=info, parts=list(state.parts)))
+
+    async def _handoff(self, upload_id: str, offset: int) -> State:
+        """The state for a write: the one the handler's get_info just read, if it may stand in.
+
+        The handler reads an upload (get_info) under its lock right before it writes, so a second
+        read would find the same: nobody else writes while the lock is held, and a read that
+        started earlier (a HEAD beside it) never replaces a later one (:meth:`_remember`). The
+        state is used once, only if it is recent and at the offset the write starts from; else
+        (another caller, a slow hook in between) S3 is read again. This saves a PATCH three S3
+        requests, about a tenth of an 8 MiB PATCH's time on Swift.
+        """
+        fresh = self._fresh.pop(upload_id, None)
+        now = asyncio.get_running_loop().time()
+        if fresh is not None:
+            started, state = fresh
+            if now - started <= HANDOFF_FOR and state.completed is None and not state.full and state.offset == offset:
+                return state
+        state = await self._state(upload_id)
+        self._fresh.pop(upload_id, None)
+        return state
 
     # -- contract -------------------------------------------------------------------------------
 
     async def create(self, info: UploadInfo) -> UploadInfo:
+        started = asyncio.get_running_loop().time()
         key = self.object_key(info.id)
         if info.size is not None and info.size > MAX_OBJECT_SIZE:
             raise UploadTooLarge(f"S3 objects hold at most {MAX_OBJECT_SIZE} bytes")
@@ -187,6 +234,9 @@ class S3Store(DataStore):
         }
         # The info object comes last: it is what makes the upload exist.
         await self._put_info(info)
+        if multipart:
+            # Creation with upload writes next: it knows the state without reading it.
+            self._remember(info.id, started, State(info, multipart, None, [], None))
         return info
 
     async def get_info(self, upload_id: str) -> UploadInfo:
@@ -195,6 +245,7 @@ class S3Store(DataStore):
         return state.info
 
     async def update_info(self, info: UploadInfo) -> None:
+        self._fresh.pop(info.id, None)
         stored = await self._load_info(info.id)
         if stored is None:
             raise UploadNotFound(info.id)
@@ -218,6 +269,7 @@ class S3Store(DataStore):
         await self.client.put(self.finals_prefix(partial_id) + final_id, b"", 0, EMPTY_MD5)
 
     async def declare_length(self, upload_id: str, length: int) -> None:
+        self._fresh.pop(upload_id, None)
         info = await self._load_info(upload_id)
         if info is None:
             raise UploadNotFound(upload_id)
@@ -238,7 +290,7 @@ class S3Store(DataStore):
         all_or_nothing: bool = False,
         length: int | None = None,
     ) -> int:
-        state = await self._state(upload_id)
+        state = await self._handoff(upload_id, offset)
         if state.completed is not None:
             async for chunk in source:
                 if chunk:
@@ -306,6 +358,7 @@ class S3Store(DataStore):
         )
 
     async def terminate(self, upload_id: str) -> None:
+        self._fresh.pop(upload_id, None)
         info = await self._load_info(upload_id)
         if info is None:
             raise UploadNotFound(upload_id)
@@ -328,6 +381,7 @@ class S3Store(DataStore):
                 raise result
 
     async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
+        self._fresh.pop(final.id, None)
         target = await self._state(final.id)
         if target.completed is not None:
             return
