@@ -85,8 +85,8 @@ class ASGIBody:
     def can_write_into(self) -> bool:
         return SPLICE_EXTENSION in (self._scope.get("extensions") or {})
 
-    async def write_into(self, fd: int) -> int:
-        """The rest of the body into ``fd`` through the serving layer's ``pytusd.splice``."""
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
+        """The rest of the body (at most ``limit`` bytes) into ``fd`` through ``pytusd.splice``."""
         if self.complete or self.disconnected or self._stopped is not None:
             return 0
         into = self._scope["extensions"][SPLICE_EXTENSION]["into"]
@@ -95,7 +95,7 @@ class ASGIBody:
         self._waiting = True
         self._into = (fd, start)
         try:
-            written, complete = await into(fd)
+            written, complete = await (into(fd) if limit is None and moved is None else into(fd, limit, moved))
         except asyncio.CancelledError:
             if self._cancelled_by_stop and self._task is not None:
                 self._task.uncancel()
@@ -107,8 +107,10 @@ class ASGIBody:
             self._into = None
         if complete:
             self.complete = True
-        else:
+        elif limit is None or written < limit:
             self.disconnected = True
+        if written:
+            self._heard_at = time.monotonic()
         return int(written)
 
     def quiet_for(self) -> float:

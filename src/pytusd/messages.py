@@ -44,8 +44,10 @@ class Body(Protocol):
     def can_write_into(self) -> bool:
         """The web server can move the body into a file descriptor itself (pytusd's can, on Linux)."""
 
-    async def write_into(self, fd: int) -> int:
-        """Write the rest of the body at ``fd``'s position; only when :attr:`can_write_into`."""
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
+        """Write the rest of the body (at most ``limit`` bytes) at ``fd``'s position, calling
+        ``moved(n)`` as bytes land; only when :attr:`can_write_into`. Fewer than ``limit`` bytes
+        means the body ended (see :attr:`complete` and :attr:`disconnected`)."""
 
     def quiet_for(self) -> float:
         """Seconds since the body last received bytes (or since the request began, if none yet).
@@ -76,7 +78,7 @@ class EmptyBody:
     def trailers(self) -> Mapping[str, str] | None:
         return None
 
-    async def write_into(self, fd: int) -> int:
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
         return 0
 
     def quiet_for(self) -> float:

@@ -88,8 +88,8 @@ class DirectBody(DirectSource):
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._body.__aiter__()
 
-    async def write_into(self, fd: int) -> int:
-        return await self._body.write_into(fd)
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
+        return await self._body.write_into(fd, limit, moved)
 
 
 async def guarded(body: AsyncIterable[bytes], limit: int, verifier: Verifier | None) -> AsyncIterator[bytes]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from pytusd.config import Config
 from pytusd.dispatch import Dispatcher
@@ -77,7 +77,7 @@ class ListBody:
     def trailers(self) -> Mapping[str, str] | None:
         return None
 
-    async def write_into(self, fd: int) -> int:
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
         raise AssertionError("this body cannot write itself")
 
     def quiet_for(self) -> float:
@@ -91,11 +91,21 @@ class SelfWritingBody(ListBody):
         super().__init__(*chunks)
         self.can_write_into = True
         self.wrote_itself = False
+        self._data = b"".join(chunks)
+        self._position = 0
 
-    async def write_into(self, fd: int) -> int:
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
         self.wrote_itself = True
-        written = sum(os.write(fd, chunk) for chunk in self.chunks)
-        self.complete = True
+        end = len(self._data) if limit is None else min(len(self._data), self._position + limit)
+        written = 0
+        while self._position < end:
+            count = os.write(fd, self._data[self._position : end])
+            self._position += count
+            written += count
+            if moved is not None:
+                moved(count)
+            await asyncio.sleep(0)
+        self.complete = self._position == len(self._data)
         return written
 
 

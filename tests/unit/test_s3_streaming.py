@@ -7,11 +7,14 @@ tests/integration/test_s3_store.py and, through the server, in tests/integration
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from pytusd.stores.base import DirectSource
 from pytusd.stores.s3 import S3Store
 from tests.support.fake_s3 import FakeS3
 from tests.unit.test_s3_writer import (
@@ -213,5 +216,106 @@ def test_reads_of_an_upload_in_progress_skip_its_object_yet_see_it_complete(fake
             info = await other.get_info("up")
             assert info.offset == len(DATA) and info.is_complete
             assert await content(other) == DATA
+
+    run(scenario)
+
+
+# -- bodies the serving layer moves into the spools itself (splice) -------------------------------
+
+
+class Spliced(DirectSource):
+    """A body that writes itself into descriptors, at most ``limit`` bytes a call, as pytusd's
+    serving layer does with splice(2); ``stop_at`` ends it early (the client left)."""
+
+    def __init__(self, data: bytes, *, step: int = 256 * 1024, stop_at: int | None = None) -> None:
+        self.data, self.step, self.position = data, step, 0
+        self.end = len(data) if stop_at is None else stop_at
+        self.calls: list[int | None] = []
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        raise AssertionError("a spliced body is not iterated")
+
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
+        self.calls.append(limit)
+        stop = self.end if limit is None else min(self.end, self.position + limit)
+        written = 0
+        while self.position < stop:
+            count = os.write(fd, self.data[self.position : min(stop, self.position + self.step)])
+            self.position += count
+            written += count
+            if moved is not None:
+                moved(count)
+            await asyncio.sleep(0)
+        return written
+
+
+@pytest.mark.parametrize("hashed", [True, False])
+def test_a_spliced_body_fills_the_pieces_part_by_part(fake: FakeS3, tmp_path: Path, hashed: bool) -> None:
+    async def scenario() -> None:
+        store = S3Store("bucket", client=fake, part_size=PART, temp_dir=str(tmp_path), content_hashes=hashed)
+        await store.start()
+        try:
+            await create(store)
+            first = DATA[:100]
+            await store.write_chunk("up", 0, Spliced(first), length=len(first))
+            rest = DATA[100:]
+            source = Spliced(rest)
+            assert await store.write_chunk("up", 100, source, length=len(rest)) == len(rest)
+            assert await content(store) == DATA
+            # One call per piece (the limits), never the whole body at once.
+            assert None not in source.calls and len(source.calls) >= 4
+            assert os.listdir(store._temp_dir) == []
+        finally:
+            await store.close()
+        # 3 parts of PART and one of the rest; with hashes, the MD5 computed from the file matched
+        # every streamed part's ETag: no part was sent twice.
+        assert fake.calls["upload_part"] == 4
+
+    run(scenario)
+
+
+def test_a_spliced_body_cut_short_keeps_what_arrived(fake: FakeS3, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store)
+            arrived = PART + MiB + 5
+            source = Spliced(DATA[: 3 * PART], stop_at=arrived)
+            assert await store.write_chunk("up", 0, source, length=3 * PART) == arrived
+            assert (await store.get_info("up")).offset == arrived
+            rest = DATA[arrived:]
+            await store.write_chunk("up", arrived, Spliced(rest), length=len(rest))
+            assert await content(store) == DATA
+        assert await fresh_offset(fake, tmp_path) == len(DATA)
+
+    run(scenario)
+
+
+def test_a_stalled_spliced_body_shows_what_arrived(fake: FakeS3, tmp_path: Path) -> None:
+    """Bytes moved by one long splice call count as they land: a stalled client's 300 kB are
+    committed while the call still waits for more."""
+
+    class Stalling(Spliced):
+        def __init__(self, data: bytes, stall_at: int) -> None:
+            super().__init__(data)
+            self.stall_at, self.go = stall_at, asyncio.Event()
+
+        async def write_into(
+            self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None
+        ) -> int:
+            first = await super().write_into(fd, self.stall_at, moved)
+            await self.go.wait()
+            return first + await super().write_into(fd, None if limit is None else limit - first, moved)
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=1_000_000)
+            source = Stalling(DATA[:1_000_000], 300_000)
+            task = asyncio.get_running_loop().create_task(store.write_chunk("up", 0, source, length=1_000_000))
+            async with asyncio.timeout(10):
+                while await fresh_offset(fake, tmp_path) != 300_000:  # noqa: ASYNC110 - polls the bucket
+                    await asyncio.sleep(0.05)
+            source.go.set()
+            assert await task == 1_000_000
+            assert await content(store) == DATA[:1_000_000]
 
     run(scenario)

@@ -366,6 +366,8 @@ class Probe:
         self.progress: dict[str, int] = {}
         #: X-Tag of a spliced request -> (bytes written, complete or None if stopped)
         self.spliced: dict[str, tuple[int, bool | None]] = {}
+        #: X-Tag of a request spliced with a limit -> calls it took
+        self.steps: dict[str, int] = {}
         #: X-Tag -> whether the request was offered the splice extension
         self.offered: dict[str, bool] = {}
         self.directory = tempfile.mkdtemp(prefix="pytusd-probe-")
@@ -421,7 +423,10 @@ class Probe:
             watcher = asyncio.get_running_loop().create_task(self._stop_at(tag, int(headers[b"x-stop-at"]), task))
         result: tuple[int, bool | None]
         try:
-            result = await into(fd)
+            if b"x-splice-limit" in headers:
+                result = await self._splice_in_steps(into, fd, tag, headers)
+            else:
+                result = await into(fd)
         except asyncio.CancelledError:
             task.uncancel()
             result = (os.lseek(fd, 0, os.SEEK_CUR), None)
@@ -430,6 +435,20 @@ class Probe:
             if watcher is not None:
                 watcher.cancel()
         self.spliced[tag] = result
+
+    async def _splice_in_steps(self, into: Any, fd: int, tag: str, headers: dict[bytes, bytes]) -> tuple[int, bool]:
+        """At most X-Splice-Limit bytes per call, as the S3 store moves a body into its part
+        files; with X-Answer-After, stop calling (and answer) once that many arrived."""
+        limit = int(headers[b"x-splice-limit"])
+        answer_after = int(headers.get(b"x-answer-after", b"-1"))
+        total, calls, moved = 0, 0, [0]
+        while True:
+            written, complete = await into(fd, limit, lambda n: moved.__setitem__(0, moved[0] + n))
+            total, calls = total + written, calls + 1
+            assert moved[0] == total == os.lseek(fd, 0, os.SEEK_CUR)
+            if complete or written < limit or 0 <= answer_after <= total:
+                self.steps[tag] = calls
+                return total, complete
 
     async def _stop_at(self, tag: str, size: int, task: asyncio.Task[Any]) -> None:
         while os.path.getsize(self.path(tag)) < size:  # noqa: ASYNC110 - polls a file, no event to wait on
@@ -676,6 +695,33 @@ def wait_until(predicate: Any, what: str, timeout: float = 5) -> None:
         time.sleep(0.005)
 
 
+def answered_and_kept_open(sock: socket.socket) -> None:
+    """The spliced request is answered on a connection that stays open and parses the next one."""
+    first = read_answers(sock, 1)
+    assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
+    second = read_answers(sock, 1)
+    assert b"HTTP/1.1 200" in second, second
+
+
+def answered_and_closed(sock: socket.socket, why: str) -> None:
+    """Answered with ``connection: close``, and then closed: the body's rest is never parsed."""
+    answer = read_answers(sock, 1)
+    assert b"HTTP/1.1 200" in answer and b"connection: close" in answer.lower(), answer
+    sock.settimeout(5)
+    try:
+        rest = sock.recv(65536)
+    except ConnectionResetError:
+        rest = b""  # closed with the unread body still queued: the kernel answers RST, not FIN
+    assert rest == b"", why
+
+
+def assert_spliced_then_after(app: Probe, tag: str, body: bytes) -> None:
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == body
+    assert app.seen[-1]["body"] == b"after"
+
+
 def test_splice_is_offered_only_for_a_body_with_a_content_length(probe_server: tuple[int, Probe]) -> None:
     port, app = probe_server
     raw(port, b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: cl\r\nContent-Length: 3\r\n\r\nabc")
@@ -712,15 +758,9 @@ def test_splice_moves_the_body_into_the_file_and_the_connection_goes_on(
             sock.sendall(head + b"\r\n" + body[:1000])
             time.sleep(0.05)  # the app starts with some body buffered, the rest is spliced
             sock.sendall(body[1000:])
-        first = read_answers(sock, 1)
-        assert b"HTTP/1.1 200" in first and b"connection: close" not in first.lower(), first
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\nContent-Length: 5\r\n\r\nafter")
-        second = read_answers(sock, 1)
-    assert b"HTTP/1.1 200" in second, second
+        answered_and_kept_open(sock)
     assert app.spliced[tag] == (len(body), True)
-    with open(app.path(tag), "rb") as f:
-        assert f.read() == body
-    assert app.seen[-1]["body"] == b"after"
+    assert_spliced_then_after(app, tag, body)
 
 
 def test_splice_of_a_body_that_arrived_with_its_headers(probe_server: tuple[int, Probe]) -> None:
@@ -766,14 +806,7 @@ def test_splice_stopped_midway_keeps_its_bytes_and_closes_the_connection(probe_s
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Tag: %s\r\nX-Stop-At: 1048576\r\n"
                      b"Content-Length: 4000000\r\n\r\n" % tag.encode())  # fmt: skip
         sock.sendall(sent)
-        answer = read_answers(sock, 1)
-        assert b"HTTP/1.1 200" in answer and b"connection: close" in answer.lower(), answer
-        sock.settimeout(5)
-        try:
-            rest = sock.recv(65536)
-        except ConnectionResetError:
-            rest = b""  # closed with the unread body still queued: the kernel answers RST, not FIN
-        assert rest == b"", "the connection stayed open after a body cut short"
+        answered_and_closed(sock, "the connection stayed open after a body cut short")
     written, complete = app.spliced[tag]
     assert complete is None and 1048576 <= written <= len(sent)
     with open(app.path(tag), "rb") as f:
@@ -860,3 +893,41 @@ def test_splice_without_descriptors_to_spare_reads_the_body(
     tag = f"nofds-{call}-{id(app)}"
     body = os.urandom(1024 * 1024 + 9)
     _assert_whole_body_stored_and_connection_reusable(port, app, tag, body)
+
+
+@pytest.mark.parametrize("size", [3 * 1024 * 1024 + 17, 40_000], ids=["spliced", "short-read"])
+def test_splice_in_steps_moves_the_body_piece_by_piece_and_the_connection_goes_on(
+    probe_server: tuple[int, Probe], size: int
+) -> None:
+    """With a limit per call (the S3 store's parts), the body moves over several calls, bytes
+    parsed with the headers included, and the connection then serves the next request."""
+    port, app = probe_server
+    tag = f"steps-{size}-{id(app)}"
+    body = os.urandom(size)
+    limit = 700_001 if size > 100_000 else 9_999
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Splice-Limit: %d\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head % (limit, tag.encode(), len(body)) + body[:30_000])
+        time.sleep(0.05)  # the first call starts with bytes parsed already, more than one step's
+        sock.sendall(body[30_000:])
+        answered_and_kept_open(sock)
+    assert app.spliced[tag] == (len(body), True)
+    assert app.steps[tag] >= len(body) // limit
+    assert_spliced_then_after(app, tag, body)
+
+
+def test_an_answer_before_a_stepwise_splice_ends_closes_the_connection(probe_server: tuple[int, Probe]) -> None:
+    """The app stops moving the body halfway and answers: the rest is still in the socket, so
+    the connection closes after the answer (its rest must never be parsed as a request)."""
+    port, app = probe_server
+    tag = f"answered-{id(app)}"
+    sent = os.urandom(2 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nX-Splice: 1\r\nX-Splice-Limit: 262144\r\nX-Answer-After: 524288\r\n"
+        sock.sendall(head + b"X-Tag: %s\r\nContent-Length: 4000000\r\n\r\n" % tag.encode())
+        sock.sendall(sent)
+        answered_and_closed(sock, "the connection stayed open after an answer before the body's end")
+    written, complete = app.spliced[tag]
+    assert complete is False and written == 524288
+    with open(app.path(tag), "rb") as f:
+        assert f.read() == sent[:written]

@@ -41,7 +41,7 @@ class Kind:
 
 MEMORY = Kind("memory")
 FILE = Kind("file", direct=True)
-S3 = Kind("s3", max_size=MAX_OBJECT_SIZE)
+S3 = Kind("s3", direct=True, max_size=MAX_OBJECT_SIZE)
 
 Case = Callable[[DataStore, Kind], Awaitable[None]]
 #: Every case of the contract, in the order written.
@@ -90,20 +90,23 @@ class Direct(DirectSource):
     def __init__(self, parts: list[bytes]) -> None:
         self.parts = parts
         self.used: str | None = None
+        self.position = 0
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self.used = "iterated"
         return chunks(self.parts)
 
-    async def write_into(self, fd: int) -> int:
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
         self.used = "direct"
+        data = b"".join(self.parts)
+        end = len(data) if limit is None else min(len(data), self.position + limit)
         written = 0
-        for part in self.parts:
-            view = memoryview(part)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-                written += n
+        while self.position < end:
+            n = os.write(fd, data[self.position : end])
+            self.position += n
+            written += n
+            if moved is not None:
+                moved(n)
         return written
 
 

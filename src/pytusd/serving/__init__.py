@@ -10,11 +10,15 @@ httptools protocol, which offers three scope extensions the app uses when presen
 - ``pytusd.trailers``: ``{"get": () -> list[(name, value)]}`` returns the request's trailer fields
   once the body is complete. Stock uvicorn appends trailers to ``scope["headers"]``; here they are
   kept apart, so a trailer can never pose as a header.
-- ``pytusd.splice``: ``{"into": async (fd) -> (bytes_moved, complete)}``, offered for a body with
-  a Content-Length on a plain socket: writes the rest of the body at ``fd``'s file position, moving
-  it from the socket through a pipe with ``splice(2)``, so the bytes never enter the process.
-  ``complete`` is False if the client went away first. Cancelled, it stops between two moves and
-  the file position tells how far it got; the connection then closes after the response.
+- ``pytusd.splice``: ``{"into": async (fd, limit=None, moved=None) -> (bytes_moved, complete)}``,
+  offered for a body with a Content-Length on a plain socket: writes the rest of the body (at most
+  ``limit`` bytes of it) at ``fd``'s file position, moving it from the socket through a pipe with
+  ``splice(2)``, so the bytes never enter the process; ``moved(n)`` is called as bytes land.
+  ``complete`` is False if the client went away first, or if ``limit`` bytes were moved and more
+  may follow: the next call goes on (the S3 store moves a body into one part file after another).
+  Cancelled, it stops between two moves and the file position tells how far it got; the
+  connection then closes after the response, as it does after an answer given before the body
+  was moved whole.
 
 It also hands each received chunk to the app without the two copies (``bytearray +=`` then
 ``bytes()``) that stock uvicorn makes per chunk.

@@ -36,6 +36,44 @@ FAST_READ = 64 * 1024
 SPLICE_MIN = 64 * 1024
 
 
+class _Into:
+    """One body moved into files by ``pytusd.splice``, over one call or (with limits) several."""
+
+    __slots__ = ("gone", "keep_alive", "more", "pending", "pipe", "read")
+
+    def __init__(self, pending: list[bytes], more: bool, gone: bool) -> None:
+        #: bytes parsed already (with the headers, or read past a limit), written first
+        self.pending = [chunk for chunk in pending if chunk]
+        self.more = more
+        self.gone = gone
+        self.pipe: SplicePipe | None = None
+        #: the rest is read by the parser instead (too short to splice, or it cannot be)
+        self.read = False
+        #: the connection's keep-alive while the body is only partly moved (None: not held)
+        self.keep_alive: bool | None = None
+
+    def write_pending(self, fd: int, room: int, moved: Callable[[int], None] | None) -> int:
+        """Write parsed bytes into ``fd``, at most ``room`` of them (-1: all)."""
+        written = 0
+        while self.pending and (room < 0 or written < room):
+            chunk = self.pending[0]
+            if 0 <= room - written < len(chunk):
+                take = room - written
+                self.pending[0] = chunk[take:]
+                chunk = chunk[:take]
+            else:
+                self.pending.pop(0)
+            written += write_all(fd, chunk)
+            if moved is not None:
+                moved(len(chunk))
+        return written
+
+    def close_pipe(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
+
+
 class _HeadersTooLarge(Exception):
     """The request line and headers (or the trailers) passed MAX_HEADER_BYTES: answered 431."""
 
@@ -66,6 +104,9 @@ class PytusdHttpProtocol(HttpToolsBase):
     _low_water = 1
     #: counted in budget.receiving
     _counted = False
+
+    #: the current body's moves into files (pytusd.splice), once the first one began
+    _into: _Into | None = None
 
     _reads = 0
     _reads_at_check = 0
@@ -108,6 +149,7 @@ class PytusdHttpProtocol(HttpToolsBase):
             self._watch_for_stall()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_into()
         self._count_body(False)
         if self._stall_check is not None:
             self._stall_check.cancel()
@@ -126,6 +168,7 @@ class PytusdHttpProtocol(HttpToolsBase):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._end_into()
         self._content_length = -1
         self._body_left = 0
         self._header_bytes = 0
@@ -184,51 +227,126 @@ class PytusdHttpProtocol(HttpToolsBase):
         if self._body_left > 0 and CAN_SPLICE and self.transport.get_extra_info("ssl_object") is None:
             request = self._request_cycle()
 
-            async def splice_into(fd: int) -> tuple[int, bool]:
-                return await self._splice_into(request, fd)
+            async def splice_into(
+                fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None
+            ) -> tuple[int, bool]:
+                return await self._splice_into(request, fd, limit, moved)
 
             self._request_scope()["extensions"][SPLICE_EXTENSION] = {"into": splice_into}
 
-    async def _splice_into(self, request: object, fd: int) -> tuple[int, bool]:
-        """The ``pytusd.splice`` extension: the rest of this request's body into ``fd``.
+    async def _splice_into(
+        self, request: object, fd: int, limit: int | None, moved: Callable[[int], None] | None
+    ) -> tuple[int, bool]:
+        """The ``pytusd.splice`` extension: (at most ``limit`` bytes of) the rest of this request's
+        body into ``fd``; ``moved(n)`` once each ``n`` bytes are in the file.
 
         Bytes that arrived with the headers are written first; the rest moves socket -> pipe ->
         file (``pytusd.serving.splice``), never entering the process. httptools never sees the
         spliced bytes, so a fresh parser takes over for the next request; a body cut short closes
-        the connection.
+        the connection. With a limit, the body may be moved into several files by several calls:
+        the pipe stays open (and the socket unread) in between, and an answer given before the
+        body's end closes the connection.
         """
-        chunks, more_body, disconnected = self._take_buffered_body(request)
-        written = 0
-        for chunk in chunks:
-            written += write_all(fd, chunk)
-        if not more_body or disconnected:
+        state = self._into
+        if state is None:
+            chunks, more_body, disconnected = self._take_buffered_body(request)
+            state = self._into = _Into(chunks, more_body, disconnected)
+        room = -1 if limit is None else limit
+        written = state.write_pending(fd, room, moved)
+        if state.pending or (room >= 0 and written >= room):
+            return written, False  # the limit: more to come
+        if not state.more or state.gone:
             # Parsed whole, or the client is gone: what was buffered is all there is. (A pipelined
             # request can follow only a parsed end, so ``self._body_left`` is this body's.)
-            return written, not more_body
-        if self._body_left < SPLICE_MIN:
-            return await self._receive_into(request, fd, written)
-        pipe = SplicePipe.open(self.transport.get_extra_info("socket").fileno(), self.budget.read_size())
-        if pipe is None:  # out of descriptors: reading needs none
-            return await self._receive_into(request, fd, written)
-        self._pause_reading()
+            return written, not state.more
+        left = -1 if room < 0 else room - written
+        if not state.read and state.pipe is None:
+            pipe = None
+            if self._body_left >= SPLICE_MIN:
+                pipe = SplicePipe.open(self.transport.get_extra_info("socket").fileno(), self.budget.read_size())
+            if pipe is None:  # too short to repay a pipe, or out of descriptors: reading needs none
+                state.read = True
+            else:
+                state.pipe = pipe
+                self._pause_reading()
+        if state.read:
+            return await self._read_into(request, state, fd, written, left, moved)
+        return await self._move_into(request, state, fd, written, left, moved)
+
+    async def _move_into(
+        self, request: object, state: _Into, fd: int, written: int, left: int, moved: Callable[[int], None] | None
+    ) -> tuple[int, bool]:
+        pipe = state.pipe
+        assert pipe is not None
+        want = self._body_left if left < 0 else min(left, self._body_left)
+
+        def spliced(count: int) -> None:
+            self._spliced(count)
+            if moved is not None:
+                moved(count)
+
         outcome = Outcome.CUT_SHORT  # unless the splice says otherwise (it may be cancelled)
         try:
-            spliced, outcome = await pipe.move(self.loop, fd, self._body_left, self._spliced)
-            written += spliced
+            count, outcome = await pipe.move(self.loop, fd, want, spliced)
+            written += count
         finally:
-            pipe.close()
-            self._set_low_water(1)
-            if outcome is Outcome.COMPLETE:
-                self._body_bypassed_parser(request)
-                self._count_body(False)
-                self._resume_reading()
-            elif outcome is Outcome.UNSUPPORTED:
-                self._resume_reading()
+            done = outcome is Outcome.COMPLETE and self._body_left <= 0
+            if outcome is Outcome.COMPLETE and not done:
+                # Stopped at the limit: the next call goes on. Until the body is moved whole, an
+                # answer closes the connection (httptools would take the rest for a request).
+                if state.keep_alive is None:
+                    state.keep_alive = self._hold_keep_alive(request)
             else:
-                self._lost_count_of_body(request)
+                state.close_pipe()
+                self._set_low_water(1)
+                if done:
+                    state.more = False
+                    self._body_bypassed_parser(request)
+                    if state.keep_alive is not None:
+                        self._restore_keep_alive(request, state.keep_alive)
+                    self._count_body(False)
+                    self._resume_reading()
+                elif outcome is Outcome.UNSUPPORTED:
+                    state.read = True
+                    self._resume_reading()
+                else:
+                    state.gone = True
+                    self._lost_count_of_body(request)
         if outcome is Outcome.UNSUPPORTED:
-            return await self._receive_into(request, fd, written)
-        return written, outcome is Outcome.COMPLETE
+            return await self._read_into(request, state, fd, written, left, moved)
+        return written, done
+
+    async def _read_into(
+        self, request: object, state: _Into, fd: int, written: int, left: int, moved: Callable[[int], None] | None
+    ) -> tuple[int, bool]:
+        """The rest read by the parser as usual, into ``fd``; past the limit, kept for the next call."""
+        while left != 0:
+            data, more, gone = await self._receive_chunk(request)
+            if gone:
+                state.gone = True
+                return written, False
+            if 0 <= left < len(data):
+                state.pending.append(data[left:])
+                data = data[:left]
+            written += write_all(fd, data)
+            if data and moved is not None:
+                moved(len(data))
+            if left > 0:
+                left -= len(data)
+            if not more:
+                state.more = False
+                return written, not state.pending
+        return written, False
+
+    def on_response_complete(self) -> None:
+        self._end_into()
+        super().on_response_complete()
+
+    def _end_into(self) -> None:
+        """A request is over: a pipe still open (its body was not moved whole) closes."""
+        state, self._into = self._into, None
+        if state is not None:
+            state.close_pipe()
 
     def _spliced(self, moved: int) -> None:
         """``moved`` body bytes went past the parser into the file."""

@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 import httptools
 import uvicorn
 
-from pytusd.fdio import write_all
-
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
 
@@ -330,16 +328,26 @@ class HttpToolsBase(HttpToolsProtocol):
         cycle.keep_alive = False
 
     @staticmethod
-    async def _receive_into(request: object, fd: int, written: int) -> tuple[int, bool]:
-        """Read the rest of the body into ``fd``, after ``written`` bytes: (total written, complete).
+    async def _receive_chunk(request: object) -> tuple[bytes, bool, bool]:
+        """The next piece of the body read by the parser: (bytes, more to come, client gone).
 
         For a rest too short to repay a pipe, or one that cannot be spliced.
         """
         cycle: Any = request
-        while True:
-            message: Any = await cycle.receive()  # http.request or http.disconnect
-            if message["type"] == "http.disconnect":
-                return written, False
-            written += write_all(fd, message["body"])
-            if not message["more_body"]:
-                return written, True
+        message: Any = await cycle.receive()  # http.request or http.disconnect
+        if message["type"] == "http.disconnect":
+            return b"", False, True
+        return message["body"], bool(message["more_body"]), False
+
+    @staticmethod
+    def _hold_keep_alive(request: object) -> bool:
+        """Until the rest of a body is moved, answering closes the connection; returns the old value."""
+        cycle: Any = request
+        was = bool(cycle.keep_alive)
+        cycle.keep_alive = False
+        return was
+
+    @staticmethod
+    def _restore_keep_alive(request: object, keep_alive: bool) -> None:
+        cycle: Any = request
+        cycle.keep_alive = keep_alive

@@ -7,7 +7,7 @@ locks before it calls a store, and holds the upload's lock around every call tha
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 from pytusd.info import UploadInfo
 
@@ -41,11 +41,13 @@ class DirectSource(abc.ABC):
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
     @abc.abstractmethod
-    async def write_into(self, fd: int) -> int:
-        """Write every remaining byte at ``fd``'s position (advancing it); return how many.
+    async def write_into(self, fd: int, limit: int | None = None, moved: Callable[[int], None] | None = None) -> int:
+        """Write every remaining byte (at most ``limit``) at ``fd``'s position (advancing it);
+        return how many. ``moved(n)`` is called as each ``n`` bytes are in the file.
 
-        Bytes written before an early end (the body was stopped, or the client left) stay
-        written and are counted; errors of ``fd`` itself propagate.
+        Fewer than ``limit`` bytes means the body ended. Bytes written before an early end (the
+        body was stopped, or the client left) stay written and are counted; errors of ``fd``
+        itself propagate.
         """
 
 

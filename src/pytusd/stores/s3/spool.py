@@ -68,6 +68,21 @@ class Spool:
         if self._grown is not None:
             self._grown.set()
 
+    def grew(self, count: int) -> None:
+        """``count`` bytes were written at the end of the file by someone else (the serving
+        layer's splice): count them, and hash them (read back: they never passed through here)."""
+        if self.md5 is not None:
+            done = 0
+            while done < count:
+                block = os.pread(self.fd, min(READ_BLOCK, count - done), self.size + done)
+                if not block:
+                    raise StoreError("spool file shorter than written")
+                self.md5.update(block)
+                done += len(block)
+        self.size += count
+        if self._grown is not None:
+            self._grown.set()
+
     def close_input(self) -> None:
         """No more bytes will come: readers waiting for more end (or fail, if they wanted more)."""
         self.closed = True

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
-from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
+from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 from pytusd.stores.s3.aws import ClientSettings, S3Client
 from pytusd.stores.s3.client import ObjectStorage, S3Error
 from pytusd.stores.s3.commit import Committer
@@ -299,6 +299,12 @@ class S3Store(DataStore):
         if offset != state.offset:
             raise StoreError(f"upload {upload_id}: write at {offset}, but S3 holds {state.offset} bytes")
         writer = ChunkWriter(self._io, state, progressive=not all_or_nothing, length=length)
+        if isinstance(source, DirectSource) and not all_or_nothing:
+            try:
+                await writer.pour(source)
+                return await writer.commit()
+            finally:
+                await writer.discard()
         iterator = aiter(source)
         try:
             while True:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
-from pytusd.stores.base import StoreError
+from pytusd.stores.base import DirectSource, StoreError
 from pytusd.stores.s3.client import Part
 from pytusd.stores.s3.commit import Committer
 from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
@@ -99,29 +100,63 @@ class ChunkWriter:
     async def feed(self, chunk: bytes) -> None:
         loop = asyncio.get_running_loop()
         self.last_feed = loop.time()
-        if self.progressive and not self.helpers:
-            self.helpers.append(loop.create_task(self._commit_piece()))
+        self._start_helpers()
         view = memoryview(chunk)
         while view:
+            piece = await self._piece_with_room()
+            taken = view[: self._limit() - piece.size]
+            piece.write(taken)
+            view = view[len(taken) :]
+            self.received += len(taken)
+            self._close_if_full(piece)
+        self.last_feed = loop.time()
+
+    async def pour(self, source: DirectSource) -> None:
+        """The whole body, moved into the pieces by the serving layer (splice) instead of read here.
+
+        Each call moves at most what the current piece still takes, so pieces, plans and the
+        bound on buffered parts work as with :meth:`feed`.
+        """
+        loop = asyncio.get_running_loop()
+        self._start_helpers()
+        while True:
+            piece = await self._piece_with_room()
+
+            def moved(count: int, piece: Spool = piece) -> None:
+                # Counted as they land, not when the call returns: a stalled body's bytes are
+                # committed while it waits (the budget of such commits counts received bytes).
+                piece.grew(count)
+                self.received += count
+                self.last_feed = loop.time()
+
+            room = self._limit() - piece.size
+            os.lseek(piece.fd, piece.size, os.SEEK_SET)
+            count = await source.write_into(piece.fd, room, moved)
+            self._close_if_full(piece)
+            if count < room:
+                return  # the body ended (whole, or cut short: the service tells which)
+
+    def _start_helpers(self) -> None:
+        if self.progressive and not self.helpers:
+            self.helpers.append(asyncio.get_running_loop().create_task(self._commit_piece()))
+
+    async def _piece_with_room(self) -> Spool:
+        """The piece more bytes go into: the current one, or a new one once it is full."""
+        while True:
             if self.piece is None:
                 await self._open_piece()
             piece = self.piece
             assert piece is not None
-            limit = self._limit()
-            if limit > piece.size:
-                taken = view[: limit - piece.size]
-                piece.write(taken)
-                view = view[len(taken) :]
-                self.received += len(taken)
-            if piece.size < limit:
-                continue
-            if self.streaming or self.plan is None:
-                self._close_piece()
-            elif view:
-                # The rest of the body was to stay behind, yet more comes: the body is longer than
-                # announced. Its length is unknown from here on.
-                self.plan = self.length = None
-        self.last_feed = loop.time()
+            if piece.size < self._limit():
+                return piece
+            # Only a planned rest that was to stay behind is full here, yet more comes: the body
+            # is longer than announced. Its length is unknown from here on.
+            self.plan = self.length = None
+
+    def _close_if_full(self, piece: Spool) -> None:
+        """A piece that reached its plan (or a whole part) is a part, unless it is a planned rest."""
+        if piece is self.piece and piece.size >= self._limit() and (self.streaming or self.plan is None):
+            self._close_piece()
 
     def _limit(self) -> int:
         """Where the current piece ends: its plan, else a full part."""
