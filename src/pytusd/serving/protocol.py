@@ -287,7 +287,7 @@ class PytusdHttpProtocol(HttpToolsBase):
 
         outcome = Outcome.CUT_SHORT  # unless the splice says otherwise (it may be cancelled)
         try:
-            count, outcome = await pipe.move(self.loop, fd, want, spliced)
+            count, outcome = await pipe.move(self.loop, fd, want, spliced, share=moved is not None)
             written += count
         finally:
             done = outcome is Outcome.COMPLETE and self._body_left <= 0

@@ -81,12 +81,20 @@ class SplicePipe:
         os.close(self.watched)
 
     async def move(
-        self, loop: asyncio.AbstractEventLoop, fd: int, length: int, moved: Callable[[int], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        length: int,
+        moved: Callable[[int], None],
+        *,
+        share: bool = False,
     ) -> tuple[int, Outcome]:
         """Move ``length`` bytes from the socket into ``fd`` at its position: (bytes written, outcome).
 
-        ``moved(n)`` is called after each move, once its ``n`` bytes are in the file. Cancelled, it
-        stops between two moves; the descriptors stay open until :meth:`close`.
+        ``moved(n)`` is called after each move, once its ``n`` bytes are in the file. With
+        ``share``, other tasks run between two moves even while the socket has more: someone
+        reads the file as it grows (an S3 part going up). Cancelled, it stops between two moves;
+        the descriptors stay open until :meth:`close`.
         """
         written = 0
         left = length
@@ -107,6 +115,8 @@ class SplicePipe:
             left -= count
             written += drain_pipe(self.pipe_out, fd, count)
             moved(count)
+            if share:
+                await asyncio.sleep(0)
         return written, Outcome.COMPLETE
 
 

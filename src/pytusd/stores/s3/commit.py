@@ -153,10 +153,10 @@ class Committer:
         key = self.keys.object_key(state.info.id)
         async with self.semaphore:
             complete = spool.closed and spool.size == length
-            md5 = spool.content_md5() if complete else None
+            md5 = await spool.content_md5() if complete else None
             etag = await self.client.upload_part(key, state.multipart, number, spool.stream(length), length, md5)
-            if md5 is None and spool.md5 is not None and not _etag_matches(etag, spool.md5_hex()):
-                md5 = spool.content_md5()
+            if md5 is None and spool.md5 is not None and not _etag_matches(etag, await spool.md5_hex()):
+                md5 = await spool.content_md5()
                 etag = await self.client.upload_part(key, state.multipart, number, spool.stream(length), length, md5)
         return Part(number, length, etag)
 
@@ -210,7 +210,7 @@ class Committer:
                         await self.download_into(spool, sources[piece.source], piece.start, piece.end)
                     spool.close_input()
                     etag = await self.client.upload_part(
-                        key, target.multipart, number, spool.stream(spool.size), spool.size, spool.content_md5()
+                        key, target.multipart, number, spool.stream(spool.size), spool.size, await spool.content_md5()
                     )
                     return Part(number, spool.size, etag)
                 finally:

@@ -305,8 +305,11 @@ class ChunkWriter:
             ):
                 continue
             self.recommitted += size
+            count = self.count  # the piece may become a part meanwhile: commit what is true now
             try:
-                await self._advance(self.count, piece, size, piece.content_md5())
+                # Asked right after reading the size: the digest covers exactly those bytes.
+                md5 = await piece.content_md5()
+                await self._advance(count, piece, size, md5)
             except StoreError as exc:
                 logger.warning("upload %s: could not commit the bytes so far: %s", self.state.info.id, exc)
 
@@ -364,7 +367,7 @@ class ChunkWriter:
             if self.size is not None and self.stored == self.size and rest is None:
                 await io.complete(state, parts)
             elif rest is not None:
-                await self._advance(len(parts), rest, rest.size, rest.content_md5())
+                await self._advance(len(parts), rest, rest.size, await rest.content_md5())
             else:
                 await self._advance(len(parts), None)
         finally:
