@@ -35,6 +35,7 @@ from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
 MARK = "EVILMARKER"
+PARTIAL = "application/partial-upload"
 
 #: Values that are not a non-negative decimal integer of at most 63 bits.
 BAD_NUMBERS: list[str | bytes] = [
@@ -738,3 +739,29 @@ def test_lying_content_length_short_body(server: ServerProcess, client: httpx.Cl
     assert wait_until(lambda: int(client.head(url).headers["upload-offset"]) == data_file(server, url).stat().st_size)
     assert data_file(server, url).stat().st_size <= 10
     assert client.head(url).status_code == 200
+
+
+@pytest.mark.parametrize("below", ["x", "x/y", "x/y/z", "x.bin"])
+def test_paths_below_an_existing_upload(server: ServerProcess, client: httpx.Client, below: str) -> None:
+    """``/files/ID/x``: on disk that path leads through ID's data file (NotADirectoryError, not
+    FileNotFoundError); every method and both protocols answer 404-ish, never 500."""
+    url = upload(client, b"data")
+    target = f"{url_path(url)}/{below}"
+    tus: list[tuple[str | bytes, str | bytes]] = [("Tus-Resumable", "1.0.0")]
+    ietf: list[tuple[str | bytes, str | bytes]] = [("Upload-Draft-Interop-Version", "6")]
+    attempts: list[tuple[str, list[tuple[str | bytes, str | bytes]], bytes]] = [
+        ("HEAD", tus, b""),
+        ("GET", tus, b""),
+        ("PATCH", [*tus, ("Upload-Offset", "0"), ("Content-Type", OCTET)], b"abc"),
+        ("DELETE", tus, b""),
+        ("HEAD", ietf, b""),
+        ("PATCH", [*ietf, ("Upload-Offset", "0"), ("Upload-Complete", "?1"), ("Content-Type", PARTIAL)], b"abc"),
+        ("POST", [*tus, ("Upload-Concat", f"final;{target}")], b""),
+    ]
+    for method, headers, body in attempts:
+        response = raw_request(server, method, target if method != "POST" else b"/files/", headers, body)
+        assert 400 <= response.status < 500, (method, headers, response.status)
+        if method != "HEAD":
+            _assert_raw_rejected(response)
+    assert client.get(url).content == b"data"
+    assert offset_of(client, url) == 4

@@ -25,6 +25,7 @@ import fcntl
 import os
 from collections.abc import Callable
 
+from pytusd.fdio import MISSING
 from pytusd.locks.base import Lock, Locker, LockTimeout, StopCallback
 from pytusd.locks.memory import MemoryLocker
 from pytusd.protocol.urls import is_valid_upload_id
@@ -45,7 +46,7 @@ class _FileLock(Lock):
         self._locker.unwatch(self._stop_path)
         if self._fd is not None:
             if self._remove is not None:  # while still held: see the module docstring
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(*MISSING):
                     os.unlink(self._remove)
             os.close(self._fd)  # drops the flock
         await self._inner.release()
@@ -107,7 +108,7 @@ class FileLocker(Locker):
             await inner.release()
             raise
         # A stop file now is stale or from a waiter that will re-create it: start clean.
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(*MISSING):
             os.unlink(stop_path)
         self._watch(stop_path, on_stop_request)
         return _FileLock(self, fd, None if target else lock_path, stop_path, inner)
@@ -116,7 +117,7 @@ class FileLocker(Locker):
         if not create:
             try:
                 return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
+            except MISSING:
                 return None
         return self._create(path)
 
@@ -125,7 +126,7 @@ class FileLocker(Locker):
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
             return os.open(path, flags, 0o644)
-        except FileNotFoundError:
+        except MISSING:
             os.makedirs(self.directory, exist_ok=True)
             return os.open(path, flags, 0o644)
 
@@ -138,7 +139,7 @@ class FileLocker(Locker):
                     os.close(self._create(stop_path))
             if loop.time() >= deadline:
                 if stop_path is not None:
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(*MISSING):
                         os.unlink(stop_path)
                 raise LockTimeout(upload_id)
             await asyncio.sleep(self.poll_interval)
@@ -169,7 +170,7 @@ def _still_names(path: str, fd: int) -> bool:
     """Does ``path`` still lead to the file open as ``fd``?"""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except MISSING:
         return False
     mine = os.fstat(fd)
     return (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev)

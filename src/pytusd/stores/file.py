@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
-from pytusd.fdio import write_all
+from pytusd.fdio import MISSING, write_all
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
@@ -137,7 +137,7 @@ class FileStore(DataStore):
                     self._info_cache[info_path] = (key, parsed)
                 info = parsed.copy()
             size = os.stat(path).st_size
-        except FileNotFoundError:
+        except MISSING:
             raise UploadNotFound(upload_id) from None
         info.id = upload_id
         info.offset = size
@@ -150,7 +150,7 @@ class FileStore(DataStore):
         try:
             with open(path + FINALS_SUFFIX, encoding="utf-8") as f:
                 lines = f.read().split()
-        except FileNotFoundError:
+        except MISSING:
             return []
         return [final_id for final_id in dict.fromkeys(lines) if final_id not in known]
 
@@ -235,7 +235,7 @@ class FileStore(DataStore):
             return await self._write_staged(path, offset, source)
         try:
             fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
+        except MISSING:
             raise UploadNotFound(upload_id) from None
         written = 0
         try:
@@ -266,13 +266,13 @@ class FileStore(DataStore):
             return written
         finally:
             os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(*MISSING):
                 os.unlink(temp)
 
     def _append_from(self, src_fd: int, length: int, path: str, offset: int) -> None:
         try:
             dst_fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
+        except MISSING:
             raise UploadNotFound(os.path.basename(path)) from None
         try:
             _copy_range(src_fd, 0, dst_fd, offset, length)
@@ -285,7 +285,7 @@ class FileStore(DataStore):
         path = self.data_path(upload_id)
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        except MISSING:
             raise UploadNotFound(upload_id) from None
         try:
             if end is None:
@@ -305,11 +305,11 @@ class FileStore(DataStore):
         self._info_cache.pop(path + INFO_SUFFIX, None)
         try:
             os.unlink(path + INFO_SUFFIX)
-        except FileNotFoundError:
+        except MISSING:
             raise UploadNotFound(upload_id) from None
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(*MISSING):
             os.unlink(path)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(*MISSING):
             os.unlink(path + FINALS_SUFFIX)
 
     async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
@@ -348,7 +348,7 @@ class FileStore(DataStore):
     async def last_write_time(self, upload_id: str) -> float:
         try:
             return os.stat(self.data_path(upload_id)).st_mtime
-        except FileNotFoundError:
+        except MISSING:
             raise UploadNotFound(upload_id) from None
 
 
