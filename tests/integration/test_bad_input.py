@@ -765,3 +765,21 @@ def test_paths_below_an_existing_upload(server: ServerProcess, client: httpx.Cli
             _assert_raw_rejected(response)
     assert client.get(url).content == b"data"
     assert offset_of(client, url) == 4
+
+
+def test_a_body_in_one_byte_chunks_is_stored_whole(server: ServerProcess, client: httpx.Client) -> None:
+    """256 KiB sent as 262,144 chunks of one byte (chunked coding): answered, every byte stored in
+    order, and the server answers another connection right after (it was quadratic: 1 MiB took
+    18 s and held the worker). The per-chunk gathering itself is tested in tests/unit/test_serving.py."""
+    size = 256 * 1024
+    data = bytes((i * 7) % 256 for i in range(size))
+    url = create(client, size)
+    headers: list[tuple[str | bytes, str | bytes]] = [
+        ("Tus-Resumable", "1.0.0"), ("Upload-Offset", "0"), ("Content-Type", OCTET), ("Transfer-Encoding", "chunked"),
+    ]  # fmt: skip
+    body = b"".join(b"1\r\n" + data[i : i + 1] + b"\r\n" for i in range(size)) + b"0\r\n\r\n"
+    response = raw_request(server, "PATCH", url_path(url), headers, body)
+    assert response.status == 204, response
+    assert offset_of(client, url) == size
+    assert client.get(url).content == data
+    assert client.options("/files/").status_code in (200, 204)

@@ -31,7 +31,7 @@ from pytusd.config import Config
 from pytusd.serving import BufferedHttpProtocol, PytusdHttpProtocol, ReadBudget
 from pytusd.serving.budget import MIN_READ, READ_BUDGET, READ_BUFFER
 from pytusd.serving.protocol import LOW_WATER_STALL, _status_line
-from pytusd.serving.uvicorn_internals import _Chunks, _Cycle
+from pytusd.serving.uvicorn_internals import GATHER_BELOW, _Chunks, _Cycle
 from pytusd.stores.memory import MemoryStore
 
 # -- driving the ASGI app by hand -------------------------------------------------------------------
@@ -210,6 +210,25 @@ def test_chunks_several_are_joined_in_order() -> None:
     assert bytes(chunks) == b"abcdef"  # reading does not consume
 
 
+def test_tiny_chunks_are_gathered_in_order_and_in_linear_time() -> None:
+    """A body in 1-byte chunks: handed over in pieces of at least GATHER_BELOW bytes, in order;
+    a large chunk passes as it is, after what was gathered before it."""
+    chunks = _Chunks()
+    for i in range(100_000):
+        chunks.append(bytes([i % 251]))
+    big = b"z" * 50_000
+    chunks.append(big)
+    chunks.append(b"tail")
+    pieces = []
+    while chunks.count():
+        pieces.append(chunks.pop_oldest())
+    assert b"".join(pieces) == bytes(i % 251 for i in range(100_000)) + big + b"tail"
+    # full pieces, then the rest gathered before the large chunk, the large chunk, the tail
+    assert all(len(p) >= GATHER_BELOW for p in pieces[:-3]) and len(pieces) == 100_000 // GATHER_BELOW + 3
+    assert any(p is big for p in pieces)
+    assert len(chunks) == 0
+
+
 def test_chunks_has_no_instance_dict() -> None:
     with pytest.raises(AttributeError):
         _Chunks().other = 1  # type: ignore[attr-defined]
@@ -251,7 +270,7 @@ class FakeFlow:
 def test_cycle_hands_over_buffered_chunks_one_by_one_without_copies() -> None:
     async def main() -> None:
         cycle: Any = _Cycle.__new__(_Cycle)
-        chunks = [b"a" * 10, b"b" * 20, b"c" * 30]
+        chunks = [b"a" * 20_000, b"b" * 30_000, b"c" * 40_000]  # large enough not to be gathered
         cycle.body = _Chunks()
         for chunk in chunks:
             cycle.body.append(chunk)

@@ -355,7 +355,7 @@ class PytusdHttpProtocol(HttpToolsBase):
 
     def on_body(self, body: bytes) -> None:
         self._body_left -= len(body)
-        if self._body_left <= 0 and self._counted:
+        if self._counted and self._body_left <= 0:
             self._count_body(False)
         super().on_body(body)
 
