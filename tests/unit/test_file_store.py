@@ -236,6 +236,41 @@ def test_failed_info_update_leaves_the_old_info(root: Path, monkeypatch: pytest.
     run(scenario)
 
 
+@pytest.mark.parametrize("failing", ["info", "data"])
+def test_a_creation_on_a_full_disk_leaves_nothing(root: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """ENOSPC while writing the info file, or while creating the data file: the creation fails
+    (the handler answers 507) and no empty info file stays to read as a corrupt upload later."""
+
+    async def scenario() -> None:
+        store = await started(root)
+        before = sorted(p.name for p in root.iterdir())
+        real_open = os.open
+
+        def disk_full(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def data_file_full(path: str, flags: int, *args: Any) -> int:
+            if not path.endswith(".info") and flags & os.O_CREAT:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_open(path, flags, *args)
+
+        with monkeypatch.context() as patch:
+            if failing == "info":
+                patch.setattr("pytusd.stores.file.write_all", disk_full)
+            else:
+                patch.setattr(os, "open", data_file_full)
+            with pytest.raises(OSError) as raised:
+                await store.create(UploadInfo(id="full", size=3))
+        assert raised.value.errno == errno.ENOSPC
+        assert sorted(p.name for p in root.iterdir()) == before
+        with pytest.raises(UploadNotFound):
+            await store.get_info("full")
+        await store.create(UploadInfo(id="full", size=3))  # once there is room, the ID is free
+        assert (await store.get_info("full")).size == 3
+
+    run(scenario)
+
+
 def test_other_workers_see_info_updates(root: Path) -> None:
     """Two stores on one directory (two worker processes): a cached info never hides an update."""
 

@@ -188,17 +188,24 @@ class FileStore(DataStore):
         except FileExistsError:
             raise UploadExists(info.id) from None
         try:
-            write_all(fd, data)
-        finally:
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                # A stray data file without info (a crash between the two steps of an earlier create).
+                fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
             os.close(fd)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            # A stray data file without info (a crash between the two steps of an earlier create).
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-        os.close(fd)
-        if self.fsync:
-            await asyncio.to_thread(self._sync_new, path)
+            if self.fsync:
+                await asyncio.to_thread(self._sync_new, path)
+        except BaseException:
+            # A full disk (or any failure) leaves nothing half-made: an empty info file would
+            # later read as a corrupt upload, and one would leak per failed creation.
+            with contextlib.suppress(*MISSING):
+                os.unlink(path + INFO_SUFFIX)
+            raise
         return info
 
     def _sync_new(self, path: str) -> None:
