@@ -93,7 +93,10 @@ class TusProtocol:
             info.is_partial = concat is not None
         service.check_size(info.size)
 
-        with_body = has_body(headers) and media_type(headers.get("content-type")) == tus.OFFSET_OCTET_STREAM
+        with_body = has_body(headers)
+        if with_body and media_type(headers.get("content-type")) != tus.OFFSET_OCTET_STREAM:
+            # Creation with upload, as PATCH: a body of any other type is refused, not dropped.
+            raise HTTPError(415, f"Content-Type must be {tus.OFFSET_OCTET_STREAM}")
         if with_body and info.is_final:
             raise HTTPError(403, "a final upload cannot carry data")
         checksum = tus.upload_checksum(headers) if with_body else None

@@ -783,3 +783,17 @@ def test_a_body_in_one_byte_chunks_is_stored_whole(server: ServerProcess, client
     assert offset_of(client, url) == size
     assert client.get(url).content == data
     assert client.options("/files/").status_code in (200, 204)
+
+
+@pytest.mark.parametrize("content_type", [None, "application/octet-stream", "text/plain", "multipart/form-data"])
+def test_creation_with_upload_of_another_type_415(
+    server: ServerProcess, client: httpx.Client, content_type: str | None
+) -> None:
+    """As for PATCH: refused with 415 before anything is created, never created with the body dropped."""
+    before = upload_files(server)
+    headers = {"Upload-Length": "5"} | ({"Content-Type": content_type} if content_type else {})
+    response = client.post("/files/", content=b"hello", headers=headers)
+    assert response.status_code == 415
+    assert_rejected(response)
+    assert "location" not in response.headers
+    assert upload_files(server) == before
