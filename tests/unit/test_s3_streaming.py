@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from pytusd.stores.base import DirectSource
 from pytusd.stores.s3 import S3Store
+from pytusd.stores.s3 import spool as spool_module
 from tests.support.fake_s3 import FakeS3
 from tests.unit.test_s3_writer import (
     DATA,
@@ -317,5 +319,27 @@ def test_a_stalled_spliced_body_shows_what_arrived(fake: FakeS3, tmp_path: Path)
             source.go.set()
             assert await task == 1_000_000
             assert await content(store) == DATA[:1_000_000]
+
+    run(scenario)
+
+
+def test_a_writer_waits_for_the_hashing_thread(fake: FakeS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks wait in memory until the hashing thread has them: beyond HASH_BACKLOG the body waits."""
+    monkeypatch.setattr(spool_module, "HASH_BACKLOG", MiB)
+    gate = threading.Event()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store)
+            spool_module._hash_in_order(gate.wait)  # the hashing thread is busy until the gate opens
+            try:
+                task = asyncio.get_running_loop().create_task(store.write_chunk("up", 0, body(DATA[: 3 * MiB])))
+                await asyncio.sleep(0.3)
+                assert not task.done()  # it cannot finish: its chunks are not hashed
+                assert spool_module._backlog <= 2 * MiB  # it stopped soon after the limit
+            finally:
+                gate.set()
+            assert await task == 3 * MiB
+            assert (await store.get_info("up")).offset == 3 * MiB
 
     run(scenario)

@@ -31,23 +31,45 @@ READ_BLOCK = 256 * 1024
 
 
 _T = TypeVar("_T")
+#: Bytes given to the hashing thread and not hashed yet, all spools together; beyond this, a
+#: writer waits for it (:func:`catch_up_hashing`), so a fast client never piles up unhashed chunks
+#: in memory.
+HASH_BACKLOG = 32 * 1024 * 1024
 _hasher_lock = threading.Lock()
 _hasher_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_backlog = 0
 
 
-def _hash_in_order(job: Callable[[], _T]) -> concurrent.futures.Future[_T]:
-    """Run ``job`` on the one hashing thread, after every job given before it.
+def _hash_in_order(job: Callable[[], _T], size: int = 0) -> concurrent.futures.Future[_T]:
+    """Run ``job`` (hashing ``size`` bytes) on the one hashing thread, after every job given before it.
 
     MD5 costs about 1.6 ms per MiB; in the event loop that delays the very part uploads it is
     for. hashlib releases the GIL on large updates, so on a thread of its own it runs beside
     the loop. One thread, first in first out: a spool's updates apply in order, and a digest
     asked for after them sees exactly the bytes written before it was asked.
     """
-    global _hasher_pool
+    global _hasher_pool, _backlog
+
+    def counted() -> _T:
+        global _backlog
+        try:
+            return job()
+        finally:
+            with _hasher_lock:
+                _backlog -= size
+
     with _hasher_lock:
         if _hasher_pool is None:
             _hasher_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pytusd-md5")
-        return _hasher_pool.submit(job)
+        _backlog += size
+        return _hasher_pool.submit(counted)
+
+
+async def catch_up_hashing() -> None:
+    """If the hashing thread is far behind (see :data:`HASH_BACKLOG`), wait until it has hashed
+    everything given to it so far."""
+    if _backlog > HASH_BACKLOG:
+        await asyncio.wrap_future(_hash_in_order(lambda: None))
 
 
 class SpoolCut(StoreError):
@@ -86,7 +108,7 @@ class Spool:
         while view:
             written = os.pwrite(self.fd, view, self.size)
             if self.md5 is not None:
-                _hash_in_order(functools.partial(self.md5.update, view[:written]))
+                _hash_in_order(functools.partial(self.md5.update, view[:written]), written)
             self.size += written
             view = view[written:]
         if self._grown is not None:
@@ -96,9 +118,10 @@ class Spool:
         """``count`` bytes were written at the end of the file by someone else (the serving
         layer's splice): count them, and hash them (read back: they never passed through here)."""
         if self.md5 is not None:
-            # A descriptor of its own: the spool may be discarded (its descriptor closed, its
-            # number reused) before the hashing thread gets to these bytes.
-            _hash_in_order(functools.partial(_hash_file, self.md5, os.dup(self.fd), self.size, count))
+            # By path, not by descriptor: the spool may be discarded (its descriptor closed, the
+            # number reused) before the hashing thread gets to these bytes, and a descriptor held
+            # per waiting job could run out.
+            _hash_in_order(functools.partial(_hash_file, self.md5, self.path, self.size, count), count)
         self.size += count
         if self._grown is not None:
             self._grown.set()
@@ -172,8 +195,12 @@ class Spool:
         unlink(self.path)
 
 
-def _hash_file(md5: Any, fd: int, start: int, count: int) -> None:
-    """Hash ``count`` bytes of ``fd`` from ``start``, then close ``fd`` (a duplicate)."""
+def _hash_file(md5: Any, path: str, start: int, count: int) -> None:
+    """Hash ``count`` bytes of the file at ``path`` from ``start`` (gone: it was discarded)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
     try:
         done = 0
         while done < count:

@@ -22,7 +22,7 @@ from pytusd.stores.base import DirectSource, StoreError
 from pytusd.stores.s3.client import Part
 from pytusd.stores.s3.commit import Committer
 from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
-from pytusd.stores.s3.spool import Spool, SpoolCut
+from pytusd.stores.s3.spool import Spool, SpoolCut, catch_up_hashing
 from pytusd.stores.s3.state import State
 
 logger = logging.getLogger("pytusd.s3")
@@ -109,6 +109,7 @@ class ChunkWriter:
             view = view[len(taken) :]
             self.received += len(taken)
             self._close_if_full(piece)
+        await catch_up_hashing()  # unhashed chunks wait in memory: never too many
         self.last_feed = loop.time()
 
     async def pour(self, source: DirectSource) -> None:
@@ -133,6 +134,7 @@ class ChunkWriter:
             os.lseek(piece.fd, piece.size, os.SEEK_SET)
             count = await source.write_into(piece.fd, room, moved)
             self._close_if_full(piece)
+            await catch_up_hashing()
             if count < room:
                 return  # the body ended (whole, or cut short: the service tells which)
 
