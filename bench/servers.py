@@ -164,7 +164,25 @@ def swift_versions() -> dict[str, str]:
     return {"swift (Debian)": _out(["dpkg-query", "-W", "-f", "${Version}", "swift"]) or "unknown"}
 
 
-class PytusdS3(Pytusd):
+class OnSharedSwift:
+    """A server storing on the run's one Swift, in a bucket of its own, spooling into a private TMPDIR."""
+
+    bucket: str
+    _swift: Any = None
+
+    def prepare_swift(self) -> None:
+        if self._swift is None:
+            self._swift = shared_swift()
+            self._swift.create_bucket(self.bucket)
+
+    def env(self, tmp: Path) -> dict[str, str]:
+        return {"TMPDIR": str(private_tmpdir(tmp))}  # spool dirs and part files go there
+
+    def backend_pids(self) -> list[int]:
+        return swift_pids()
+
+
+class PytusdS3(OnSharedSwift, Pytusd):
     """pytusd on S3: a real single-node OpenStack Swift (s3api), started once for the run.
 
     ``flags`` are passed on to pytusd as they are; ``prefix`` None: a fresh one per start.
@@ -181,24 +199,15 @@ class PytusdS3(Pytusd):
     ) -> None:
         super().__init__()
         self.name, self.bucket, self.flags, self.prefix = name, bucket, flags, prefix
-        self._swift: Any = None
 
     def prepare(self) -> None:
         super().prepare()
-        if self._swift is None:
-            self._swift = shared_swift()
-            self._swift.create_bucket(self.bucket)
+        self.prepare_swift()
 
     def command(self, port: int, data: Path, tmp: Path) -> list[str]:
         prefix = f"{tmp.name}/" if self.prefix is None else self.prefix
         s3 = ["--s3-bucket", self.bucket, "--s3-endpoint", self._swift.endpoint_url, "--s3-object-prefix", prefix]
         return super().command(port, data, tmp) + s3 + list(self.flags)
-
-    def env(self, tmp: Path) -> dict[str, str]:
-        return {"TMPDIR": str(private_tmpdir(tmp))}  # its spool dir (pytusd-s3-*) goes there
-
-    def backend_pids(self) -> list[int]:
-        return swift_pids()
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), **swift_versions(), "aiobotocore": _pkg("aiobotocore")}
@@ -256,7 +265,7 @@ class TusNode(Spec):
         return {"node": _out(["node", "--version"]), **{p: found.get(p, "missing") for p in self.packages}}
 
 
-class TusNodeS3(TusNode):
+class TusNodeS3(OnSharedSwift, TusNode):
     """@tus/server with @tus/s3-store on the run's Swift (bench/s3.py): objects keyed by the upload ID."""
 
     script = "tus_node_s3_server.mjs"
@@ -266,23 +275,14 @@ class TusNodeS3(TusNode):
 
     def __init__(self, name: str = "tus-node-s3", bucket: str = "tus-node-s3-bench") -> None:
         self.name, self.bucket = name, bucket
-        self._swift: Any = None
 
     def prepare(self) -> None:
         super().prepare()
-        if self._swift is None:
-            self._swift = shared_swift()
-            self._swift.create_bucket(self.bucket)
+        self.prepare_swift()
 
     def command(self, port: int, data: Path, tmp: Path) -> list[str]:
         script = str(self.dir / self.installed_as)
         return ["node", script, "127.0.0.1", str(port), self.bucket, self._swift.endpoint_url]
-
-    def env(self, tmp: Path) -> dict[str, str]:
-        return {"TMPDIR": str(private_tmpdir(tmp))}  # its part files (os.tmpdir()) go there
-
-    def backend_pids(self) -> list[int]:
-        return swift_pids()
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), **swift_versions()}

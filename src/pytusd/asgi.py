@@ -95,7 +95,7 @@ class ASGIBody:
         self._waiting = True
         self._into = (fd, start)
         try:
-            written, complete = await (into(fd) if limit is None and moved is None else into(fd, limit, moved))
+            written, complete = await into(fd, limit, moved)
         except asyncio.CancelledError:
             if self._cancelled_by_stop and self._task is not None:
                 self._task.uncancel()
