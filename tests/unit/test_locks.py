@@ -467,6 +467,27 @@ def test_ids_with_slashes_and_percents_get_distinct_flat_lock_files(tmp_path: Pa
     run(main())
 
 
+def test_long_nested_ids_get_lock_files_within_the_name_limit(tmp_path: Path) -> None:
+    """'/' becomes '%2F' in lock names: a 255-character ID of short segments would be a 700-byte
+    name (ENAMETOOLONG, a 500); such names are hashed, and two of them still lock apart."""
+    long_a, long_b = "a/" * 127 + "b", "a/" * 127 + "c"
+
+    async def main() -> None:
+        worker_a, worker_b = FileLocker(tmp_path), FileLocker(tmp_path)
+        locks = [await worker_a.acquire(uid, lambda: None, 0.0) for uid in (long_a, long_b)]
+        for uid in (long_a, long_b):
+            with pytest.raises(LockTimeout):
+                await worker_b.acquire(uid, lambda: None, 0.0)
+        names = [e.name for e in (tmp_path / LOCK_DIR).iterdir() if e.name.endswith(".lock")]
+        assert len(names) == 2 and all(len(name) <= 255 for name in names)
+        for lock in locks:
+            await lock.release()
+        await worker_a.close()
+        await worker_b.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize("bad_id", ["", "..", "../x", "a/../../x", "/etc/passwd", "a//b", "a/", "x\x00"])
 def test_file_locker_refuses_ids_that_would_escape(tmp_path: Path, bad_id: str) -> None:
     async def main() -> None:

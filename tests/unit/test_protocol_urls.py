@@ -16,10 +16,17 @@ def test_valid_ids(upload_id: str) -> None:
 @pytest.mark.parametrize(
     "upload_id",
     ["", "/abc", "abc/", "a//b", ".", "..", "../x", "a/../b", "a/./b", "a b", "a\\b", "a\x00b", "ä", "a?b",
-     "a#b", "x" * 256],
+     "a#b", "x" * 256, "x" * 201, "a/" + "x" * 201],
 )  # fmt: skip
 def test_invalid_ids(upload_id: str) -> None:
     assert not is_valid_upload_id(upload_id)
+
+
+def test_segments_leave_room_for_a_suffix_in_one_file_name() -> None:
+    """A data file's name plus ``.finals`` fits the 255 bytes file systems allow per name."""
+    assert is_valid_upload_id("x" * 200)
+    assert is_valid_upload_id("/".join(["x" * 200, "y" * 54]))
+    assert len("x" * 200 + ".finals") <= 255
 
 
 def test_paths_round_trip() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ from pytusd.locks.memory import MemoryLocker
 from pytusd.protocol.urls import is_valid_upload_id
 
 LOCK_DIR = ".pytusd-locks"
+#: Longest lock-file name before its suffix; longer ones are hashed (a name may have 255 bytes).
+MAX_LOCK_NAME = 200
 
 #: upload ID -> the file to lock, or None when the upload has none (it does not exist)
 LockTarget = Callable[[str], "str | None"]
@@ -71,8 +74,12 @@ class FileLocker(Locker):
     def _paths(self, upload_id: str) -> tuple[str, str]:
         if not is_valid_upload_id(upload_id):
             raise ValueError("invalid upload id")
-        # One flat directory: '/' in IDs becomes '%2F', so no lock file escapes or nests.
+        # One flat directory: '/' in IDs becomes '%2F', so no lock file escapes or nests. A name
+        # that would pass the file system's 255 bytes becomes a digest; '%H' cannot start an escaped
+        # name ('%' is always escaped as '%25'), so a digest never collides with one.
         name = upload_id.replace("%", "%25").replace("/", "%2F")
+        if len(name) > MAX_LOCK_NAME:
+            name = "%H" + hashlib.sha256(upload_id.encode()).hexdigest()
         base = os.path.join(self.directory, name)
         return base + ".lock", base + ".stop"
 

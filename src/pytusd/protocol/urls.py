@@ -14,6 +14,9 @@ from urllib.parse import quote, unquote, urlsplit
 from pytusd.protocol.errors import HTTPError, bad_request
 
 MAX_ID_LENGTH = 255
+#: Longest segment: stores put a segment, plus a suffix of ours, into one file name, and most
+#: file systems allow 255 bytes per name (a longer one fails with ENAMETOOLONG, not "not found").
+MAX_SEGMENT_LENGTH = 200
 #: Names stores keep beside upload data (info files, finals lists, lock and stop files, staged
 #: chunks, S3's incomplete part): no segment of an ID may end with one, whoever chose the ID.
 RESERVED_ID_SUFFIXES = (".info", ".finals", ".lock", ".stop", ".tmp", ".part")
@@ -25,13 +28,15 @@ _URL_SAFE = "/-._~!$'()*+,;=:@"
 
 
 def is_valid_upload_id(upload_id: str) -> bool:
-    """The ID rules of tusd, plus: no empty, ``.`` or ``..`` path segment, no reserved name."""
+    """The ID rules of tusd, plus: no empty, ``.`` or ``..`` path segment, no reserved name, no
+    segment longer than :data:`MAX_SEGMENT_LENGTH`."""
     if not upload_id or len(upload_id) > MAX_ID_LENGTH or not _ID_CHARS.fullmatch(upload_id):
         return False
     if upload_id.startswith("/") or upload_id.endswith("/"):
         return False
     return all(
         segment not in ("", ".", "..")
+        and len(segment) <= MAX_SEGMENT_LENGTH
         and not segment.endswith(RESERVED_ID_SUFFIXES)
         and not segment.startswith(RESERVED_ID_PREFIX)
         for segment in upload_id.split("/")
