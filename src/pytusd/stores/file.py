@@ -179,7 +179,11 @@ class FileStore(DataStore):
         """
         path = self.data_path(info.id)
         if "/" in info.id:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                # IDs nest as directories: "x/y" cannot be made below an upload "x".
+                raise UploadExists(info.id) from None
         info.offset = 0
         info.storage = {**info.storage, "Type": "filestore", "Path": path, "InfoPath": path + INFO_SUFFIX}
         data = json.dumps(info.to_json(), separators=(",", ":")).encode()
@@ -195,6 +199,8 @@ class FileStore(DataStore):
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
+                if os.path.isdir(path):  # uploads "x/..." exist: "x" cannot be one too
+                    raise UploadExists(info.id) from None
                 # A stray data file without info (a crash between the two steps of an earlier create).
                 fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
             os.close(fd)
