@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 
 from pytusd.handover import STOPPED_BY_REQUEST
@@ -37,6 +38,20 @@ async def read_all(srv: Server, path: str) -> bytes:
 
 
 # -- creation -----------------------------------------------------------------------------------
+
+
+def test_ids_are_random_version_4_uuids() -> None:
+    """An ID is the only secret between a client and its upload (without a pre-access hook): 122
+    random bits from the OS's generator (uuid4), never a counter or a time."""
+
+    async def scenario() -> None:
+        srv = Server()
+        ids = [(await srv.create(1)).removeprefix("/files/") for _ in range(200)]
+        parsed = [uuid.UUID(hex=upload_id) for upload_id in ids]
+        assert all(u.version == 4 and u.hex == i for u, i in zip(parsed, ids, strict=True))
+        assert len(set(ids)) == len(ids)
+
+    run(scenario)
 
 
 def test_pre_create_chooses_id_metadata_and_success_headers() -> None:
