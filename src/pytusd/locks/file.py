@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ from pytusd.locks.memory import MemoryLocker
 from pytusd.protocol.urls import is_valid_upload_id
 
 LOCK_DIR = ".pytusd-locks"
+#: The longest escaped ID used as it is: with ".lock" it fits the 255 bytes of a file name.
+NAME_LIMIT = 250
 
 #: upload ID -> the file to lock, or None when the upload has none (it does not exist)
 LockTarget = Callable[[str], "str | None"]
@@ -73,6 +76,9 @@ class FileLocker(Locker):
             raise ValueError("invalid upload id")
         # One flat directory: '/' in IDs becomes '%2F', so no lock file escapes or nests.
         name = upload_id.replace("%", "%25").replace("/", "%2F")
+        if len(name) > NAME_LIMIT:
+            # Too long for a file name (ENAMETOOLONG): a digest, which no escaped ID looks like.
+            name = "%H" + hashlib.sha256(upload_id.encode()).hexdigest()
         base = os.path.join(self.directory, name)
         return base + ".lock", base + ".stop"
 
