@@ -9,9 +9,9 @@ app builds the :class:`~pytusd.messages.Request` and writes the :class:`~pytusd.
 
 from __future__ import annotations
 
-import errno
 import logging
 
+from pytusd.faults import answer_storage_failure
 from pytusd.hooks.base import HookError
 from pytusd.hooks.translate import RejectedByHook
 from pytusd.ietf import IetfProtocol
@@ -70,11 +70,7 @@ class Dispatcher:
             status = status if 500 <= status <= 599 else 500
             response = error_response(HTTPError(status, f"hook failed: {_one_line(str(exc))}"))
         except (StoreError, OSError) as exc:
-            logger.exception("store failure")
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                response = error_response(HTTPError(507, "insufficient storage"))
-            else:
-                response = error_response(HTTPError(500, "storage error"))
+            response = error_response(answer_storage_failure(exc))
         if draft_version is None and (request.method != "OPTIONS" or response.status >= 400):
             response.headers.append(("tus-resumable", TUS_VERSION))
         if cors_ok and origin is not None:

@@ -91,7 +91,7 @@ class Finals:
             if not final.is_complete:
                 try:
                     await self.try_complete(final)
-                except (HTTPError, LockTimeout, LockUnavailable, StoreError) as exc:
+                except (HTTPError, LockTimeout, LockUnavailable, StoreError, OSError) as exc:
                     logger.warning("could not complete final upload %s: %s", final_id, exc)
 
     async def drop_pending(self, partial: UploadInfo) -> None:

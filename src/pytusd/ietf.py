@@ -18,7 +18,7 @@ from pytusd.protocol.forwarded import origin_of
 from pytusd.protocol.headers import content_length, has_body
 from pytusd.protocol.urls import upload_path
 from pytusd.receiving import Verifier
-from pytusd.stores.base import StoreError
+from pytusd.stores.base import StoreError, StoreUnavailable
 from pytusd.uploads import ProgressSender, UploadService, WriteResult
 
 
@@ -197,6 +197,8 @@ class IetfProtocol:
                 try:
                     async for block in self.service.read(info.id, 0, info.offset):
                         digest.update(block)
+                except StoreUnavailable:
+                    raise
                 except StoreError:
                     # S3 cannot read back the parts of an unfinished multipart upload.
                     raise HTTPError(501, "Repr-Digest cannot be verified here: the stored part is unreadable") from None

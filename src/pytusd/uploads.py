@@ -18,6 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, S
 from dataclasses import dataclass, field, replace
 
 from pytusd.config import Config
+from pytusd.faults import answer_storage_failure
 from pytusd.finals import Finals
 from pytusd.handover import STOPPED_LOCK_LOST, lock_for
 from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks, NoHooks
@@ -232,7 +233,13 @@ class UploadService:
             # Only a hook-chosen ID can be refused here (say, one naming the store's own files).
             raise HTTPError(500, "pre-create hook chose an upload ID the store cannot use") from None
         if info.is_final:
-            info = await self.finals.start(info, partials)
+            try:
+                info = await self.finals.start(info, partials)
+            except BaseException:
+                # Nobody learns this final's URL: it must not stay behind half-made (a full disk).
+                with contextlib.suppress(StoreError, OSError):
+                    await self.store.terminate(info.id)
+                raise
         self.fire(HookEvent.POST_CREATE, info, hook_request)
         return info, hook_headers
 
@@ -320,12 +327,22 @@ class UploadService:
             error = HTTPError(460, "checksum mismatch")
         except HTTPError as exc:
             error = exc
+        except UploadNotFound:
+            raise
+        except (StoreError, OSError) as exc:
+            # A full disk, S3 gone: answered 507/503 with the offset that is stored (a creation
+            # with upload also with its Location, so the client can resume).
+            error = answer_storage_failure(exc)
         finally:
             self._active.discard(body)
             await end_followers(watchers)
         if error is not None:
-            # The store kept what arrived before the limit (never with a checksum): reread it.
-            fresh = await self.store.get_info(info.id)
+            # The store kept what arrived before the failure (never with a checksum): reread it;
+            # a store that cannot answer now still holds at least what it held before.
+            try:
+                fresh = await self.store.get_info(info.id)
+            except (StoreError, OSError):
+                fresh = info
             return WriteResult(fresh, fresh.offset - info.offset, error)
         info.offset += written
         if body.stopped == STOPPED_BY_HOOK and stops:

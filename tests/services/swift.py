@@ -255,6 +255,30 @@ class SwiftS3Server:
             self._tmp.cleanup()
             self._tmp = None
 
+    def stop_proxy(self) -> None:
+        """Kill the proxy server, the S3 endpoint: an outage as S3 clients see it (connections
+        refused, those open reset). The data stays with the other servers."""
+        proc = self._procs.pop("proxy", None)
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def start_proxy(self) -> None:
+        """Start the proxy again on its port after :meth:`stop_proxy`; return once S3 works."""
+        if "proxy" in self._procs:
+            return
+        root = self.directory
+        python = _swift_python(require_executable("swift-proxy-server"))
+        args = [python, str(root / "bin" / "launch.py"), str(root), "proxy-server", str(root / "proxy-server.conf")]
+        self._spawn("proxy", [*args, "-v"], append=True)  # the rings are built already
+        deadline = time.monotonic() + self.startup_timeout
+        healthy = functools.partial(_http_ok, f"http://127.0.0.1:{self.port}/healthcheck")
+        try:
+            wait_until(healthy, timeout=_left(deadline), what="swift proxy", alive=self._died)
+            wait_until(self._s3_ready, timeout=_left(deadline), what="swift s3api", alive=self._died, interval=0.2)
+        except ServiceError as exc:
+            raise ServiceError(f"{exc}\n{self.logs()}") from None
+
     def __enter__(self) -> SwiftS3Server:
         return self.start()
 
@@ -401,11 +425,11 @@ class SwiftS3Server:
             lines = (line.strip() for line in text.splitlines())
             (root / filename).write_text("\n".join(lines).strip() + "\n")
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], *, append: bool = False) -> None:
         # No eventlet green DNS: we only use IPs, and skipping dnspython saves
         # ~0.4 s CPU and ~10 MB per Swift process.
         env = {**os.environ, "EVENTLET_NO_GREENDNS": "yes"}
-        with (self.directory / "log" / f"{name}.log").open("wb") as out:
+        with (self.directory / "log" / f"{name}.log").open("ab" if append else "wb") as out:
             self._procs[name] = subprocess.Popen(
                 args, cwd=self.directory, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
             )

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pytusd.stores.s3.client import Body, ObjectHead, ObjectStorage, Part, S3Error
+from pytusd.stores.s3.client import Body, ObjectHead, ObjectStorage, Part, S3Error, s3_error
 from pytusd.stores.s3.parts import MAX_PARTS, MIN_PART_SIZE
 
 
@@ -69,8 +69,8 @@ def _etag(data: bytes) -> str:
     return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
 
-def _error(operation: str, code: str, status: int, message: str = "") -> S3Error:
-    return S3Error(operation, code, status, message)
+def _error(operation: str, code: str, status: int | None, message: str = "", unreachable: bool = False) -> S3Error:
+    return s3_error(operation, code, status, message, unreachable=unreachable)
 
 
 class FakeS3(ObjectStorage):
@@ -89,6 +89,8 @@ class FakeS3(ObjectStorage):
         #: their bytes had been damaged on the way).
         self.damage_unverified_parts = 0
         self.opened = 0
+        #: While set, every call fails as if S3 could not be reached (an outage).
+        self.down = False
         self.read_block = read_block
         self._ids = itertools.count(1)
 
@@ -103,10 +105,16 @@ class FakeS3(ObjectStorage):
         applied: bool = False,
         code: str = "InternalError",
         status: int = 500,
+        unreachable: bool = False,
     ) -> Fault:
         """Make the ``nth`` call of ``operation`` (S3's name, e.g. ``upload_part``), on ``key`` if
-        given, fail with ``code``; counted from now."""
-        fault = Fault(operation, key, nth - 1, applied, _error(operation, code, status, "injected"))
+        given, fail with ``code``; counted from now. ``unreachable``: as the real client fails
+        when S3 cannot be reached (code ``EndpointConnectionError``, no status)."""
+        if unreachable:
+            error = _error(operation, "EndpointConnectionError", None, "injected", unreachable=True)
+        else:
+            error = _error(operation, code, status, "injected")
+        fault = Fault(operation, key, nth - 1, applied, error)
         self.faults.append(fault)
         return fault
 
@@ -123,6 +131,8 @@ class FakeS3(ObjectStorage):
         self.calls[operation] = self.calls.get(operation, 0) + 1
         self.log.append((operation, key))
         await asyncio.sleep(0)
+        if self.down:
+            raise _error(operation, "EndpointConnectionError", None, "S3 is down", unreachable=True)
         for fault in self.faults:
             if fault.fired or fault.operation != operation or (fault.key is not None and fault.key != key):
                 continue

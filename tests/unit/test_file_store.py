@@ -462,19 +462,3 @@ def test_fsync_mode_does_the_same(root: Path) -> None:
 
     run(scenario)
 
-
-def test_ids_that_nest_into_each_other_are_taken_not_errors(root: Path) -> None:
-    """A hook may choose IDs with '/': "x/y" below an upload "x", or "p" above uploads "p/...",
-    cannot both be files; the later creation is refused as taken (409), and leaves nothing."""
-
-    async def scenario() -> None:
-        store = await started(root)
-        await store.create(UploadInfo(id="x", size=3))
-        await store.create(UploadInfo(id="p/q", size=3))
-        for clash in ("x/y", "x/y/z", "p", "p/q/r"):
-            with pytest.raises(UploadExists):
-                await store.create(UploadInfo(id=clash, size=3))
-        assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["p", "x", "x.info"]
-        assert sorted(p.name for p in (root / "p").iterdir()) == ["q", "q.info"]
-
-    asyncio.run(scenario())

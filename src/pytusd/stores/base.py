@@ -16,6 +16,12 @@ class StoreError(Exception):
     """A store could not do what was asked; the handler answers 5xx without details."""
 
 
+class StoreUnavailable(StoreError):
+    """The storage service cannot be reached or is overloaded right now (S3: connection errors,
+    timeouts, 5xx and SlowDown after the client's own retries). Nothing stored is lost: the
+    service answers 503 with Retry-After, and the client resumes from the stored offset."""
+
+
 class UploadNotFound(StoreError):
     """No upload with that ID (never created, terminated or swept)."""
 

@@ -31,6 +31,9 @@ TEMP_DIR = ".pytusd-tmp"
 READ_BLOCK = 1024 * 1024
 INFO_CACHE_SIZE = 4096
 CACHE_SETTLE_NS = 1_000_000_000
+#: File names may be this long (Linux file systems; start() asks the one in use).
+NAME_MAX = 255
+LONGEST_SUFFIX = max(len(INFO_SUFFIX), len(FINALS_SUFFIX))
 
 
 class FileStore(DataStore):
@@ -41,11 +44,14 @@ class FileStore(DataStore):
         self.fsync = fsync
         self._temp = os.path.join(self.directory, TEMP_DIR)
         self._prefix = os.path.join(self.directory, "")
+        self._name_max = NAME_MAX
         #: Parsed info files keyed by path; an entry is valid while (inode, mtime, size) match.
         self._info_cache: dict[str, tuple[tuple[int, int, int], UploadInfo]] = {}
 
     async def start(self) -> None:
         os.makedirs(self._temp, exist_ok=True)
+        with contextlib.suppress(OSError, ValueError):
+            self._name_max = os.pathconf(self.directory, "PC_NAME_MAX")
         # Staged chunks of a killed process never became part of an upload: drop them.
         for name in os.listdir(self._temp):
             with contextlib.suppress(OSError):
@@ -55,7 +61,10 @@ class FileStore(DataStore):
 
     def data_path(self, upload_id: str) -> str:
         """The data file of ``upload_id``; refuses any ID that could leave the directory."""
-        if not is_valid_upload_id(upload_id):
+        if not is_valid_upload_id(upload_id) or any(
+            len(segment) + LONGEST_SUFFIX > self._name_max for segment in upload_id.split("/")
+        ):
+            # A name the file system cannot hold (ENAMETOOLONG) is no upload either.
             raise UploadNotFound(upload_id)
         # A valid ID has no empty, '.' or '..' segment, no leading '/' and no name of ours (info,
         # lock or temporary files), so joining cannot leave the directory or alias our files; the
@@ -88,12 +97,17 @@ class FileStore(DataStore):
         data = json.dumps(info.to_json(), separators=(",", ":")).encode()
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, data)
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
+            try:
+                write_all(fd, data)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(*MISSING):  # a full disk must not also collect temporary files
+                os.unlink(temp)
+            raise
         if self.fsync:
             self._fsync_dir(os.path.dirname(path))
 
@@ -152,7 +166,8 @@ class FileStore(DataStore):
                 lines = f.read().split()
         except MISSING:
             return []
-        return [final_id for final_id in dict.fromkeys(lines) if final_id not in known]
+        # A line cut short by a full disk names no upload: skip it.
+        return [f for f in dict.fromkeys(lines) if f not in known and is_valid_upload_id(f)]
 
     async def add_pending_final(self, partial_id: str, final_id: str) -> None:
         """One ``O_APPEND`` write of a line: atomic, and it leaves the info file alone, so a
@@ -291,6 +306,10 @@ class FileStore(DataStore):
             _copy_range(src_fd, 0, dst_fd, offset, length)
             if self.fsync:
                 os.fsync(dst_fd)
+        except BaseException:
+            # All or nothing, also when the disk fills up halfway (shrinking needs no space).
+            os.ftruncate(dst_fd, offset)
+            raise
         finally:
             os.close(dst_fd)
 
@@ -343,12 +362,15 @@ class FileStore(DataStore):
                     os.close(src)
             if self.fsync:
                 os.fsync(out)
-        except BaseException:
             os.close(out)
-            os.unlink(temp)
+            out = -1
+            os.replace(temp, self.data_path(final_id))  # the final's bytes appear whole, or not at all
+        except BaseException:
+            if out >= 0:
+                os.close(out)
+            with contextlib.suppress(*MISSING):
+                os.unlink(temp)
             raise
-        os.close(out)
-        os.replace(temp, self.data_path(final_id))
 
     async def list_uploads(self) -> AsyncIterator[str]:
         for root, dirs, files in os.walk(self.directory):

@@ -12,6 +12,9 @@ The client is configured for the widest compatibility with S3-compatible service
   services (Swift's s3api, older Ceph and MinIO) reject or ignore. Integrity comes from
   Content-MD5 instead, which every S3 implementation verifies: the store computes it while it
   spools a part anyway.
+* Timeouts bound every attempt (``connect_timeout``, ``read_timeout``: the longest silence while
+  a response is awaited or read) and ``max_attempts`` the retries, so an S3 outage fails a request
+  (as :class:`~pytusd.stores.s3.client.S3Unavailable`, answered 503) instead of hanging it.
 * ``payload_signing_enabled=False``: with a Content-MD5 on every body there is no need for
   botocore to read each part file a second time (in the event loop) for a SHA-256 signature.
 """
@@ -25,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from pytusd.stores.base import StoreError
-from pytusd.stores.s3.client import Body, ObjectHead, ObjectStorage, Part, S3Error
+from pytusd.stores.s3.client import Body, ObjectHead, ObjectStorage, Part, S3Error, s3_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,23 @@ def _wrap(operation: str, exc: BaseException) -> S3Error:
         meta = response.get("ResponseMetadata") or {}
         code = str(error.get("Code") or meta.get("HTTPStatusCode") or type(exc).__name__)
         status = meta.get("HTTPStatusCode")
-        return S3Error(operation, code, int(status) if status else None, str(error.get("Message") or ""))
-    return S3Error(operation, type(exc).__name__, None, str(exc))
+        return s3_error(operation, code, int(status) if status else None, str(error.get("Message") or ""))
+    return s3_error(operation, type(exc).__name__, None, str(exc), unreachable=_unreachable(exc))
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says S3 could not be reached or went silent (connection refused, reset or
+    closed, a timeout), as opposed to a mistake of ours or of the configuration."""
+    import aiohttp
+    import botocore.exceptions as bx  # type: ignore[import-untyped, unused-ignore]
+
+    if isinstance(exc, bx.SSLError):
+        return False  # a certificate problem is configuration, not an outage
+    if isinstance(exc, bx.ConnectionError | bx.ConnectionClosedError | bx.ReadTimeoutError | bx.ResponseStreamingError):
+        return True
+    if isinstance(exc, bx.HTTPClientError):
+        exc = exc.kwargs.get("error")  # anything aiohttp raised, wrapped
+    return isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | ConnectionError | TimeoutError)
 
 
 def _timestamp(value: Any) -> float:

@@ -8,7 +8,8 @@ here (what "not found" does for each call), because the store's state reconstruc
 them.
 
 Every failure is an :class:`S3Error`, a :class:`~pytusd.stores.base.StoreError` (the handler
-answers 500 for it without details).
+answers 500 for it without details); one that a later retry may not meet (S3 unreachable, timing
+out, overloaded or failing inside) is an :class:`S3Unavailable`, which the handler answers 503.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mappin
 from dataclasses import dataclass
 from typing import Protocol
 
-from pytusd.stores.base import StoreError
+from pytusd.stores.base import StoreError, StoreUnavailable
 
 #: A request body: bytes, or an async iterable of exactly the announced number of bytes (aiohttp
 #: sends it as it comes; a spool stream also restarts from its first byte for a retry).
@@ -25,6 +26,11 @@ Body = bytes | AsyncIterable[bytes]
 
 #: Error codes (and statuses, for HEAD which has no body) that mean "no such object/upload".
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchUpload"})
+#: Error codes of an S3 that is overloaded or failing for now (besides any 5xx status).
+_UNAVAILABLE_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException"}
+    | {"RequestLimitExceeded", "TooManyRequests", "TooManyRequestsException", "429", "503"}
+)
 
 
 class S3Error(StoreError):
@@ -39,6 +45,17 @@ class S3Error(StoreError):
     @property
     def not_found(self) -> bool:
         return self.code in _NOT_FOUND_CODES or self.status == 404
+
+
+class S3Unavailable(S3Error, StoreUnavailable):
+    """S3 could not be reached, timed out, or answered 5xx/SlowDown (after the client's retries)."""
+
+
+def s3_error(operation: str, code: str, status: int | None, message: str, *, unreachable: bool = False) -> S3Error:
+    """The error for a failed S3 request: :class:`S3Unavailable` if S3 is down or overloaded."""
+    if unreachable or (status is not None and (status >= 500 or status == 429)) or code in _UNAVAILABLE_CODES:
+        return S3Unavailable(operation, code, status, message)
+    return S3Error(operation, code, status, message)
 
 
 @dataclass(frozen=True, slots=True)
