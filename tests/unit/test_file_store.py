@@ -461,4 +461,3 @@ def test_fsync_mode_does_the_same(root: Path) -> None:
         assert info_json(root, "f")["Size"] == 6
 
     run(scenario)
-
