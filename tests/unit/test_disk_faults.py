@@ -240,26 +240,6 @@ def test_out_of_file_descriptors_is_503_with_retry_after(tmp_path: Path, monkeyp
     run(scenario)
 
 
-def test_file_locks_of_ids_too_long_for_a_file_name(tmp_path: Path) -> None:
-    """Lock files of S3 uploads: an ID of many segments escapes to more than a file name holds."""
-
-    async def scenario() -> None:
-        locker = FileLocker(tmp_path, poll_interval=0.01)
-        long_id = "a/" * 127 + "a"
-        other = "a/" * 126 + "ab"
-        lock = await locker.acquire(long_id, lambda: None, 1.0)
-        second = await locker.acquire(other, lambda: None, 1.0)  # another ID: another file
-        names = os.listdir(tmp_path / LOCK_DIR)
-        assert len(names) == 2 and all(len(name) <= 255 for name in names)
-        await second.release()
-        await lock.release()
-        again = await locker.acquire(long_id, lambda: None, 1.0)
-        await again.release()
-        await locker.close()
-
-    run(scenario)
-
-
 def test_the_file_store_refuses_names_the_file_system_cannot_hold(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = FileStore(tmp_path)
