@@ -18,7 +18,6 @@ import pytest
 
 from pytusd.faults import RETRY_AFTER
 from pytusd.info import UploadInfo
-from pytusd.locks.file import LOCK_DIR, FileLocker
 from pytusd.stores.base import UploadExists, UploadNotFound
 from pytusd.stores.file import TEMP_DIR, FileStore
 from tests.support.inprocess import ListBody, SelfWritingBody, Server, header, path_of
