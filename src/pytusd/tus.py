@@ -73,11 +73,13 @@ class TusProtocol:
     async def create(self, request: Request) -> Response:
         service = self.service
         headers = request.headers
+        # Before anything is created: a request whose Host is unusable leaves nothing behind.
+        origin = origin_of(headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy)
         concat = None
         if "upload-concat" in headers:
             if not service.can_concatenate:
                 raise HTTPError(400, "concatenation is disabled")
-            concat = parse_concat(headers["upload-concat"], self.config.base_path)
+            concat = parse_concat(headers["upload-concat"], self.config.base_path, origin)
         info = UploadInfo(id="", metadata=parse_metadata(headers.get("upload-metadata")), created_at=service.clock())
         partials: list[UploadInfo] = []
         if concat is not None and concat.is_final:
@@ -86,6 +88,7 @@ class TusProtocol:
             partials = await service.load_partials(concat.partial_ids)
             info.is_final = True
             info.partial_uploads = list(concat.partial_ids)
+            info.upload_concat = concat.received
             sizes = [p.size for p in partials]
             info.size = None if None in sizes else sum(s for s in sizes if s is not None)
         else:
@@ -104,8 +107,6 @@ class TusProtocol:
         if declared is not None and info.size is not None and declared > info.size:
             raise HTTPError(413, "body is longer than Upload-Length")
 
-        # Before anything is created: a request whose Host is unusable leaves nothing behind.
-        origin = origin_of(headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy)
         hooked = hook_request(request)
         info, hook_headers = await service.create(info, hooked, partials)
         location = origin + upload_path(self.config.base_path, info.id)
