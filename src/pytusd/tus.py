@@ -65,8 +65,12 @@ class TusProtocol:
     # -- HEAD ---------------------------------------------------------------------------------
 
     async def head(self, request: Request, upload_id: str) -> Response:
-        info = await self.service.find(upload_id, hook_request(request))
-        return Response(200, tus.head_headers(info, self.config.base_path))
+        info, expires = await self.service.inspect(upload_id, hook_request(request))
+        headers = tus.head_headers(info, self.config.base_path)
+        if expires is not None:
+            # When the last write was, not now: a HEAD does not keep an upload alive.
+            headers.append(("upload-expires", http_date(expires)))
+        return Response(200, headers)
 
     # -- POST ---------------------------------------------------------------------------------
 
