@@ -1,7 +1,9 @@
 """One request in, one response out: pick the protocol, turn errors into answers, add CORS.
 
-A request that carries ``Upload-Draft-Interop-Version`` follows the IETF draft (:mod:`pytusd.ietf`);
-every other one is tus 1.0.0 (:mod:`pytusd.tus`). Both front ends raise
+A request that carries ``Upload-Draft-Interop-Version`` follows the IETF draft (:mod:`pytusd.ietf`),
+and so does one that carries neither it nor ``Tus-Resumable`` but is plainly a resumable upload
+request of the coming RFC (:func:`~pytusd.protocol.ietf.unversioned_is_draft`: the latest draft's
+rules, without 104s); every other one is tus 1.0.0 (:mod:`pytusd.tus`). Both front ends raise
 :class:`~pytusd.protocol.errors.HTTPError`; here it becomes plain text, or an RFC 9457 problem
 document for draft clients that understand one. The web server is not known here either: the ASGI
 app builds the :class:`~pytusd.messages.Request` and writes the :class:`~pytusd.messages.Response`.
@@ -9,6 +11,7 @@ app builds the :class:`~pytusd.messages.Request` and writes the :class:`~pytusd.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from pytusd.faults import answer_storage_failure
@@ -49,6 +52,10 @@ class Dispatcher:
         draft_version = None
         try:
             draft_version = ietf.parse_version(request.headers.get("upload-draft-interop-version"))
+            if draft_version is None and ietf.unversioned_is_draft(_method(request), request.headers):
+                draft_version = ietf.LATEST_VERSION
+                # The draft: no 104 to a request whose interop version is missing.
+                request = dataclasses.replace(request, send_interim=None)
             response = await self._route(request, draft_version, cors_ok)
         except HTTPError as exc:
             if draft_version is not None and exc.problem_type and ietf.uses_problem_types(draft_version):
@@ -79,10 +86,7 @@ class Dispatcher:
         return response
 
     async def _route(self, request: Request, version: int | None, cors_ok: bool) -> Response:
-        method = request.method
-        override = request.headers.get("x-http-method-override")
-        if override:
-            method = override.strip().upper()
+        method = _method(request)
         upload_id = id_from_path(self.config.base_path, request.path)
         if upload_id is None:
             raise not_found("not found")
@@ -95,9 +99,15 @@ class Dispatcher:
             if version is not None:
                 response.headers += self.ietf.options_headers(version)
             return response
-        if version is not None and method != "GET":
+        if version is not None and (method != "GET" or ietf.retrieves_offset_with_get(version)):
             return await self.ietf.handle(request, method, upload_id, version)
         return await self.tus.handle(request, method, upload_id)
+
+
+def _method(request: Request) -> str:
+    """The method, or what ``X-HTTP-Method-Override`` says it is."""
+    override = request.headers.get("x-http-method-override")
+    return override.strip().upper() if override else request.method
 
 
 def error_response(exc: HTTPError) -> Response:

@@ -34,14 +34,17 @@ class IetfProtocol:
             if method in ("POST", "PUT", "PATCH"):
                 return await self.create(request, version)
             raise HTTPError(405, "method not allowed", [("allow", "POST, PUT, PATCH, OPTIONS")])
-        if method == "HEAD":
+        get = ietf.retrieves_offset_with_get(version)
+        if method == "HEAD" or (method == "GET" and get):
             return await self.head(request, upload_id, version)
         if method == "PATCH":
             return await self.append(request, upload_id, version)
         if method == "DELETE" and self.service.can_terminate:
             await self.service.terminate(upload_id, hook_request(request))
             return Response(204)
-        raise HTTPError(405, "method not allowed", [("allow", "HEAD, PATCH, DELETE, OPTIONS")])
+        allow = ["HEAD", "GET"] if get else ["HEAD"]
+        allow += ["PATCH", "DELETE", "OPTIONS"] if self.service.can_terminate else ["PATCH", "OPTIONS"]
+        raise HTTPError(405, "method not allowed", [("allow", ", ".join(allow))])
 
     def options_headers(self, version: int) -> Headers:
         headers: Headers = []
@@ -106,7 +109,8 @@ class IetfProtocol:
 
     async def head(self, request: Request, upload_id: str, version: int) -> Response:
         # The draft: offset retrieval ends an append still in flight (one that stalled: see pytusd.handover),
-        # so the offset it reports is settled.
+        # so the offset it reports is settled. A GET gets the same answer, without content: the
+        # editors' copy gives content no meaning.
         info = await self.service.settled(upload_id, hook_request(request))
         return Response(204, [*await self._state_headers(info, version), ("cache-control", "no-store")])
 

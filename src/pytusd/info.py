@@ -29,6 +29,9 @@ class UploadInfo:
     #: Length an IETF draft client announced while ``size`` stays open: from interop version 7 an
     #: upload is complete only when a request says so, even if its offset reached this length.
     declared_length: int | None = None
+    #: A final upload's ``Upload-Concat`` as received (validated), for HEAD; None for uploads stored
+    #: before it was kept, whose header is rebuilt from ``partial_uploads``.
+    upload_concat: str | None = None
 
     @property
     def size_is_deferred(self) -> bool:
@@ -52,6 +55,7 @@ class UploadInfo:
             self.created_at,
             list(self.pending_finals),
             self.declared_length,
+            self.upload_concat,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +73,7 @@ class UploadInfo:
             "CreatedAt": self.created_at,
             "PendingFinals": list(self.pending_finals),
             "DeclaredLength": self.declared_length,
+            "UploadConcat": self.upload_concat,
         }
 
     @classmethod
@@ -86,4 +91,5 @@ class UploadInfo:
             created_at=float(data.get("CreatedAt") or 0.0),
             pending_finals=[str(p) for p in data.get("PendingFinals") or []],
             declared_length=None if data.get("DeclaredLength") is None else int(data["DeclaredLength"]),
+            upload_concat=data["UploadConcat"] if isinstance(data.get("UploadConcat"), str) else None,
         )

@@ -65,19 +65,25 @@ class TusProtocol:
     # -- HEAD ---------------------------------------------------------------------------------
 
     async def head(self, request: Request, upload_id: str) -> Response:
-        info = await self.service.find(upload_id, hook_request(request))
-        return Response(200, tus.head_headers(info, self.config.base_path))
+        info, expires = await self.service.inspect(upload_id, hook_request(request))
+        headers = tus.head_headers(info, self.config.base_path)
+        if expires is not None:
+            # When the last write was, not now: a HEAD does not keep an upload alive.
+            headers.append(("upload-expires", http_date(expires)))
+        return Response(200, headers)
 
     # -- POST ---------------------------------------------------------------------------------
 
     async def create(self, request: Request) -> Response:
         service = self.service
         headers = request.headers
+        # Before anything is created: a request whose Host is unusable leaves nothing behind.
+        origin = origin_of(headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy)
         concat = None
         if "upload-concat" in headers:
             if not service.can_concatenate:
                 raise HTTPError(400, "concatenation is disabled")
-            concat = parse_concat(headers["upload-concat"], self.config.base_path)
+            concat = parse_concat(headers["upload-concat"], self.config.base_path, origin)
         info = UploadInfo(id="", metadata=parse_metadata(headers.get("upload-metadata")), created_at=service.clock())
         partials: list[UploadInfo] = []
         if concat is not None and concat.is_final:
@@ -86,6 +92,7 @@ class TusProtocol:
             partials = await service.load_partials(concat.partial_ids)
             info.is_final = True
             info.partial_uploads = list(concat.partial_ids)
+            info.upload_concat = concat.received
             sizes = [p.size for p in partials]
             info.size = None if None in sizes else sum(s for s in sizes if s is not None)
         else:
@@ -104,8 +111,6 @@ class TusProtocol:
         if declared is not None and info.size is not None and declared > info.size:
             raise HTTPError(413, "body is longer than Upload-Length")
 
-        # Before anything is created: a request whose Host is unusable leaves nothing behind.
-        origin = origin_of(headers, request.scheme, request.server_host, behind_proxy=self.config.behind_proxy)
         hooked = hook_request(request)
         info, hook_headers = await service.create(info, hooked, partials)
         location = origin + upload_path(self.config.base_path, info.id)

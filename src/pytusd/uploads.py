@@ -118,13 +118,15 @@ class UploadService:
             answer = await self.hooks.run(HookEvent.PRE_ACCESS, info, hook_request)
             raise_if_rejected(answer, answer.reject_access, 403, "access denied by a pre-access hook")
 
-    async def check_expired(self, info: UploadInfo) -> None:
-        """410 for an unfinished upload whose last write is longer ago than ``expire_after``."""
+    async def check_expired(self, info: UploadInfo) -> float | None:
+        """410 for an unfinished upload whose last write is longer ago than ``expire_after``;
+        else when it expires if nothing more arrives (None: never), so callers can say so."""
         if not self.config.expire_after or info.is_complete or info.is_final:
-            return
-        last = await self.store.last_write_time(info.id)
-        if self.clock() > last + self.config.expire_after:
+            return None
+        expires = await self.store.last_write_time(info.id) + self.config.expire_after
+        if self.clock() > expires:
             raise HTTPError(410, "upload expired")
+        return expires
 
     def expires_at(self, info: UploadInfo) -> float | None:
         """When an unfinished upload expires if nothing more arrives (None: never)."""
@@ -158,13 +160,20 @@ class UploadService:
 
     async def find(self, upload_id: str, hook_request: HookRequest, *, check_expiry: bool = True) -> UploadInfo:
         """The upload as a reader sees it (no lock); a final upload whose partials are done is finished."""
+        info, _ = await self.inspect(upload_id, hook_request, check_expiry=check_expiry)
+        return info
+
+    async def inspect(
+        self, upload_id: str, hook_request: HookRequest, *, check_expiry: bool = True
+    ) -> tuple[UploadInfo, float | None]:
+        """:meth:`find`, and when the upload expires (None: never, or not checked), from the one
+        look at its last write that the expiry check makes (on S3 that look costs requests)."""
         info = await self.store.get_info(upload_id)
         await self.authorize(info, hook_request)
-        if check_expiry:
-            await self.check_expired(info)
+        expires = await self.check_expired(info) if check_expiry else None
         if info.is_final and not info.is_complete:
             info = await self.finals.try_complete(info)
-        return info
+        return info, expires
 
     async def settled(self, upload_id: str, hook_request: HookRequest) -> UploadInfo:
         """The upload once a write in flight has ended (the draft's offset retrieval): a stalled one is

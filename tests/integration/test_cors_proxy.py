@@ -248,6 +248,45 @@ def test_behind_proxy_concatenation_with_proxy_urls(proxied: ServerProcess) -> N
 
 
 @pytest.mark.parametrize(
+    ("forwarded", "partial_origin"),
+    [
+        ({"X-Forwarded-Host": "proxy.example", "X-Forwarded-Proto": "https"}, "http://{real}"),
+        ({"X-Forwarded-Host": "proxy.example", "X-Forwarded-Proto": "https"}, "http://proxy.example"),
+        ({"Forwarded": "host=proxy.example;proto=https"}, "https://other.example"),
+        ({}, "https://proxy.example"),
+    ],
+)
+def test_behind_proxy_concatenation_refuses_other_origins(
+    proxied: ServerProcess, forwarded: dict[str, str], partial_origin: str
+) -> None:
+    """Behind a trusted proxy, the origin a partial's URL must have is the one the client used
+    (the forwarded one): the server's own address, or another scheme, is another origin (400)."""
+    real = f"{proxied.host}:{proxied.port}"
+    with tus_client(proxied) as c:
+        partial = create(c, 3, headers={"Upload-Concat": "partial"})
+        assert patch(c, partial, b"abc", 0).status_code == 204
+        url = partial_origin.format(real=real) + url_path(partial)
+        before = upload_files(proxied)
+        final = c.post("/files/", headers={"Upload-Concat": "final;" + url, **forwarded})
+        assert final.status_code == 400, final.text
+        assert "location" not in final.headers
+        assert upload_files(proxied) == before
+
+
+def test_concatenation_url_of_the_forwarded_host_without_the_flag(server: ServerProcess, client: httpx.Client) -> None:
+    """Forwarded headers are not trusted without --behind-proxy: the proxy's URL is another origin."""
+    partial = create(client, 3, headers={"Upload-Concat": "partial"})
+    assert patch(client, partial, b"abc", 0).status_code == 204
+    fwd = {"X-Forwarded-Host": "proxy.example", "X-Forwarded-Proto": "https"}
+    refused = client.post(
+        "/files/", headers={"Upload-Concat": "final;https://proxy.example" + url_path(partial), **fwd}
+    )
+    assert refused.status_code == 400
+    accepted = client.post("/files/", headers={"Upload-Concat": "final;" + partial, **fwd})
+    assert accepted.status_code == 201
+
+
+@pytest.mark.parametrize(
     "headers",
     [
         {"X-Forwarded-Host": "evil.example/path"},

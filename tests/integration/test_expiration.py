@@ -87,6 +87,28 @@ def test_upload_expires_on_post_and_patch(slow_expiring: tuple[ServerProcess, ht
     _expires(second.headers["upload-expires"])
 
 
+def test_upload_expires_on_head(slow_expiring: tuple[ServerProcess, httpx.Client]) -> None:
+    """HEAD of an unfinished upload carries Upload-Expires too: when it expires if nothing more
+    arrives (its last write plus the window, as the store records it); none once complete."""
+    _, c = slow_expiring
+    created = c.post("/files/", headers={"Upload-Length": "8"})
+    url = str(c.base_url.join(created.headers["location"]))
+    probe = c.head(url)
+    assert probe.status_code == 200
+    # The POST answers with now + the window, HEAD with the stored write time + the window.
+    at_head = _expires(probe.headers["upload-expires"])
+    assert abs(at_head - _expires(created.headers["upload-expires"])) <= timedelta(seconds=2)
+    written = patch(c, url, b"abcd", 0)
+    after = _expires(c.head(url).headers["upload-expires"])
+    assert abs(after - _expires(written.headers["upload-expires"])) <= timedelta(seconds=2)
+    assert after >= at_head
+    deferred = c.post("/files/", headers={"Upload-Defer-Length": "1"})
+    _expires(c.head(str(c.base_url.join(deferred.headers["location"]))).headers["upload-expires"])
+    assert patch(c, url, b"efgh", 4).status_code == 204
+    done = c.head(url)
+    assert done.headers["upload-offset"] == "8" and "upload-expires" not in done.headers
+
+
 def test_upload_expires_on_creation_with_upload(slow_expiring: tuple[ServerProcess, httpx.Client]) -> None:
     _, c = slow_expiring
     response = c.post(
@@ -211,3 +233,4 @@ def test_no_expiration_by_default(server: ServerProcess, client: httpx.Client) -
     assert "expiration" not in extensions(client)
     response = client.post("/files/", headers={"Upload-Length": "3"})
     assert "upload-expires" not in response.headers
+    assert "upload-expires" not in client.head(str(client.base_url.join(response.headers["location"]))).headers

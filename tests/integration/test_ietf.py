@@ -786,6 +786,121 @@ def test_v8_conflict_says_upload_complete_false(plain: ServerProcess) -> None:
     assert result.final.get("upload-complete") == "?0", result
 
 
+@pytest.mark.parametrize("version", [8, None])
+def test_v8_get_retrieves_the_offset(limited: ServerProcess, version: int | None) -> None:
+    """Editors' copy, Offset Retrieval: "It can fetch the offset by sending a HEAD or GET request";
+    a successful response carries what HEAD's does, and content "is unexpected": none is sent.
+    Without any version header (the coming RFC), a GET stays tus' download."""
+    path, _ = create(limited, 8, b"abcdef")
+    headers = draft(8) if version else []
+    result = exchange(limited, "GET", path, headers)
+    if version is None:
+        assert result.status == 409, result  # tus: an unfinished upload cannot be downloaded
+        return
+    assert result.status == 204 and result.final.body == b"", result
+    assert offset_of(result.final) == 6
+    assert_complete(result.final, 8, False)
+    assert "no-store" in (result.final.get("cache-control") or ""), result
+    assert_limits(result.final, 8)
+    assert result.final.get("tus-resumable") is None, result
+    assert is_2xx(append(limited, 8, path, 6, b"ghij", complete=True).final)
+    done = exchange(limited, "GET", path, draft(8)).final
+    assert done.status == 204 and done.body == b"", done
+    assert offset_of(done) == 10 and done.get("upload-length") == "10"
+    assert_complete(done, 8, True)
+    assert exchange(limited, "GET", path).final.body == b"abcdefghij"  # no version: tus' download
+    assert exchange(limited, "GET", "/files/does-not-exist", draft(8)).status == 404
+
+
+@pytest.mark.parametrize("version", [3, 6, 7])
+def test_get_before_v8_downloads(plain: ServerProcess, version: int) -> None:
+    """-11 and before define offset retrieval by HEAD only: GET is the tus download, as before."""
+    path, _ = create(plain, version, b"whole", complete=True)
+    result = exchange(plain, "GET", path, draft(version))
+    assert result.status == 200 and result.final.body == b"whole", result
+
+
+def test_get_stops_append_in_flight(plain: ServerProcess) -> None:
+    """Offset retrieval by GET settles an append in flight as HEAD does (Concurrency)."""
+    data = payload(30_000, 11)
+    path, _ = create(plain, 8, data[:1000])
+    with Connection(plain) as stuck:
+        stuck.send(build_head("PATCH", path, append_headers(8, 1000, True), content_length=len(data) - 1000))
+        stuck.send(data[1000:9000])
+        wait_until(lambda: data_size(plain, path) >= 9000, interval=0.01, message="9000 bytes on disk", server=plain)
+        state = exchange(plain, "GET", path, draft(8)).final
+        assert state.status == 204 and offset_of(state) == 9000, state
+    rest = append(plain, 8, path, 9000, data[9000:], complete=True)
+    assert is_2xx(rest.final), rest
+    assert download(plain, path) == data
+
+
+# -- ahead of the RFC: no version header at all -----------------------------------------------------
+
+
+def test_rfc_client_without_any_version_header(plain: ServerProcess) -> None:
+    """A client of the coming RFC sends no Upload-Draft-Interop-Version. Its requests are served by
+    the latest draft's rules, not refused as tus requests without Tus-Resumable; but a draft server
+    "MUST NOT send a 104 ... when the interop version ... is missing"."""
+    created = exchange(plain, "POST", "/files/", [("Upload-Complete", "?0")], b"abc")
+    assert created.status == 201, created
+    assert created.interims == [], created
+    assert created.final.get("upload-complete") == "?0", created
+    assert created.final.get("tus-resumable") is None and created.final.get("upload-draft-interop-version") is None
+    path = path_of(created.final.get("location") or "")
+
+    state = exchange(plain, "HEAD", path, content_length=False).final
+    assert state.status == 204 and offset_of(state) == 3, state
+    assert state.get("upload-complete") == "?0" and state.get("tus-resumable") is None, state
+
+    conflict = exchange(plain, "PATCH", path, [("Upload-Offset", "0"), ("Content-Type", PARTIAL),
+                                               ("Upload-Complete", "?0")], b"x")  # fmt: skip
+    assert conflict.status == 409 and conflict.final.get("upload-offset") == "3", conflict
+    assert_problem(conflict.final, MISMATCHING_OFFSET)
+
+    middle = exchange(plain, "PATCH", path, [("Upload-Offset", "3"), ("Content-Type", PARTIAL),
+                                             ("Upload-Complete", "?0")], b"def", pieces=3, pause=0.1)  # fmt: skip
+    assert middle.status == 204 and middle.interims == [], middle  # no progress 104s either
+    last = exchange(plain, "PATCH", path, [("Upload-Offset", "6"), ("Content-Type", PARTIAL),
+                                           ("Upload-Complete", "?1")], b"ghi")  # fmt: skip
+    assert is_2xx(last.final) and last.final.get("upload-complete") == "?1", last
+    assert download(plain, path) == b"abcdefghi"  # GET without headers: tus' download
+
+    assert is_2xx(exchange(plain, "DELETE", path).final)
+    assert exchange(plain, "HEAD", path, content_length=False).status == 404
+
+
+def test_rfc_client_single_request_upload(plain: ServerProcess) -> None:
+    """Upgrading a plain upload: ``Upload-Complete: ?1`` on a POST (or PUT) with the whole body."""
+    for method in ("POST", "PUT"):
+        result = exchange(plain, method, "/files/", [("Upload-Complete", "?1"), ("Content-Type", "text/plain")], b"hi")
+        assert result.status == 201 and result.interims == [], result
+        assert result.final.get("upload-complete") == "?1", result
+        assert download(plain, path_of(result.final.get("location") or "")) == b"hi"
+
+
+def test_rfc_append_without_upload_complete_is_400(plain: ServerProcess) -> None:
+    """An append typed application/partial-upload is the RFC's: its rules apply ("The request MUST
+    include the Upload-Complete header field"), not tus' 412."""
+    path, _ = create(plain, 8, b"abc")
+    result = exchange(plain, "PATCH", path, [("Upload-Offset", "3"), ("Content-Type", PARTIAL)], b"d")
+    assert result.status == 400 and result.final.get("tus-version") is None, result
+    assert offset_of(head(plain, path, 8)) == 3
+
+
+@pytest.mark.parametrize("complete", [None, "?1"])
+def test_tus_patch_without_tus_resumable_is_still_412(plain: ServerProcess, complete: str | None) -> None:
+    """application/offset+octet-stream is tus' own: without Tus-Resumable, 412 and nothing written,
+    whatever else the request carries."""
+    path, _ = create(plain, 8, b"abc")
+    headers = [("Upload-Offset", "3"), ("Content-Type", OCTET)]
+    if complete:
+        headers.append(("Upload-Complete", complete))
+    result = exchange(plain, "PATCH", path, headers, b"def")
+    assert result.status == 412 and result.final.get("tus-version") == "1.0.0", result
+    assert offset_of(head(plain, path, 8)) == 3
+
+
 # -- concurrency ------------------------------------------------------------------------------------
 
 

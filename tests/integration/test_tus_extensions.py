@@ -31,6 +31,7 @@ from tests.integration.tus_helpers import (
     tus_client,
     upload,
     upload_files,
+    upload_id,
     url_path,
 )
 from tests.support.rawhttp import Connection, build_request, chunked
@@ -710,10 +711,40 @@ def test_concatenation_absolute_urls(client: httpx.Client) -> None:
     assert client.get(final).content == b"".join(parts)
     probe = client.head(final)
     assert probe.headers["upload-length"] == probe.headers["upload-offset"] == str(sum(map(len, parts)))
-    value = probe.headers["upload-concat"]
-    assert value.startswith("final;")
-    # Same uploads, same order (the server may spell the URLs relative or absolute).
-    assert [urlsplit(u).path for u in value[len("final;") :].split()] == [url_path(u) for u in urls]
+    # MUST include "the Upload-Concat header and its value as received in the upload creation request".
+    assert probe.headers["upload-concat"] == "final;" + " ".join(urls)
+
+
+def test_concatenation_mixed_urls_as_received(client: httpx.Client) -> None:
+    """An absolute URL, a relative one, and one of the same origin in other letters and with its
+    default port: HEAD returns them as sent (one space between), not rebuilt from the IDs."""
+    a, b, c = (_partial(client, p) for p in (b"a", b"b", b"c"))
+    host = urlsplit(a).netloc
+    third = f"HTTP://{host.upper()}{url_path(c)}"
+    received = f"final;{a}  {url_path(b)}\t{third}"
+    response = client.post("/files/", headers={"Upload-Concat": received})
+    assert response.status_code == 201
+    final = str(client.base_url.join(response.headers["location"]))
+    assert client.get(final).content == b"abc"
+    assert client.head(final).headers["upload-concat"] == f"final;{a} {url_path(b)} {third}"
+
+
+def test_concatenation_url_of_another_origin_is_400(client: httpx.Client) -> None:
+    """A partial named by another server's URL (or outside the base path) is not looked up by its
+    last path segment: 400, and nothing is created."""
+    a = _partial(client, b"abc")
+    parts = urlsplit(a)
+    for url in (
+        f"http://other.example{parts.path}",
+        f"https://{parts.netloc}{parts.path}",
+        f"//other.example{parts.path}",
+        f"http://{parts.hostname}:1{parts.path}",
+        f"/elsewhere/{upload_id(a)}",
+        f"{parts.scheme}://{parts.netloc}/elsewhere/{upload_id(a)}",
+    ):
+        response = _final(client, [url])
+        assert response.status_code == 400, url
+        assert "location" not in response.headers
 
 
 def test_concatenation_byte_exact_binary(client: httpx.Client) -> None:

@@ -36,6 +36,31 @@ def test_upload_expires_is_now_plus_the_window_on_post_and_patch() -> None:
     run(scenario)
 
 
+def test_head_says_when_an_unfinished_upload_expires() -> None:
+    """HEAD carries Upload-Expires as POST and PATCH do: the last write plus the window. Asking
+    does not keep an upload alive, so the date stays put while the clock moves."""
+
+    async def scenario(srv: Server) -> None:
+        created = await srv.call("POST", "/files/", upload_length="10")
+        path = path_of(created)
+        srv.clock.advance(600)
+        head = await srv.call("HEAD", path)
+        assert head.status == 200 and header(head, "upload-expires") == header(created, "upload-expires")
+        patched = await srv.patch(path, b"abc", 0)
+        srv.clock.advance(600)
+        assert header(await srv.call("HEAD", path), "upload-expires") == header(patched, "upload-expires")
+        deferred = await srv.create(None)
+        assert header(await srv.call("HEAD", deferred), "upload-expires") == http_date(srv.clock() + EXPIRE)
+        assert (await srv.patch(path, b"defghij", 3)).status == 204
+        assert header(await srv.call("HEAD", path), "upload-expires") is None  # complete: never expires
+        partial = await srv.create(1, upload_concat="partial")
+        final = await srv.call("POST", "/files/", upload_concat="final;" + partial)
+        assert header(await srv.call("HEAD", partial), "upload-expires") is not None
+        assert header(await srv.call("HEAD", path_of(final)), "upload-expires") is None  # finals never expire
+
+    run(scenario)
+
+
 def test_expired_upload_is_410_until_swept_then_404() -> None:
     async def scenario(srv: Server) -> None:
         path = await srv.create(10)

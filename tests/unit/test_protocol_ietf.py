@@ -266,3 +266,57 @@ def test_format_digest_round_trip(algorithm: str) -> None:
 
 def test_partial_upload_media_type() -> None:
     assert ietf.PARTIAL_UPLOAD == "application/partial-upload"
+
+
+# -- offset retrieval with GET (editors' copy) -------------------------------------------------
+
+
+@pytest.mark.parametrize(("version", "expected"), [(3, False), (6, False), (7, False), (8, True)])
+def test_get_retrieves_the_offset_from_version_8(version: int, expected: bool) -> None:
+    """The editors' copy (still interop 8): "A successful response to a HEAD or GET request against
+    an upload resource MUST include the offset"; -11 and before knew only HEAD."""
+    assert ietf.retrieves_offset_with_get(version) is expected
+
+
+# -- requests with no version at all (the coming RFC) ------------------------------------------
+
+PARTIAL = {"content-type": "application/partial-upload", "upload-offset": "3"}
+OCTET = {"content-type": "application/offset+octet-stream", "upload-offset": "3"}
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("POST", {"upload-complete": "?1"}),
+        ("POST", {"upload-complete": "?0", "content-type": "image/png"}),
+        ("PUT", {"upload-complete": "?0"}),
+        ("PATCH", {"upload-complete": "?0", **PARTIAL}),
+        ("PATCH", PARTIAL),  # then the draft's own rules refuse the missing Upload-Complete (400)
+        ("PATCH", {"content-type": "Application/Partial-Upload; x=1", "upload-offset": "3"}),
+        ("PATCH", {"upload-complete": "?1"}),  # no type: the draft's rules answer 415
+        ("HEAD", {}),
+        ("DELETE", {}),
+    ],
+)
+def test_unversioned_draft_requests(method: str, headers: dict[str, str]) -> None:
+    assert ietf.unversioned_is_draft(method, headers)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("POST", {"upload-length": "5"}),  # tus without its version: 412
+        ("POST", {"upload-complete": "yes"}),  # not an SF Boolean: ignored as a whole
+        ("POST", {"upload-complete": "?1", "tus-resumable": "1.0.0"}),
+        ("POST", {"upload-complete": "?1", "upload-draft-interop-version": "8.0"}),  # unparseable: stays tus
+        ("PATCH", OCTET),
+        ("PATCH", {"upload-complete": "?1", **OCTET}),  # tus' body type decides
+        ("PATCH", {"upload-offset": "3"}),
+        ("HEAD", {"tus-resumable": "0.2.2"}),
+        ("DELETE", {"tus-resumable": "0.2.2"}),
+        ("GET", {}),  # tus' download, which needs no version
+        ("OPTIONS", {}),
+    ],
+)
+def test_requests_that_stay_tus(method: str, headers: dict[str, str]) -> None:
+    assert not ietf.unversioned_is_draft(method, headers)

@@ -41,11 +41,48 @@ def test_base_path_is_the_creation_endpoint() -> None:
     assert id_from_path("/files/", "/files/../etc/passwd") is None
 
 
+ORIGIN = "http://host:1"
+
+
 def test_concat_partial_and_final() -> None:
-    assert parse_concat("partial", "/files/").is_partial
-    final = parse_concat("final;/files/a http://host:1/files/b https://x/files/c%2Fd", "/files/")
+    assert parse_concat("partial", "/files/", ORIGIN).is_partial
+    final = parse_concat("final;/files/a HTTP://Host:1/files/b //host:1/files/c%2Fd", "/files/", ORIGIN)
     assert final.is_final and final.partial_ids == ("a", "b", "c/d")
     assert format_concat(final, "/files/") == "final;/files/a /files/b /files/c/d"
+
+
+def test_concat_keeps_the_urls_as_received() -> None:
+    """tus: HEAD returns Upload-Concat "as received in the upload creation request"."""
+    value = "final;http://host:1/files/a  \t/files/b"
+    assert parse_concat(value, "/files/", ORIGIN).received == "final;http://host:1/files/a /files/b"
+    assert parse_concat(" partial ", "/files/", ORIGIN).received == "partial"
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("http://host/files/a", "http://host:80"),
+        ("https://example.org/files/a", "https://example.org:443"),
+        ("https://example.org:443/files/a", "https://example.org"),
+        ("http://[::1]:8080/files/a", "http://[::1]:8080"),
+        ("//example.org/files/a", "https://example.org"),
+    ],
+)
+def test_concat_default_ports_are_the_same_origin(url: str, origin: str) -> None:
+    assert parse_concat("final;" + url, "/files/", origin).partial_ids == ("a",)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://other:1/files/a", "http://host:2/files/a", "https://host:1/files/a", "http://host/files/a",
+     "//other:1/files/a", "http://user@host:1/files/a", "http://user:pw@host:1/files/a", "http://host:99999/files/a", "http://host:0/files/a",
+     "http:/files/a", "http:files/a", "http://host:1/other/a", "files/a", "../files/a", "/files/a\x7f"],
+)  # fmt: skip
+def test_concat_url_of_another_origin_or_outside_the_base_path_is_400(url: str) -> None:
+    """A URL is never resolved by its last segment: another server's /files/a is not ours."""
+    with pytest.raises(HTTPError) as exc:
+        parse_concat("final;" + url, "/files/", ORIGIN)
+    assert exc.value.status == 400
 
 
 @pytest.mark.parametrize(
@@ -55,7 +92,7 @@ def test_concat_partial_and_final() -> None:
 )  # fmt: skip
 def test_bad_concat_is_400(value: str) -> None:
     with pytest.raises(HTTPError) as exc:
-        parse_concat(value, "/files/")
+        parse_concat(value, "/files/", ORIGIN)
     assert exc.value.status == 400
 
 

@@ -22,7 +22,7 @@ from pytusd.protocol.errors import HTTPError
 from pytusd.receiving import follow_offset
 from pytusd.stores.memory import MemoryStore
 from pytusd.uploads import UploadService
-from tests.support.inprocess import ListBody, Server, header, path_of
+from tests.support.inprocess import HOST, ListBody, Server, header, path_of
 
 NO_REQUEST = HookRequest("PATCH", "/files/x", "", {})
 
@@ -282,6 +282,28 @@ def test_terminating_a_partial_removes_the_finals_waiting_for_it() -> None:
         final = await srv.call("POST", "/files/", upload_concat="final;" + partial)
         assert (await srv.call("DELETE", partial)).status == 204
         assert (await srv.call("HEAD", path_of(final))).status == 404
+
+    run(scenario)
+
+
+def test_a_final_upload_without_the_received_header_is_presented_as_before() -> None:
+    """Uploads stored before Upload-Concat was kept as received: HEAD rebuilds it from the IDs;
+    a kept value that is not one printable line is never returned."""
+
+    async def scenario() -> None:
+        srv = Server()
+        partial = await srv.create(3, upload_concat="partial")
+        received = f"final;http://{HOST}{partial}"
+        final = path_of(await srv.call("POST", "/files/", upload_concat=received))
+        assert header(await srv.call("HEAD", final), "upload-concat") == received
+        info = await srv.store.get_info(final.removeprefix("/files/"))
+        old = UploadInfo.from_json({k: v for k, v in info.to_json().items() if k != "UploadConcat"})
+        assert old.upload_concat is None
+        await srv.store.update_info(old)
+        assert header(await srv.call("HEAD", final), "upload-concat") == "final;" + partial
+        info.upload_concat = received + "\r\nX-Injected: 1"
+        await srv.store.update_info(info)
+        assert header(await srv.call("HEAD", final), "upload-concat") == "final;" + partial
 
     run(scenario)
 

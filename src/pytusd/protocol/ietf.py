@@ -58,6 +58,36 @@ def parse_version(value: str | None) -> int | None:
     return version
 
 
+def retrieves_offset_with_get(version: int) -> bool:
+    """Whether GET on an upload resource retrieves its offset, as HEAD does.
+
+    The editors' copy after -11 ("Describe GET requests against upload resource") defines it, still
+    as interop version 8; -11 and earlier leave GET to the server, which downloads as for tus.
+    """
+    return version >= 8
+
+
+def unversioned_is_draft(method: str, headers: Mapping[str, str]) -> bool:
+    """Whether a request with neither ``Tus-Resumable`` nor ``Upload-Draft-Interop-Version`` is a
+    client of the coming RFC (served by the latest draft's rules) rather than a tus request that
+    lacks its version (412).
+
+    An RFC client sends no version header. Creation and append carry ``Upload-Complete``, an append
+    ``application/partial-upload``; offset retrieval (HEAD) and cancellation (DELETE) carry nothing
+    of the kind, but a tus client never sends them without ``Tus-Resumable``. A request whose
+    version header is present but does not parse stays tus (a draft client we cannot read), and a
+    body typed ``application/offset+octet-stream`` is tus' whatever else the request says.
+    """
+    if "tus-resumable" in headers or "upload-draft-interop-version" in headers:
+        return False
+    content_type = media_type(headers.get("content-type"))
+    if content_type == OFFSET_OCTET_STREAM:
+        return False
+    if method in ("HEAD", "DELETE") or parse_boolean(headers.get("upload-complete")) is not None:
+        return True
+    return method == "PATCH" and content_type == PARTIAL_UPLOAD
+
+
 def parse_boolean(value: str | None) -> bool | None:
     item = _item(value)
     return item if type(item) is bool else None

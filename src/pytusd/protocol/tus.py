@@ -85,10 +85,17 @@ def announces_checksum_trailer(headers: Mapping[str, str]) -> bool:
 
 
 def concat_header(info: UploadInfo, base_path: str) -> str | None:
-    """``Upload-Concat`` of a partial or final upload (None for a plain one)."""
+    """``Upload-Concat`` of a partial or final upload (None for a plain one), as received.
+
+    The stored value was validated when received; it is checked again for being one printable
+    line, since an info file may have been written by something else.
+    """
     if info.is_partial:
         return format_concat(Concat(is_partial=True), base_path)
     if info.is_final:
+        kept = info.upload_concat
+        if kept is not None and kept.startswith("final;") and kept.isascii() and kept.isprintable():
+            return kept
         return format_concat(Concat(is_partial=False, partial_ids=tuple(info.partial_uploads)), base_path)
     return None
 

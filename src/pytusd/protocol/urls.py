@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from pytusd.protocol.errors import HTTPError, bad_request
 
@@ -67,6 +67,9 @@ class Concat:
 
     is_partial: bool
     partial_ids: tuple[str, ...] = ()
+    #: The header as received, once every URL in it named an upload here (URLs as sent, one space
+    #: between them): tus wants HEAD to return it so.
+    received: str = "partial"
 
     @property
     def is_final(self) -> bool:
@@ -76,11 +79,18 @@ class Concat:
 MAX_CONCAT_PARTS = 1000
 
 
-def parse_concat(value: str, base_path: str) -> Concat:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A URL as it may be stored and returned: visible ASCII only (no controls, no spaces).
+_URL_TEXT = re.compile(r"[\x21-\x7e]+")
+
+
+def parse_concat(value: str, base_path: str, origin: str) -> Concat:
     """Parse ``partial`` or ``final;URL URL ...``.
 
-    URLs may be absolute or relative; either way their path must name an upload below this
-    server's base path (the host of an absolute URL is not trusted to mean anything).
+    A URL names an upload of this server: a path below ``base_path``, or an absolute URL of
+    ``origin`` (the ``scheme://host`` the client used, as :func:`~pytusd.protocol.forwarded.origin_of`
+    finds it). A URL of another origin is refused rather than resolved by its path: on another
+    server that path may name a different upload.
     """
     value = value.strip(" ")
     if value == "partial":
@@ -95,16 +105,38 @@ def parse_concat(value: str, base_path: str) -> Concat:
     ids = []
     for url in urls:
         parts = urlsplit(url)
-        if parts.scheme not in ("", "http", "https") or parts.query or parts.fragment:
+        if not _URL_TEXT.fullmatch(url) or parts.scheme not in ("", "http", "https") or parts.query or parts.fragment:
             raise bad_request("invalid Upload-Concat header: not an upload URL")
+        if (parts.scheme or parts.netloc) and not _same_origin(parts, origin):
+            raise bad_request("invalid Upload-Concat header: a URL names another server")
         upload_id = id_from_path(base_path, unquote(parts.path))
         if not upload_id:
             raise HTTPError(400, "invalid Upload-Concat header: a URL does not name an upload on this server")
         ids.append(upload_id)
-    return Concat(is_partial=False, partial_ids=tuple(ids))
+    return Concat(is_partial=False, partial_ids=tuple(ids), received="final;" + " ".join(urls))
+
+
+def _same_origin(parts: SplitResult, origin: str) -> bool:
+    """Scheme, host and port as in ``origin`` (default ports filled in); no user info."""
+    own = urlsplit(origin)
+    if not parts.netloc:
+        return False
+    scheme = parts.scheme or own.scheme  # '//host/path' takes the scheme of the request
+    try:
+        theirs = (scheme, parts.hostname, _port(parts, scheme))
+        ours = (own.scheme, own.hostname, _port(own, own.scheme))
+    except ValueError:  # a port out of range
+        return False
+    return parts.username is None and parts.password is None and theirs == ours
+
+
+def _port(parts: SplitResult, scheme: str) -> int:
+    port = parts.port
+    return port if port is not None else _DEFAULT_PORTS[scheme]
 
 
 def format_concat(concat: Concat | None, base_path: str) -> str | None:
+    """``Upload-Concat`` rebuilt from IDs (for uploads stored before the header was kept as received)."""
     if concat is None:
         return None
     if concat.is_partial:
