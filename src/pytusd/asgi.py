@@ -20,6 +20,7 @@ from pytusd.hooks.base import Hooks
 from pytusd.locks.base import Locker
 from pytusd.messages import Headers, InterimSender, Request, Response
 from pytusd.stores.base import DataStore
+from pytusd.sweep import sweep_expired
 from pytusd.uploads import UploadService
 
 Scope = MutableMapping[str, Any]
@@ -224,7 +225,7 @@ class TusApp:
         while True:
             await asyncio.sleep(self.config.expire_interval)
             try:
-                removed = await self.uploads.sweep_expired()
+                removed = await sweep_expired(self.uploads)
                 if removed:
                     logger.info("removed %d expired uploads", removed)
             except Exception:

@@ -58,12 +58,15 @@ class IetfProtocol:
     def _limit(self, version: int, max_age: int | None) -> str | None:
         return ietf.upload_limit(version, max_size=self.config.max_size, max_age=max_age)
 
-    async def _state_headers(self, info: UploadInfo, version: int) -> Headers:
+    def _state_headers(self, info: UploadInfo, version: int, expires: float | None) -> Headers:
+        """The upload's state; ``expires``: when it expires (None: never), as the caller knows it
+        (after a write, a full lifetime: asking the store again would cost S3 requests)."""
         headers: Headers = [("upload-offset", str(info.offset)), *ietf.complete_headers(info.is_complete, version)]
         length = info.size if info.size is not None else info.declared_length
         if length is not None:
             headers.append(("upload-length", str(length)))
-        limit = self._limit(version, await self.service.lifetime_left(info))
+        max_age = None if expires is None else max(0, int(expires - self.service.clock()))
+        limit = self._limit(version, max_age)
         if limit:
             headers.append(("upload-limit", limit))
         return headers
@@ -92,7 +95,8 @@ class IetfProtocol:
         if interim is not None:
             # The upload exists before its body is read: the client can resume from here on.
             announce: Headers = [("location", location), ("upload-draft-interop-version", str(version))]
-            limit = self._limit(version, await service.lifetime_left(None))  # its whole lifetime is ahead
+            lifetime = int(self.config.expire_after) if self.config.expire_after else None  # all of it is ahead
+            limit = self._limit(version, lifetime)
             if limit:
                 announce.append(("upload-limit", limit))
             await interim(104, announce)
@@ -100,10 +104,11 @@ class IetfProtocol:
         async with service.locked(info.id, request.body):
             result = await self._receive(request, info, hooked, complete, version)
         info = result.info
+        state = self._state_headers(info, version, service.expires_at(info))
         if result.error is not None:
-            result.error.headers += [("location", location), *await self._state_headers(info, version)]
+            result.error.headers += [("location", location), *state]
             raise result.error
-        return Response(201, [("location", location), *await self._state_headers(info, version)])
+        return Response(201, [("location", location), *state])
 
     # -- offset retrieval ---------------------------------------------------------------------
 
@@ -111,8 +116,8 @@ class IetfProtocol:
         # The draft: offset retrieval ends an append still in flight (one that stalled: see pytusd.handover),
         # so the offset it reports is settled. A GET gets the same answer, without content: the
         # editors' copy gives content no meaning.
-        info = await self.service.settled(upload_id, hook_request(request))
-        return Response(204, [*await self._state_headers(info, version), ("cache-control", "no-store")])
+        info, expires = await self.service.settled(upload_id, hook_request(request))
+        return Response(204, [*self._state_headers(info, version, expires), ("cache-control", "no-store")])
 
     # -- append -------------------------------------------------------------------------------
 
@@ -138,7 +143,7 @@ class IetfProtocol:
                 if not complete:
                     raise HTTPError(400, "upload is already complete", problem_type=ietf.COMPLETED_UPLOAD)
                 # An empty append that marks as complete what already is: nothing to change.
-                return Response(204, await self._state_headers(info, version))
+                return Response(204, self._state_headers(info, version, service.expires_at(info)))
             length = ietf.declared_length(headers, complete, offset=offset)
             if length is not None:
                 known = info.size if info.size is not None else info.declared_length
@@ -153,10 +158,10 @@ class IetfProtocol:
             result = await self._receive(request, info, hooked, complete, version)
         info = result.info
         if result.error is not None:
-            result.error.headers += await self._state_headers(info, version)
+            result.error.headers += self._state_headers(info, version, service.expires_at(info))
             raise result.error
         await service.after_write(info)
-        return Response(204, await self._state_headers(info, version))
+        return Response(204, self._state_headers(info, version, service.expires_at(info)))
 
     # -- shared -------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from pytusd.handover import STOPPED_LOCK_LOST, lock_for
 from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks, NoHooks
 from pytusd.hooks.translate import raise_if_rejected, rejection, success_headers
 from pytusd.info import UploadInfo
-from pytusd.locks.base import Lock, Locker, LockTimeout, LockUnavailable
+from pytusd.locks.base import Lock, Locker
 from pytusd.locks.memory import MemoryLocker
 from pytusd.messages import Body, Headers
 from pytusd.protocol.errors import INCONSISTENT_LENGTH, MISMATCHING_OFFSET, HTTPError, bad_request
@@ -134,16 +134,6 @@ class UploadService:
             return self.clock() + self.config.expire_after
         return None
 
-    async def lifetime_left(self, info: UploadInfo | None) -> int | None:
-        """Whole seconds ``info`` has left before it expires (a new upload: all of it; None: never)."""
-        expire_after = self.config.expire_after
-        if not expire_after or (info is not None and info.is_complete):
-            return None
-        if info is None:
-            return int(expire_after)
-        last_write = await self.store.last_write_time(info.id)
-        return max(0, int(last_write + expire_after - self.clock()))
-
     @staticmethod
     def expect_offset(info: UploadInfo, offset: int) -> None:
         """A write must start where the upload stands (409 with the offset it stands at)."""
@@ -175,17 +165,17 @@ class UploadService:
             info = await self.finals.try_complete(info)
         return info, expires
 
-    async def settled(self, upload_id: str, hook_request: HookRequest) -> UploadInfo:
+    async def settled(self, upload_id: str, hook_request: HookRequest) -> tuple[UploadInfo, float | None]:
         """The upload once a write in flight has ended (the draft's offset retrieval): a stalled one is
-        stopped and saves what it got; one still receiving is waited for (pytusd.handover)."""
+        stopped and saves what it got; one still receiving is waited for (pytusd.handover). With
+        when it expires, as :meth:`inspect`."""
         lock = await self.lock(upload_id, None)
         try:
             info = await self.store.get_info(upload_id)
         finally:
             await lock.release()
         await self.authorize(info, hook_request)
-        await self.check_expired(info)
-        return info
+        return info, await self.check_expired(info)
 
     @contextlib.asynccontextmanager
     async def locked(self, upload_id: str, body: Body) -> AsyncIterator[None]:
@@ -478,46 +468,6 @@ class UploadService:
         """Bytes ``[start, end)`` of a complete upload."""
         return self.store.read(upload_id, start, end)
 
-    async def sweep_expired(self) -> int:
-        """Remove unfinished uploads whose expiry has passed; returns how many.
-
-        With instances sharing a locker, one of them sweeps per interval; every removal is checked
-        again under the upload's lock (a write may have come in since it was listed).
-        """
-        if not self.config.expire_after:
-            return 0
-        # The turn outlasts one interval, so a living leader keeps it and a dead one's lapses.
-        if not await self.locker.lead("sweep", self.config.expire_interval * 1.5):
-            return 0
-        removed = 0
-        async for upload_id in self.store.list_uploads():
-            try:
-                if not await self._expired(upload_id):
-                    continue
-                # Not asking a holder to stop: a request holding the upload is using it after all.
-                lock = await self.locker.acquire(upload_id, _ignore, 0.0, stop_holder=False)
-            except (UploadNotFound, LockTimeout, LockUnavailable, StoreError):
-                continue  # gone, or being written right now (so not expired after all)
-            try:
-                if not await self._expired(upload_id):
-                    continue
-                info = await self.store.get_info(upload_id)
-                await self.store.terminate(upload_id)
-                await self.locker.forget(upload_id)
-                removed += 1
-            except (UploadNotFound, StoreError):
-                continue  # gone meanwhile, or the store failed: the next sweep tries again
-            finally:
-                await lock.release()
-            await self.finals.drop_pending(info)
-        return removed
-
-    async def _expired(self, upload_id: str) -> bool:
-        info = await self.store.get_info(upload_id)
-        if info.is_complete or info.is_final:
-            return False
-        return self.clock() > await self.store.last_write_time(upload_id) + self.config.expire_after
-
     # -- hooks --------------------------------------------------------------------------------
 
     def fire(self, event: HookEvent, info: UploadInfo, hook_request: HookRequest | None) -> None:
@@ -536,7 +486,3 @@ class UploadService:
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _ignore() -> None:
-    """A stop request to a lock taken only to remove an upload: there is nothing to stop."""

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from pytusd.protocol.headers import http_date
+from pytusd.sweep import sweep_expired
 from tests.support.inprocess import Clock, Server, header, path_of
 
 EXPIRE = 3600.0
@@ -72,7 +73,7 @@ def test_expired_upload_is_410_until_swept_then_404() -> None:
         assert head.status == 410 and header(head, "upload-offset") is None
         assert (await srv.patch(path, b"def", 3)).status == 410
         assert (await srv.call("HEAD", path, tus=False, upload_draft_interop_version="8")).status == 410
-        assert await srv.service.sweep_expired() == 1
+        assert await sweep_expired(srv.service) == 1
         assert (await srv.call("HEAD", path)).status == 404
 
     run(scenario)
@@ -84,7 +85,7 @@ def test_a_write_restarts_the_window() -> None:
         for offset in range(4):
             srv.clock.advance(EXPIRE - 1)
             assert (await srv.patch(path, b"x", offset)).status == 204
-        assert await srv.service.sweep_expired() == 0
+        assert await sweep_expired(srv.service) == 0
         assert header(await srv.call("HEAD", path), "upload-offset") == "4"
 
     run(scenario)
@@ -108,7 +109,7 @@ def test_sweeper_removes_unfinished_uploads_of_every_kind_and_keeps_finished_one
         assert final.status == 201 and header(final, "upload-offset") == "2"
         srv.clock.advance(EXPIRE + 1)
 
-        assert await srv.service.sweep_expired() == len(doomed)
+        assert await sweep_expired(srv.service) == len(doomed)
         for name, path in doomed.items():
             assert (await srv.call("HEAD", path)).status == 404, name
         for path, content in ((finished, b"complete"), (empty, b""), (path_of(final), b"ab")):
@@ -126,7 +127,7 @@ def test_a_final_upload_waiting_for_an_expired_partial_goes_with_it() -> None:
         final = await srv.call("POST", "/files/", upload_concat="final;" + partial)
         assert final.status == 201 and header(final, "upload-offset") is None  # pending
         srv.clock.advance(EXPIRE + 1)
-        assert await srv.service.sweep_expired() == 1  # the partial; its final is dropped with it
+        assert await sweep_expired(srv.service) == 1  # the partial; its final is dropped with it
         assert (await srv.call("HEAD", partial)).status == 404
         assert (await srv.call("HEAD", path_of(final))).status == 404
 
@@ -167,7 +168,7 @@ def test_no_expiration_without_a_window() -> None:
         assert "expiration" not in (header(await srv.call("OPTIONS", "/files/"), "tus-extension") or "")
         srv.clock.advance(10 * EXPIRE)
         assert (await srv.call("HEAD", path_of(created))).status == 200
-        assert await srv.service.sweep_expired() == 0
+        assert await sweep_expired(srv.service) == 0
 
     async def main() -> None:
         await scenario(Server(clock=Clock()))
