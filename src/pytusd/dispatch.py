@@ -96,6 +96,11 @@ class Dispatcher:
                 response = Response(200, [("content-length", "0")])
             else:
                 response = self.tus.options(request)
+                if version is None:
+                    # The coming RFC's clients send no version, and the editors' copy says an OPTIONS
+                    # answer MUST carry Upload-Limit; tus clients ignore it.
+                    limits = self.ietf.options_headers(ietf.LATEST_VERSION)
+                    response.headers += [(name, value) for name, value in limits if name == "upload-limit"]
             if version is not None:
                 response.headers += self.ietf.options_headers(version)
             return response

@@ -774,6 +774,18 @@ def test_options_v8_without_limits_says_min_size_zero(plain: ServerProcess) -> N
     assert parsed, result
 
 
+def test_options_without_any_version_header_carries_the_latest_limits(
+    plain: ServerProcess, limited: ServerProcess
+) -> None:
+    """A client of the coming RFC sends no version header; the OPTIONS rule above still holds for
+    it. A tus OPTIONS answer stays what it was besides (Tus-Version and friends)."""
+    result = exchange(plain, "OPTIONS", "/files/", [])
+    assert limits(result.final) == {"min-size": 0}, result
+    assert result.final.get("tus-version"), result
+    result = exchange(limited, "OPTIONS", "/files/", [("Tus-Resumable", "1.0.0")])
+    assert_limits(result.final, 8)
+
+
 # -- editors' copy (still interop 8) ---------------------------------------------------------------
 
 
