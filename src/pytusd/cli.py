@@ -24,6 +24,7 @@ from pytusd.flags import Flag, convert, env_name, parse_duration, parse_size
 from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
 from pytusd.locks.base import Locker
 from pytusd.locks.file import FileLocker
+from pytusd.protocol.cors import CORS_FLAGS, cors_settings
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
 from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
@@ -37,7 +38,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("expire-after", "duration", 0.0, "remove unfinished uploads this long after their last write (0: never)"),
     Flag("expire-interval", "duration", 60.0, "how often to look for expired uploads"),
     Flag("behind-proxy", "bool", False, "trust X-Forwarded-Host/-Proto and Forwarded for URLs"),
-    Flag("cors-allow-origin", "str", ".*", "regular expression browser origins must match ('' disables CORS)"),
+    *CORS_FLAGS,
     Flag("disable-download", "bool", False, "do not serve GET downloads"),
     Flag("disable-termination", "bool", False, "do not allow DELETE (termination extension)"),
     Flag("disable-concatenation", "bool", False, "do not offer the concatenation extension"),
@@ -103,7 +104,7 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
         expire_after=settings["expire_after"],
         expire_interval=settings["expire_interval"],
         behind_proxy=settings["behind_proxy"],
-        cors_allow_origin=settings["cors_allow_origin"] or None,
+        **cors_settings(settings),
         disable_download=settings["disable_download"],
         disable_termination=settings["disable_termination"],
         disable_concatenation=settings["disable_concatenation"],
@@ -188,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         # Fail here, with a usage message, not in every worker.
         hooks_from_settings(settings)
+        cors_settings(settings)
         store_from_settings(settings)
         locker_from_settings(settings)
     except (ValueError, ImportError) as exc:

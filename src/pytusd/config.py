@@ -17,10 +17,14 @@ class Config:
     expire_interval: float = 60.0
     #: Trust X-Forwarded-Host/-Proto and Forwarded when building absolute URLs.
     behind_proxy: bool = False
-    #: Regular expression that browser origins must match for CORS; None disables CORS headers.
+    #: Regular expression a whole browser Origin must match (else 403); None disables CORS.
     cors_allow_origin: str | None = ".*"
     cors_allow_credentials: bool = False
     cors_max_age: int = 86400
+    #: Comma-separated names added to the default CORS lists (as tusd's flags).
+    cors_allow_methods: str = ""
+    cors_allow_headers: str = ""
+    cors_expose_headers: str = ""
     disable_download: bool = False
     disable_termination: bool = False
     disable_concatenation: bool = False

@@ -21,7 +21,7 @@ from pytusd.ietf import IetfProtocol
 from pytusd.locks.base import LockTimeout, LockUnavailable
 from pytusd.messages import Request, Response
 from pytusd.protocol import ietf
-from pytusd.protocol.cors import CorsPolicy
+from pytusd.protocol.cors import ORIGIN_NOT_ALLOWED, policy_from_config
 from pytusd.protocol.errors import HTTPError, not_found
 from pytusd.protocol.tus import TUS_VERSION
 from pytusd.protocol.urls import id_from_path
@@ -40,14 +40,16 @@ class Dispatcher:
         self.config = service.config
         self.tus = TusProtocol(service)
         self.ietf = IetfProtocol(service)
-        self.cors = CorsPolicy(
-            self.config.cors_allow_origin,
-            credentials=self.config.cors_allow_credentials,
-            max_age=self.config.cors_max_age,
-        )
+        self.cors = policy_from_config(self.config)
 
     async def handle(self, request: Request) -> Response:
         origin = request.headers.get("origin")
+        if self.cors.refuses(origin):
+            # As tusd, before anything else: no hook runs, nothing is read or stored.
+            response = error_response(HTTPError(403, ORIGIN_NOT_ALLOWED))
+            if "upload-draft-interop-version" not in request.headers:
+                response.headers.append(("tus-resumable", TUS_VERSION))
+            return response
         cors_ok = self.cors.allowed(origin)
         draft_version = None
         try:
