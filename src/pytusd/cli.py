@@ -27,6 +27,7 @@ from pytusd.locks.file import FileLocker
 from pytusd.protocol.cors import CORS_FLAGS, cors_settings
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
+from pytusd.stores.perms import PERM_FLAGS, makedirs, perms_from_settings
 from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
 
 FLAGS: tuple[Flag, ...] = (
@@ -66,6 +67,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("unix-sock", "str", "", "listen on this Unix socket instead of host/port"),
     Flag("log-format", "str", "text", "log format: text or json"),
     Flag("log-level", "str", "info", "log level: debug, info, warning, error"),
+    *PERM_FLAGS,
     *HOOK_FLAGS,
     *S3_FLAGS,
 )
@@ -114,8 +116,11 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
         interim_responses=settings["interim_responses"],
     )
     directory = settings["upload_dir"]
-    os.makedirs(directory, exist_ok=True)
-    store: DataStore = store_from_settings(settings) or FileStore(directory, fsync=settings["fsync"])
+    dir_perms, file_perms = perms_from_settings(settings)
+    makedirs(directory, dir_perms)
+    store: DataStore = store_from_settings(settings) or FileStore(
+        directory, fsync=settings["fsync"], dir_perms=dir_perms, file_perms=file_perms
+    )
     return TusApp(store, config, locker=locker_from_settings(settings, store), hooks=hooks_from_settings(settings))
 
 
@@ -127,7 +132,8 @@ def locker_from_settings(settings: dict[str, Any], store: DataStore | None = Non
         return RedisLocker(settings["redis_url"], ttl=settings["redis_lock_ttl"], prefix=settings["redis_prefix"])
     # With S3 the upload directory holds the lock files that workers on this machine share.
     target = store.lock_target if isinstance(store, FileStore) else None
-    return FileLocker(settings["upload_dir"], lock_target=target)
+    dir_perms, file_perms = perms_from_settings(settings)
+    return FileLocker(settings["upload_dir"], lock_target=target, dir_perms=dir_perms, file_perms=file_perms)
 
 
 def app_from_env() -> TusApp:
@@ -190,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Fail here, with a usage message, not in every worker.
         hooks_from_settings(settings)
         cors_settings(settings)
+        perms_from_settings(settings)
         store_from_settings(settings)
         locker_from_settings(settings)
     except (ValueError, ImportError) as exc:
@@ -198,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for flag in FLAGS:
         value = settings[flag.name.replace("-", "_")]
         os.environ[env_name(flag.name)] = ("1" if value else "0") if flag.kind == "bool" else str(value)
-    os.makedirs(args.upload_dir, exist_ok=True)
+    makedirs(args.upload_dir, perms_from_settings(settings)[0])
 
     from pytusd.server import serve  # imported late: uvicorn is only needed to serve
 

@@ -30,6 +30,7 @@ from pytusd.fdio import MISSING
 from pytusd.locks.base import Lock, Locker, LockTimeout, StopCallback
 from pytusd.locks.memory import MemoryLocker
 from pytusd.protocol.urls import is_valid_upload_id
+from pytusd.stores.perms import DEFAULT_DIR_PERMS, DEFAULT_FILE_PERMS, makedirs
 
 LOCK_DIR = ".pytusd-locks"
 #: Longest lock-file name before its suffix; longer ones are hashed (a name may have 255 bytes).
@@ -62,8 +63,12 @@ class FileLocker(Locker):
         *,
         poll_interval: float = 0.02,
         lock_target: LockTarget | None = None,
+        dir_perms: int = DEFAULT_DIR_PERMS,
+        file_perms: int = DEFAULT_FILE_PERMS,
     ) -> None:
         self.directory = os.path.join(os.path.abspath(os.fspath(directory)), LOCK_DIR)
+        self.dir_perms = dir_perms
+        self.file_perms = file_perms
         self.poll_interval = poll_interval
         self.lock_target = lock_target
         self._local = MemoryLocker()
@@ -132,10 +137,10 @@ class FileLocker(Locker):
         """Open (creating it, and the lock directory, if need be) a file in the lock directory."""
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
-            return os.open(path, flags, 0o644)
+            return os.open(path, flags, self.file_perms)
         except MISSING:
-            os.makedirs(self.directory, exist_ok=True)
-            return os.open(path, flags, 0o644)
+            makedirs(self.directory, self.dir_perms)
+            return os.open(path, flags, self.file_perms)
 
     async def _flock(self, fd: int, stop_path: str | None, deadline: float, upload_id: str) -> None:
         loop = asyncio.get_running_loop()

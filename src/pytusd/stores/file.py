@@ -23,6 +23,7 @@ from pytusd.fdio import MISSING, write_all
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
+from pytusd.stores.perms import DEFAULT_DIR_PERMS, DEFAULT_FILE_PERMS, makedirs
 
 INFO_SUFFIX = ".info"
 #: Beside a data file (protocol.urls.RESERVED_ID_SUFFIXES keeps IDs from ending with either).
@@ -39,9 +40,19 @@ LONGEST_SUFFIX = max(len(INFO_SUFFIX), len(FINALS_SUFFIX))
 class FileStore(DataStore):
     features = frozenset({"termination", "concatenation", "creation-defer-length", "download"})
 
-    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: bool = False,
+        dir_perms: int = DEFAULT_DIR_PERMS,
+        file_perms: int = DEFAULT_FILE_PERMS,
+    ) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.fsync = fsync
+        #: Modes of the directories and files of uploads (see pytusd.stores.perms: umask applies).
+        self.dir_perms = dir_perms
+        self.file_perms = file_perms
         self._temp = os.path.join(self.directory, TEMP_DIR)
         self._prefix = os.path.join(self.directory, "")
         self._name_max = NAME_MAX
@@ -49,6 +60,7 @@ class FileStore(DataStore):
         self._info_cache: dict[str, tuple[tuple[int, int, int], UploadInfo]] = {}
 
     async def start(self) -> None:
+        makedirs(self.directory, self.dir_perms)
         os.makedirs(self._temp, exist_ok=True)
         with contextlib.suppress(OSError, ValueError):
             self._name_max = os.pathconf(self.directory, "PC_NAME_MAX")
@@ -95,7 +107,7 @@ class FileStore(DataStore):
         path = self.data_path(info.id) + INFO_SUFFIX
         temp = self._temp_path()
         data = json.dumps(info.to_json(), separators=(",", ":")).encode()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_perms)
         try:
             try:
                 write_all(fd, data)
@@ -175,7 +187,7 @@ class FileStore(DataStore):
         path = self.data_path(partial_id)
         if not os.path.exists(path):
             raise UploadNotFound(partial_id)
-        fd = os.open(path + FINALS_SUFFIX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path + FINALS_SUFFIX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_perms)
         try:
             os.write(fd, (final_id + "\n").encode())
             if self.fsync:
@@ -195,7 +207,7 @@ class FileStore(DataStore):
         path = self.data_path(info.id)
         if "/" in info.id:
             try:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                makedirs(os.path.dirname(path), self.dir_perms)
             except (FileExistsError, NotADirectoryError):
                 # IDs nest as directories: "x/y" cannot be made below an upload "x".
                 raise UploadExists(info.id) from None
@@ -203,7 +215,7 @@ class FileStore(DataStore):
         info.storage = {**info.storage, "Type": "filestore", "Path": path, "InfoPath": path + INFO_SUFFIX}
         data = json.dumps(info.to_json(), separators=(",", ":")).encode()
         try:
-            fd = os.open(path + INFO_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path + INFO_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_perms)
         except FileExistsError:
             raise UploadExists(info.id) from None
         try:
@@ -212,7 +224,7 @@ class FileStore(DataStore):
             finally:
                 os.close(fd)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_perms)
             except FileExistsError:
                 if os.path.isdir(path):  # uploads "x/..." exist: "x" cannot be one too
                     raise UploadExists(info.id) from None
@@ -349,7 +361,7 @@ class FileStore(DataStore):
 
     def _concatenate(self, final_id: str, partial_ids: list[str]) -> None:
         temp = self._temp_path()
-        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_perms)
         try:
             position = 0
             for pid in partial_ids:
