@@ -22,6 +22,7 @@ HOOK_FLAGS: tuple[Flag, ...] = (
     Flag("hooks-http-backoff", "duration", 1.0, "wait before each HTTP hook retry"),
     Flag("hooks-http-timeout", "duration", 15.0, "time limit of one HTTP hook request"),
     Flag("hooks-http-size-limit", "size", DEFAULT_SIZE_LIMIT, "largest HTTP hook response body"),
+    Flag("hooks-http-skip-verify", "bool", False, "accept any TLS certificate of an https hook endpoint (tests only)"),
     Flag(
         "hooks-file-timeout", "duration", 30.0,
         "time limit of pre-* and post-receive hook programs (0: none; post-create/-finish/-terminate have none)",
@@ -76,4 +77,5 @@ def hooks_from_settings(settings: dict[str, Any]) -> Hooks | None:
         timeout=float(get("hooks_http_timeout")),
         size_limit=int(get("hooks_http_size_limit")),
         progress_interval=interval,
+        verify=not get("hooks_http_skip_verify"),
     )

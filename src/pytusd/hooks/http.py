@@ -72,6 +72,7 @@ class HttpHooks(HookRunner):
         timeout: float = 15.0,
         size_limit: int = DEFAULT_SIZE_LIMIT,
         progress_interval: float = 1.0,
+        verify: bool = True,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -93,6 +94,8 @@ class HttpHooks(HookRunner):
         self.backoff = backoff
         self.http_timeout = timeout
         self.size_limit = size_limit
+        #: False: any certificate is accepted (--hooks-http-skip-verify).
+        self.verify = verify
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
@@ -106,6 +109,7 @@ class HttpHooks(HookRunner):
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.http_timeout),
                 follow_redirects=False,
+                verify=self.verify,
                 headers={"user-agent": f"pytusd/{__version__}"},
             )
             self._client_loop = loop
