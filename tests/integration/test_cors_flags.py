@@ -62,15 +62,19 @@ def strict_client(strict: ServerProcess) -> Iterator[httpx.Client]:
 # == refused origins =============================================================================
 
 
-def test_refused_origin_creation_with_body_stores_nothing(strict: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Tus-Resumable", "1.0.0"), ("Upload-Length", "5"), ("Content-Type", OCTET)],
+        [("Upload-Draft-Interop-Version", "6"), ("Upload-Complete", "?1")],
+    ],
+    ids=["tus", "ietf"],
+)
+def test_refused_origin_creation_with_body_stores_nothing(
+    strict: ServerProcess, headers: list[tuple[str, str]]
+) -> None:
     before = upload_files(strict)
-    response = raw_request(
-        strict,
-        "POST",
-        "/files/",
-        [("Origin", EVIL), ("Tus-Resumable", "1.0.0"), ("Upload-Length", "5"), ("Content-Type", OCTET)],
-        b"hello",
-    )
+    response = raw_request(strict, "POST", "/files/", [("Origin", EVIL), *headers], b"hello")
     assert response.status == 403, response
     assert response.header("location") is None
     assert response.header("access-control-allow-origin") is None
@@ -84,7 +88,7 @@ def test_refused_origin_patch_leaves_the_offset(strict_client: httpx.Client) -> 
     assert offset_of(strict_client, url) == 0
 
 
-def test_refused_origin_head_get_delete(strict: ServerProcess, strict_client: httpx.Client) -> None:
+def test_refused_origin_head_get_delete(strict_client: httpx.Client) -> None:
     url = create(strict_client, 3)
     assert patch(strict_client, url, b"abc", 0).status_code == 204
     evil = {"Origin": EVIL}
@@ -92,10 +96,8 @@ def test_refused_origin_head_get_delete(strict: ServerProcess, strict_client: ht
     _refused(head)
     assert head.content == b""
     _refused(strict_client.get(url, headers=evil))
-    before = upload_files(strict)
     _refused(strict_client.delete(url, headers=evil))
-    assert upload_files(strict) == before
-    assert strict_client.get(url).content == b"abc"
+    assert strict_client.get(url).content == b"abc"  # still there, on any store
 
 
 def test_refused_origin_preflight_and_options(strict_client: httpx.Client) -> None:
@@ -103,7 +105,7 @@ def test_refused_origin_preflight_and_options(strict_client: httpx.Client) -> No
     _refused(strict_client.options("/files/", headers={"Origin": EVIL}))
 
 
-def test_refused_origin_before_method_override(strict: ServerProcess, strict_client: httpx.Client) -> None:
+def test_refused_origin_before_method_override(strict_client: httpx.Client) -> None:
     url = create(strict_client, 1)
     override = {"Origin": EVIL, "X-HTTP-Method-Override": "DELETE"}
     _refused(strict_client.post(url, headers=override))
@@ -113,9 +115,7 @@ def test_refused_origin_before_method_override(strict: ServerProcess, strict_cli
 def test_same_origin_is_no_exception(strict: ServerProcess, strict_client: httpx.Client) -> None:
     """Browsers send Origin on same-origin POSTs too; tusd does not tell them apart, nor does pytusd:
     a server restricting origins must list its own if its own pages upload."""
-    before = upload_files(strict)
     _refused(strict_client.post("/files/", headers={"Origin": strict.base_url, "Upload-Length": "1"}))
-    assert upload_files(strict) == before
 
 
 def test_allowed_origin_uploads(strict_client: httpx.Client) -> None:
@@ -203,9 +203,7 @@ def test_behind_proxy_changes_nothing_for_cors(server_factory: Callable[..., Ser
     srv = server_factory(["--behind-proxy", "--cors-allow-origin", r"https://good\.example"])
     forwarded = {"X-Forwarded-Host": "good.example", "X-Forwarded-Proto": "https"}
     with tus_client(srv) as c:
-        before = upload_files(srv)
         _refused(c.post("/files/", headers={"Origin": EVIL, "Upload-Length": "1", **forwarded}))
-        assert upload_files(srv) == before
         created = c.post("/files/", headers={"Origin": GOOD, "Upload-Length": "1", **forwarded})
         assert created.status_code == 201
         assert created.headers["access-control-allow-origin"] == GOOD
