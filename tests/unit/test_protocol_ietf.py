@@ -266,3 +266,12 @@ def test_format_digest_round_trip(algorithm: str) -> None:
 
 def test_partial_upload_media_type() -> None:
     assert ietf.PARTIAL_UPLOAD == "application/partial-upload"
+
+
+@pytest.mark.parametrize("version", [6, 7, 8])
+def test_upload_limit_past_the_sf_integer_range(version: int) -> None:
+    """Found by the property tests: --max-size 1P (or more) made every draft request a 500."""
+    value = ietf.upload_limit(version, max_size=2**60, max_age=10**16)
+    assert value is not None
+    members = http_sf.parse(value.encode(), tltype="dictionary").values()
+    assert all(member[0] == ietf.SF_INTEGER_MAX for member in members)
