@@ -326,13 +326,15 @@ def test_integers_are_non_negative_sf_integers_or_ignored(value: str) -> None:
     st.booleans(),
     st.integers(0, 10**9),
 )
+@example(None, "\u00b2", True, 0)
 def test_declared_length_agrees_with_both_sources(
     length: str | None, content: str | None, complete: bool, offset: int
 ) -> None:
     headers = {k: v for k, v in (("upload-length", length), ("content-length", content)) if v is not None}
     result = outcome(lambda: ietf.declared_length(headers, complete, offset=offset))
     from_header = ietf.parse_integer(length)
-    from_content = offset + int(content) if complete and content is not None and content.isdigit() else None
+    digits = content is not None and re.fullmatch(r"[0-9]+", content, re.ASCII) is not None
+    from_content = offset + int(content) if complete and content is not None and digits else None
     if isinstance(result, HTTPError):
         assert result.status == 400 and result.problem_type == ietf.INCONSISTENT_LENGTH
         disagree = None not in (from_header, from_content) and from_header != from_content

@@ -106,7 +106,7 @@ def declared_length(headers: Mapping[str, str], complete: bool, *, offset: int) 
     from_content = None
     if complete:
         content_length = get("content-length")
-        if content_length is not None and content_length.isdigit():
+        if content_length is not None and content_length.isascii() and content_length.isdigit():  # not '²'
             from_content = offset + int(content_length)
     if from_header is not None and from_content is not None and from_header != from_content:
         raise HTTPError(400, "Upload-Length and the content disagree", problem_type=INCONSISTENT_LENGTH)
