@@ -118,6 +118,8 @@ class Request:
     mutation: str = ""
     #: Header lines sent verbatim after the headers (broken syntax).
     raw_lines: list[str] = field(default_factory=list)
+    #: Trailer fields of a chunked body.
+    trailers: list[tuple[str, str]] = field(default_factory=list)
     #: The bytes that follow the body in its upload: all that broken framing may add to a body.
     more: bytes = b""
 
@@ -129,7 +131,9 @@ class Request:
         return override.strip().upper() if override and override.strip() else self.method
 
     def describe(self) -> str:
-        heads = " ".join(f"{n}: {v!r}" if len(v) < 80 else f"{n}: <{len(v)} chars>" for n, v in self.headers)
+        heads = " ".join(
+            f"{n}: {v!r}" if len(v) < 80 else f"{n}: <{len(v)} chars>" for n, v in [*self.headers, *self.trailers]
+        )
         mutation = f" [{self.mutation}]" if self.mutation else ""
         return f"{self.method} {self.target[:120]!r} {{{heads}}} body={len(self.body)} {self.framing}{mutation}"
 
@@ -201,7 +205,8 @@ class Fuzzer:
             head.append(f"Content-Length: {len(body)}")
         elif framing == "chunked":
             head.append("Transfer-Encoding: chunked")
-            body = self.chunks(body) + b"0\r\n\r\n"
+            trailers = b"".join(encode(f"{n}: {v}") + b"\r\n" for n, v in request.trailers)
+            body = self.chunks(body) + b"0\r\n" + trailers + b"\r\n"
         elif framing == "cl_short":  # the rest is a second, broken request
             head.append(f"Content-Length: {max(len(body) - 1 - self.rng.randrange(8), 0)}")
         elif framing in ("cl_long", "truncated"):
@@ -418,12 +423,19 @@ class Fuzzer:
         headers = self.tus(("Upload-Offset", str(upload.offset)), ("Content-Type", OCTET))
         if upload.length is None and self.rng.random() < 0.3:
             headers.append(("Upload-Length", str(upload.offset + n + self.rng.choice([0, 0, 10]))))
-        if self.rng.random() < 0.25:
-            headers.append(self.checksum(body, wrong=self.rng.random() < 0.3))
-        framing = "chunked" if self.rng.random() < 0.2 else "length"
-        request = Request("PATCH", upload.path, headers, body, framing, upload, what="patch")
+        checksum = self.checksum(body, wrong=self.rng.random() < 0.3) if self.rng.random() < 0.3 else None
+        framing = "chunked" if self.rng.random() < 0.25 else "length"
+        trailers = []
+        if checksum is not None and framing == "chunked" and self.rng.random() < 0.5:
+            headers.append(("Trailer", "Upload-Checksum"))  # checksum-trailer: it follows the body
+            trailers.append(checksum)
+        elif checksum is not None:
+            headers.append(checksum)
+        if self.rng.random() < 0.1:
+            headers.append(("Expect", "100-continue"))  # the body follows at once all the same
+        request = Request("PATCH", upload.path, headers, body, framing, upload, what="patch", trailers=trailers)
         request.more = upload.content(upload.offset + n, upload.offset + n + 16)
-        return request, self.wrote(upload)
+        return request, self.wrote(upload, upload.offset)
 
     def step_append_draft(self) -> tuple[Request, Callable[[Response | None], None]] | None:
         upload = self.live(("plain",))
@@ -451,13 +463,16 @@ class Fuzzer:
         framing = "chunked" if self.rng.random() < 0.2 else "length"
         request = Request("PATCH", upload.path, headers, body, framing, upload, what=f"draft-{version} append")
         request.more = upload.content(upload.offset + n, upload.offset + n + 16)
-        return request, self.wrote(upload)
+        return request, self.wrote(upload, upload.offset)
 
-    def wrote(self, upload: Upload) -> Callable[[Response | None], None]:
+    def wrote(self, upload: Upload, before: int) -> Callable[[Response | None], None]:
         def after(response: Response | None) -> None:  # the upload was settled since
             reported = response.header("upload-offset") if response is not None else None
             if response is not None and response.status == 204 and reported is not None:
                 self.check(int(reported) == upload.offset, f"204 said offset {reported}, HEAD {upload.offset}")
+            if response is not None and response.status in (409, 412, 415, 460):
+                # Refused before the body (or, for a checksum, all or nothing): not a byte stored.
+                self.check(upload.offset == before, f"a {response.status} stored {upload.offset - before} bytes")
 
         return after
 
