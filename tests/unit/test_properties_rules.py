@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from hypothesis import event, given, note
+from hypothesis import event, example, given, note
 from hypothesis import strategies as st
 
 from pytusd.messages import Response
@@ -40,7 +40,7 @@ class Upload:
     declared: int | None = None  # a length a draft client (v7+) announced without fixing it
     offset: int = 0
     version: int | None = None  # the draft version it was created with, None for tus
-    final_of: list[int] = field(default_factory=list)  # indexes of the partials it joins
+    final_of: list[Upload] = field(default_factory=list)  # the partials it joins
     is_partial: bool = False
 
     @property
@@ -162,12 +162,17 @@ class Run:
         assert response.status == 201, (response.status, response.body)
         sizes = [p.size for p in partials if p is not None]
         size = None if None in sizes else sum(s for s in sizes if s is not None)
-        upload = Upload(len(self.uploads), path_of(response), size, final_of=[p.index for p in partials if p])
+        upload = Upload(len(self.uploads), path_of(response), size, final_of=[p for p in partials if p])
         self.uploads.append(upload)
-        if size is not None and all(p.complete for p in partials if p is not None):
-            upload.offset = size
+        self.join_finals()
         info = await self.srv.store.get_info(upload.path.rsplit("/", 1)[1])
-        note(f"final of {upload.final_of} -> {response.status} offset {info.offset}")
+        note(f"final of {[p.path for p in upload.final_of]} -> {response.status} offset {info.offset}")
+
+    def join_finals(self) -> None:
+        """A final upload is joined as soon as its last partial is complete (concatenation-unfinished)."""
+        for upload in self.uploads:
+            if upload.final_of and not upload.complete and all(p.complete for p in upload.final_of):
+                upload.size = upload.offset = sum(p.offset for p in upload.final_of)
 
     # -- appending --
 
@@ -306,6 +311,8 @@ class Run:
 
 
 @given(st.lists(creations, min_size=1, max_size=4), st.lists(operations, min_size=3, max_size=30))
+# A final upload joined when its partial completes later: an append must then name the joined offset.
+@example([("partial", 1, 0)], [("final", [0]), ("patch", 0, "right", 1, None), ("append", 1, "right", 0, True, None)])
 def test_offset_and_length_rules_hold_against_the_model(
     creations_: list[tuple[object, ...]], steps: list[tuple[object, ...]]
 ) -> None:
@@ -316,5 +323,6 @@ def test_offset_and_length_rules_hold_against_the_model(
         for step in steps:
             kind, *args = step
             await getattr(run, str(kind))(*args)
+            run.join_finals()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
