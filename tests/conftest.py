@@ -9,16 +9,31 @@ the others.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.services.redis_server import RedisServer
 from tests.support.server import ServerProcess, begin_test, current_backend, logs_of_current_test
 
 TUS = {"Tus-Resumable": "1.0.0"}
+
+# Property tests (tests/unit/test_properties_*.py) are deterministic: the same examples every run,
+# no example database, no deadline (a loaded CI machine must not fail them). PYTUSD_HYPOTHESIS=long
+# explores ten times as many random examples by hand (e.g. before a release).
+settings.register_profile(
+    "pytusd", derandomize=True, database=None, deadline=None, max_examples=200,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
+settings.register_profile(
+    "long", derandomize=False, database=None, deadline=None, max_examples=2000,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
+settings.load_profile("long" if os.environ.get("PYTUSD_HYPOTHESIS") == "long" else "pytusd")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -65,6 +65,14 @@ def test_unsatisfiable_range(value: str) -> None:
         parse_range(value, 10)
 
 
+def test_suffix_range_of_an_empty_upload_sends_it_whole() -> None:
+    """Found by the property tests: (0, 0) made a 206 with ``Content-Range: bytes 0--1/0``."""
+    assert parse_range("bytes=-1", 0) is None
+    assert parse_range("bytes=-500", 0) is None
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=0-", 0)
+
+
 def test_cors_echoes_only_well_formed_allowed_origins() -> None:
     policy = CorsPolicy(r"https://app\.example\.com")
     assert policy.allowed("https://app.example.com")

@@ -320,3 +320,19 @@ def test_unversioned_draft_requests(method: str, headers: dict[str, str]) -> Non
 )
 def test_requests_that_stay_tus(method: str, headers: dict[str, str]) -> None:
     assert not ietf.unversioned_is_draft(method, headers)
+
+
+@pytest.mark.parametrize("version", [6, 7, 8])
+def test_upload_limit_past_the_sf_integer_range(version: int) -> None:
+    """Found by the property tests: --max-size 1P (or more) made every draft request a 500."""
+    value = ietf.upload_limit(version, max_size=2**60, max_age=10**16)
+    assert value is not None
+    members = http_sf.parse(value.encode(), tltype="dictionary").values()
+    assert all(member[0] == ietf.SF_INTEGER_MAX for member in members)
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0665", "1\uff15"])
+def test_declared_length_ignores_non_ascii_digits(value: str) -> None:
+    """Found by the property tests: str.isdigit() takes '²', int() does not (a ValueError, not a 400).
+    The strict Content-Length parser answers such a request later with a 400."""
+    assert ietf.declared_length({"content-length": value}, True, offset=0) is None

@@ -75,6 +75,8 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
         suffix = int(last)
         if suffix == 0:
             raise RangeNotSatisfiable
+        if size == 0:
+            return None  # satisfiable (RFC 9110 14.1.1) but no byte to send: the whole, empty, as 200
         return max(size - suffix, 0), size
     start = int(first)
     end = int(last) + 1 if last else size

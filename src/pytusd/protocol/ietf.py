@@ -24,6 +24,9 @@ from pytusd.protocol.errors import HTTPError, bad_request
 from pytusd.protocol.headers import OFFSET_OCTET_STREAM, media_type, parse_metadata
 
 SUPPORTED_VERSIONS = frozenset(range(3, 9))
+#: The largest SF Integer (RFC 9651 3.3.1): larger limits (a max size of a petabyte and more) are
+#: announced as this, which http_sf can serialize; a client never gets that far anyway.
+SF_INTEGER_MAX = 10**15 - 1
 LATEST_VERSION = 8
 PARTIAL_UPLOAD = "application/partial-upload"
 
@@ -133,7 +136,7 @@ def declared_length(headers: Mapping[str, str], complete: bool, *, offset: int) 
     from_content = None
     if complete:
         content_length = get("content-length")
-        if content_length is not None and content_length.isdigit():
+        if content_length is not None and content_length.isascii() and content_length.isdigit():  # not '²'
             from_content = offset + int(content_length)
     if from_header is not None and from_content is not None and from_header != from_content:
         raise HTTPError(400, "Upload-Length and the content disagree", problem_type=INCONSISTENT_LENGTH)
@@ -177,9 +180,9 @@ def upload_limit(version: int, *, max_size: int, max_age: int | None) -> str | N
         return None
     limits: dict[str, Any] = {}
     if max_size:
-        limits["max-size"] = max_size
+        limits["max-size"] = min(max_size, SF_INTEGER_MAX)
     if max_age is not None:
-        limits["expires" if version == 6 else "max-age"] = max(max_age, 0)
+        limits["expires" if version == 6 else "max-age"] = min(max(max_age, 0), SF_INTEGER_MAX)
     if not limits and version >= 8:
         limits["min-size"] = 0  # the editors' copy: a server without limits says so explicitly
     return http_sf.ser(limits) if limits else None
