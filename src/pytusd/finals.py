@@ -46,6 +46,9 @@ class Finals:
         """Concatenate now if every partial is done; else let the last partial finish it."""
         if all(p.is_complete for p in partials):
             return await self._concatenate(final, partials)
+        # What the partials will hold at least (their lengths where known, else what they hold now):
+        # already too much, and the final could never complete.
+        self._check_size(sum(_at_least(p) for p in partials), "concatenated upload")
         for partial_id in {p.id: None for p in partials if not p.is_complete}:
             # Not under the partial's lock (that would stop the partial's own upload): the store
             # records the link without rewriting what a concurrent request may have changed.
@@ -75,6 +78,14 @@ class Finals:
             final = await self.store.get_info(final.id)
             if final.is_complete:
                 return final
+            try:
+                self._check_size(sum(p.offset for p in partials), "concatenated upload")
+            except HTTPError:
+                # Deferred lengths grew past --max-size: this final can never complete; drop it
+                # rather than answer 413 for ever (finals do not expire).
+                await self.store.terminate(final.id)
+                await self.locker.forget(final.id)
+                raise
             final = await self._concatenate(final, partials)
         finally:
             await lock.release()
@@ -109,3 +120,11 @@ class Finals:
                         await self.locker.forget(final_id)
             finally:
                 await lock.release()
+
+
+def _at_least(partial: UploadInfo) -> int:
+    """The fewest bytes ``partial`` will hold once complete."""
+    for length in (partial.size, partial.declared_length):
+        if length is not None:
+            return length
+    return partial.offset

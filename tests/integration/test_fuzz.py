@@ -91,6 +91,8 @@ class Upload:
     #: Created by a mutated request whose effect the model cannot know (a final of other parts):
     #: its download is only checked to be no 5xx.
     unverified: bool = False
+    #: a final whose partials together outgrew the max size: removed by the server
+    outgrown: bool = False
 
     def content(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of this upload, as every request that writes there sends them."""
@@ -301,6 +303,10 @@ class Fuzzer:
 
     # -- settling and checking an upload ---------------------------------------------------
 
+    @staticmethod
+    def too_large(final: Upload) -> bool:
+        return sum(p.offset for p in final.partials) > MAX_SIZE
+
     def settle(self, upload: Upload) -> None:
         """Learn the upload's real state: a draft offset retrieval waits for any write in flight.
 
@@ -314,13 +320,17 @@ class Fuzzer:
         response = self.send(Request("HEAD", upload.path, headers, framing="none", what="settle"))
         self.check(response is not None, "HEAD not answered")
         assert response is not None
+        if (
+            upload.kind == "final"
+            and response.status in (404, 410, 413)
+            and (upload.unverified or self.too_large(upload))
+        ):
+            # Partials of deferred length outgrew the max size together: the final can never be
+            # joined, so it is removed (finals.py); the request that finds out answers 413.
+            upload.deleted = upload.outgrown = True
+            return
         if response.status in (404, 410):
             upload.deleted = True
-            return
-        if response.status == 413 and upload.kind == "final" and sum(p.offset for p in upload.partials) > MAX_SIZE:
-            # Partials of deferred length outgrew the max size together: the final can never be
-            # joined, and its HEAD answers 413 (as finals.py stands; reported with the fuzzer, issue 14).
-            upload.unverified = True
             return
         self.check(response.status in (200, 204), f"HEAD of a live upload answered {response.status}")
         offset, length = response.header("upload-offset"), response.header("upload-length")
@@ -712,7 +722,8 @@ class Fuzzer:
                 # A final upload goes with a partial it waits for (finals.py: drop_pending).
                 orphan = any(p.deleted for p in upload.partials)
                 self.check(
-                    not upload.deleted or deleting or orphan, "an upload vanished after a request that was no DELETE"
+                    not upload.deleted or deleting or orphan or upload.outgrown,
+                    "an upload vanished after a request that was no DELETE",
                 )
             after(response)
         self.finish()
