@@ -215,7 +215,9 @@ class UploadService:
             raise_if_rejected(answer, answer.reject_upload, 400, "upload rejected by a pre-create hook")
             if answer.change_id is not None:
                 if not is_valid_upload_id(answer.change_id):
-                    raise HTTPError(500, "pre-create hook chose an invalid upload ID")
+                    # Transports check this already (InvalidChange); a custom Hooks may not.
+                    logger.warning("pre-create hook chose an invalid upload ID: %r", answer.change_id)
+                    raise HTTPError(400, "pre-create hook chose an invalid upload ID")
                 info.id = answer.change_id
             if answer.change_metadata is not None:
                 info.metadata = dict(answer.change_metadata)
@@ -230,7 +232,8 @@ class UploadService:
             raise HTTPError(413, str(exc)) from None
         except UploadNotFound:
             # Only a hook-chosen ID can be refused here (say, one naming the store's own files).
-            raise HTTPError(500, "pre-create hook chose an upload ID the store cannot use") from None
+            logger.warning("pre-create hook chose an upload ID the store cannot use: %r", info.id)
+            raise HTTPError(400, "pre-create hook chose an upload ID the store cannot use") from None
         if info.is_final:
             try:
                 info = await self.finals.start(info, partials)
