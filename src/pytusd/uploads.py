@@ -30,7 +30,7 @@ from pytusd.messages import Body, Headers
 from pytusd.protocol.errors import INCONSISTENT_LENGTH, MISMATCHING_OFFSET, HTTPError, bad_request
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.receiving import ChecksumMismatch, DirectBody, TooLarge, Verifier, end_followers, follow_offset, guarded
-from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
+from pytusd.stores.base import DataStore, InvalidStorage, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 
 logger = logging.getLogger("pytusd")
 
@@ -228,6 +228,9 @@ class UploadService:
             info = await self.store.create(info)
         except UploadExists:
             raise HTTPError(409, "an upload with that ID exists") from None
+        except InvalidStorage as exc:
+            logger.warning("pre-create hook chose Storage %r the store refuses: %s", info.storage, exc)
+            raise HTTPError(exc.status, f"pre-create hook chose an unusable Storage: {exc}") from None
         except UploadTooLarge as exc:
             raise HTTPError(413, str(exc)) from None
         except UploadNotFound:

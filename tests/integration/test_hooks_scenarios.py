@@ -219,9 +219,36 @@ def test_pre_create_invalid_id_fails_and_creates_nothing(hooks: Harness, client:
     outside = set(hooks.upload_dir.parent.iterdir())
     hooks.plan("pre-create", response={"ChangeFileInfo": {"ID": bad_id}})
     response = create(client, marker())
-    assert_hook_failure(response)
+    # A 4xx: the hook would choose the same ID again, and tus clients retry 5xx answers.
+    assert response.status_code == 400 and "not a valid upload ID" in response.text
     assert upload_files_of(hooks) == before
     assert set(hooks.upload_dir.parent.iterdir()) == outside
+
+
+def test_pre_create_storage_path_places_the_data(hooks: Harness, client: httpx.Client) -> None:
+    mark = marker()
+    hooks.plan("pre-create", response={"ChangeFileInfo": {"Storage": {"Path": f"by-owner/{mark}.bin"}}})
+    url = created(client, mark)
+    assert patch(client, url, b"12345").status_code == 204
+    assert client.head(url).headers["upload-offset"] == "5"
+    assert wait_until(lambda: hooks.calls_for(mark, "post-finish"))
+    storage = hooks.calls_for(mark, "post-finish")[0]["Event"]["Upload"]["Storage"]
+    if hooks.store_type == "filestore":  # tusd's filestore key; its s3store honours none
+        assert (hooks.upload_dir / "by-owner" / f"{mark}.bin").read_bytes() == b"12345"
+        assert storage["Path"] == str(hooks.upload_dir / "by-owner" / f"{mark}.bin")
+        assert client.delete(url).status_code == 204
+        assert not (hooks.upload_dir / "by-owner" / f"{mark}.bin").exists()
+
+
+@pytest.mark.parametrize("bad_path", ["../escape", "/etc/hosts", "x.info"])
+def test_pre_create_storage_path_outside_is_a_client_error(hooks: Harness, client: httpx.Client, bad_path: str) -> None:
+    if hooks.store_type != "filestore":
+        pytest.skip("Storage.Path is the file store's")
+    before = upload_files_of(hooks)
+    hooks.plan("pre-create", response={"ChangeFileInfo": {"Storage": {"Path": bad_path}}})
+    response = create(client, marker())
+    assert response.status_code == 400 and "Storage" in response.text
+    assert upload_files_of(hooks) == before
 
 
 def test_pre_create_id_taken_is_a_conflict(hooks: Harness, client: httpx.Client) -> None:
