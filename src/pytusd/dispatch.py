@@ -76,7 +76,7 @@ class Dispatcher:
             response = error_response(HTTPError(503, "lock service unavailable, retry shortly", retry))
         except HookError as exc:  # the hooks layer logged it
             status = getattr(exc, "status", 500)
-            status = status if 500 <= status <= 599 else 500
+            status = status if 400 <= status <= 599 else 500  # 400: an unusable change (InvalidChange)
             response = error_response(HTTPError(status, f"hook failed: {_one_line(str(exc))}"))
         except (StoreError, OSError) as exc:
             response = error_response(answer_storage_failure(exc))

@@ -30,7 +30,7 @@ from pytusd.messages import Body, Headers
 from pytusd.protocol.errors import INCONSISTENT_LENGTH, MISMATCHING_OFFSET, HTTPError, bad_request
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.receiving import ChecksumMismatch, DirectBody, TooLarge, Verifier, end_followers, follow_offset, guarded
-from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
+from pytusd.stores.base import DataStore, InvalidStorage, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 
 logger = logging.getLogger("pytusd")
 
@@ -215,7 +215,9 @@ class UploadService:
             raise_if_rejected(answer, answer.reject_upload, 400, "upload rejected by a pre-create hook")
             if answer.change_id is not None:
                 if not is_valid_upload_id(answer.change_id):
-                    raise HTTPError(500, "pre-create hook chose an invalid upload ID")
+                    # Transports check this already (InvalidChange); a custom Hooks may not.
+                    logger.warning("pre-create hook chose an invalid upload ID: %r", answer.change_id)
+                    raise HTTPError(400, "pre-create hook chose an invalid upload ID")
                 info.id = answer.change_id
             if answer.change_metadata is not None:
                 info.metadata = dict(answer.change_metadata)
@@ -226,11 +228,15 @@ class UploadService:
             info = await self.store.create(info)
         except UploadExists:
             raise HTTPError(409, "an upload with that ID exists") from None
+        except InvalidStorage as exc:
+            logger.warning("pre-create hook chose Storage %r the store refuses: %s", info.storage, exc)
+            raise HTTPError(exc.status, f"pre-create hook chose an unusable Storage: {exc}") from None
         except UploadTooLarge as exc:
             raise HTTPError(413, str(exc)) from None
         except UploadNotFound:
             # Only a hook-chosen ID can be refused here (say, one naming the store's own files).
-            raise HTTPError(500, "pre-create hook chose an upload ID the store cannot use") from None
+            logger.warning("pre-create hook chose an upload ID the store cannot use: %r", info.id)
+            raise HTTPError(400, "pre-create hook chose an upload ID the store cannot use") from None
         if info.is_final:
             try:
                 info = await self.finals.start(info, partials)

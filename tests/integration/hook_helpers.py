@@ -485,4 +485,101 @@ class PythonHarness(Harness):
         self.server.__exit__(None, None, None)
 
 
-HARNESSES: dict[str, type[Harness]] = {"file": FileHarness, "http": HttpHarness, "python": PythonHarness}
+class GrpcHarness(Harness):
+    """A grpcio server implementing tusd's HookHandler; plans are tusd JSON, translated to its proto.
+
+    tusd's proto has no RejectTermination or RejectAccess: those flags are dropped (a status of 400
+    or more still rejects). Calls are turned back into tusd's JSON shape (Header values as lists).
+    """
+
+    name = "grpc"
+
+    def __init__(self, root: Path) -> None:
+        from tests.integration.grpc_hook_helpers import GrpcHookServer
+
+        self.plans: dict[str, dict[str, Any]] = {}
+        self.server_side = GrpcHookServer()
+        self._running = self.server_side.running()
+        self._running.__enter__()
+        for event in ALL_EVENTS:
+            self.server_side.plans[event] = self._respond
+        args = [
+            "--hooks-grpc", self.server_side.address, "--hooks-enabled-events", EVERY_EVENT,
+            "--hooks-grpc-timeout", f"{HOOK_TIMEOUT}s", "--hooks-grpc-retry", "1", "--hooks-grpc-backoff", "50ms",
+            "--hooks-grpc-forward-headers", "Authorization", "--progress-hooks-interval", f"{PROGRESS_INTERVAL}s",
+        ]  # fmt: skip
+        self.server = start_hook_server(root / "data", args)
+        self._attach(self.server, root / "data")
+
+    @staticmethod
+    def document(request: Any) -> dict[str, Any]:
+        upload, http = request.event.upload, request.event.httpRequest
+        return {
+            "Type": request.type,
+            "Event": {
+                "Upload": {
+                    "ID": upload.id, "Size": upload.size, "SizeIsDeferred": upload.sizeIsDeferred,
+                    "Offset": upload.offset, "MetaData": dict(upload.metaData), "IsPartial": upload.isPartial,
+                    "IsFinal": upload.isFinal, "PartialUploads": list(upload.partialUploads) or None,
+                    "Storage": dict(upload.storage) or None,
+                },
+                "HTTPRequest": {
+                    "Method": http.method, "URI": http.uri, "RemoteAddr": http.remoteAddr,
+                    "Header": {k: [v] for k, v in http.header.items()},
+                },
+            },
+        }  # fmt: skip
+
+    def _respond(self, request: Any) -> Any:
+        import grpc
+
+        from pytusd.hooks.proto import hook_pb2
+
+        plan = self.plans.get(request.type, {})
+        if not plan_applies(plan, self.document(request)):
+            plan = {}
+        if plan.get("sleep"):
+            time.sleep(plan["sleep"])
+        if plan.get("fail"):
+            raise grpc.RpcError("hook crashed")  # the server answers UNKNOWN
+        if plan.get("garbage"):
+            return hook_pb2.HookResponse(httpResponse=hook_pb2.HTTPResponse(statusCode=1000))
+        answer = plan.get("response", {})
+        http = answer.get("HTTPResponse")
+        changes = answer.get("ChangeFileInfo")
+        return hook_pb2.HookResponse(
+            rejectUpload=bool(answer.get("RejectUpload")),
+            stopUpload=bool(answer.get("StopUpload")),
+            httpResponse=hook_pb2.HTTPResponse(
+                statusCode=http.get("StatusCode", 0), body=http.get("Body", ""), header=http.get("Header", {})
+            )
+            if http
+            else None,
+            changeFileInfo=hook_pb2.FileInfoChanges(
+                id=changes.get("ID", ""), metaData=changes.get("MetaData"), storage=changes.get("Storage")
+            )
+            if changes
+            else None,
+        )
+
+    def plan(self, event: str, **plan: Any) -> None:
+        self.plans[event] = plan
+
+    def calls(self, event: str | None = None) -> list[dict[str, Any]]:
+        with self.server_side.lock:
+            found = [dict(self.document(c.request), forwarded=c.metadata) for c in self.server_side.calls]
+        return [c for c in found if event is None or c["Type"] == event]
+
+    def clear(self) -> None:
+        self.plans.clear()
+        with self.server_side.lock:
+            self.server_side.calls.clear()
+
+    def close(self) -> None:
+        self.server.stop()
+        self._running.__exit__(None, None, None)
+
+
+HARNESSES: dict[str, type[Harness]] = {
+    "file": FileHarness, "grpc": GrpcHarness, "http": HttpHarness, "python": PythonHarness,
+}  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from tests.integration.s3_helpers import (
+    BUCKET,
     MiB,
     bucket_keys,
     chunks_of,
@@ -333,6 +334,28 @@ def test_zero_byte_uploads(s3_env: SwiftS3Server) -> None:
     names = ("later", "later.info", "later.part", "zero", "zero.info")
     assert bucket_keys(s3_env, prefix) == [prefix + n for n in names]
     assert multipart_uploads(s3_env, prefix) == []
+
+
+def test_finished_objects_carry_type_and_disposition(s3_env: SwiftS3Server) -> None:
+    """Set at CreateMultipartUpload (and on the empty object of a 0-byte upload): S3 keeps them."""
+    prefix = unique_prefix()
+    metadata = {"filetype": "image/png", "filename": "résumé.png"}
+    disposition = "inline; filename=\"r_sum_.png\"; filename*=UTF-8''r%C3%A9sum%C3%A9.png"
+
+    async def scenario() -> None:
+        async with open_store(s3_env, prefix) as store:
+            await new_upload(store, 3, "small", metadata=metadata)
+            await store.write_chunk("small", 0, chunks_of(b"abc"))
+            await new_upload(store, 0, "empty", metadata=metadata)
+
+    run(scenario())
+    client = s3_env.client()
+    try:
+        for name in ("small", "empty"):
+            head = client.head_object(Bucket=BUCKET, Key=prefix + name)
+            assert (head["ContentType"], head["ContentDisposition"]) == ("image/png", disposition)
+    finally:
+        client.close()
 
 
 def test_deferred_length(s3_env: SwiftS3Server) -> None:

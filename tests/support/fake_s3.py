@@ -33,12 +33,14 @@ class StoredObject:
     metadata: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
     last_modified: float = 0.0
+    content_disposition: str | None = None
 
 
 @dataclass
 class Multipart:
     key: str
     content_type: str | None
+    content_disposition: str | None = None
     #: Part number -> (bytes, ETag).
     parts: dict[int, tuple[bytes, str]] = field(default_factory=dict)
 
@@ -211,12 +213,13 @@ class FakeS3(ObjectStorage):
         *,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        content_disposition: str | None = None,
     ) -> str:
         fault = await self._enter("put_object", key)
         self.digests.append(("put_object", md5))
         data = await self._body("put_object", body, size, md5)
         meta = {name.lower(): value for name, value in (metadata or {}).items()}
-        obj = StoredObject(data, _etag(data), meta, content_type, float(int(time.time())))
+        obj = StoredObject(data, _etag(data), meta, content_type, float(int(time.time())), content_disposition)
         self.objects[key] = obj
         if fault is not None:
             raise fault.error
@@ -235,10 +238,12 @@ class FakeS3(ObjectStorage):
 
     # -- multipart uploads ----------------------------------------------------------------------
 
-    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
+    async def create_multipart(
+        self, key: str, content_type: str | None = None, content_disposition: str | None = None
+    ) -> str:
         fault = await self._enter("create_multipart_upload", key)
         upload_id = f"mpu-{next(self._ids)}"
-        self.uploads[upload_id] = Multipart(key, content_type)
+        self.uploads[upload_id] = Multipart(key, content_type, content_disposition)
         if fault is not None:
             raise fault.error
         return upload_id
@@ -296,7 +301,9 @@ class FakeS3(ObjectStorage):
             chosen.append(stored[0])
         digests = b"".join(hashlib.md5(data, usedforsecurity=False).digest() for data in chosen)
         etag = f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(chosen)}"'
-        self.objects[key] = StoredObject(b"".join(chosen), etag, {}, upload.content_type, float(int(time.time())))
+        self.objects[key] = StoredObject(
+            b"".join(chosen), etag, {}, upload.content_type, float(int(time.time())), upload.content_disposition
+        )
         del self.uploads[upload_id]
         if fault is not None:
             raise fault.error

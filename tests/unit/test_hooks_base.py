@@ -288,12 +288,40 @@ def test_hooks_http_flags() -> None:
     assert hooks.events == DEFAULT_EVENTS
 
 
+def test_hooks_grpc_flags() -> None:
+    from pytusd.hooks.grpc import GrpcHooks
+
+    flags = {flag.name: flag for flag in HOOK_FLAGS}
+    assert flags["hooks-grpc-retry"].default == 3 and flags["hooks-grpc-backoff"].default == 1.0
+    assert flags["hooks-grpc-secure"].kind == "bool"
+    hooks = hooks_from_settings(
+        settings(hooks_grpc="localhost:8081", hooks_grpc_retry=0, hooks_grpc_forward_headers="Authorization")
+    )
+    assert isinstance(hooks, GrpcHooks)
+    # tusd's -hooks-grpc-retry counts attempts (go-grpc-middleware's WithMax); 0 is one call.
+    assert hooks.attempts == 1 and hooks.forward_headers == ("authorization",)
+
+
+def test_several_transports_chain_in_order(tmp_path: Path) -> None:
+    from pytusd.hooks.chain import HookChain
+    from pytusd.hooks.grpc import GrpcHooks
+
+    hooks = hooks_from_settings(
+        settings(hooks_grpc="localhost:8081", hooks_http="http://127.0.0.1:9/", hooks_dir=str(tmp_path))
+    )
+    assert isinstance(hooks, HookChain)
+    assert [type(t) for t in hooks.transports] == [FileHooks, HttpHooks, GrpcHooks]
+
+
 @pytest.mark.parametrize(
     "values",
     [
         {"hooks_dir": "/nonexistent/hooks"},
-        {"hooks_dir": ".", "hooks_http": "http://x/"},
         {"hooks_http": "ftp://x/"},
+        {"hooks_grpc": "127.0.0.1:1", "hooks_grpc_secure": True},  # no server certificate
+        {"hooks_grpc": "127.0.0.1:1", "hooks_grpc_forward_headers": "X-Data-Bin"},
+        {"hooks_grpc": "127.0.0.1:1", "hooks_grpc_retry": -1},
+        {"hooks_dir": ".", "hooks_grpc": "127.0.0.1:1", "hooks_grpc_forward_headers": "Bad:Name"},
         {"hooks_http": "http://x/", "hooks_enabled_events": "pre-get"},
         {"hooks_http": "http://x/", "hooks_http_timeout": 0.0},
         {"hooks_http": "http://x/", "hooks_http_forward_headers": "Bad:Name"},

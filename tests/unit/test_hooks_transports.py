@@ -157,10 +157,16 @@ def test_python_hook_timeout_applies_to_blocking_hooks_only() -> None:
     assert run(PythonHooks(post_finish=slow, timeout=0.1), POST_FINISH) == HookResponse()  # ran to its end
 
 
-@pytest.mark.parametrize("bad", [42, HookResponse(change_id="../escape"), HookResponse(status=1000)])
+@pytest.mark.parametrize("bad", [42, HookResponse(status=1000)])
 def test_python_hook_invalid_answers_fail_blocking_hooks(bad: Any) -> None:
     error = failure(PythonHooks(pre_create=lambda call: bad), PRE_CREATE)
     assert error.status == 500 and "invalid response" in str(error)
+
+
+def test_an_invalid_chosen_id_is_a_client_error() -> None:
+    # The hook would answer a retry the same way: a 4xx, which tus clients do not retry.
+    error = failure(PythonHooks(pre_create=lambda call: HookResponse(change_id="../escape")), PRE_CREATE)
+    assert error.status == 400 and "not a valid upload ID" in str(error)
 
 
 def test_python_hooks_reject_non_callables() -> None:
@@ -393,7 +399,6 @@ def test_http_timeout_is_a_504() -> None:
         ({"status": 200, "body": "<html>oops</html>"}, "not JSON"),
         ({"status": 200, "body": "[1, 2]"}, "must be a JSON object"),
         ({"response": {"RejectUpload": True, "HTTPResponse": {"Body": "x" * 6000}}}, "larger than"),
-        ({"response": {"ChangeFileInfo": {"ID": "../../etc/passwd"}}}, "not a valid upload ID"),
     ],
 )
 def test_http_garbage_fails_blocking_hooks(plan: dict[str, Any], reason: str) -> None:

@@ -1,8 +1,8 @@
 """Hooks: let an application authorize, rename, reject and post-process uploads.
 
-Three transports speak tusd's hook format: :class:`PythonHooks` (callables, for applications that
-mount pytusd), :class:`HttpHooks` (JSON POSTed to a URL) and :class:`FileHooks` (programs in a
-directory). See docs/hooks.md.
+Four transports speak tusd's hook format: :class:`PythonHooks` (callables, for applications that
+mount pytusd), :class:`FileHooks` (programs in a directory), :class:`HttpHooks` (JSON POSTed to a
+URL) and :class:`GrpcHooks` (tusd's gRPC service). :class:`HookChain` runs several. See docs/hooks.md.
 """
 
 from pytusd.hooks.base import (
@@ -17,7 +17,9 @@ from pytusd.hooks.base import (
     NoHooks,
     hook_input,
 )
+from pytusd.hooks.chain import HookChain
 from pytusd.hooks.file import FileHooks
+from pytusd.hooks.grpc import GrpcHooks
 from pytusd.hooks.http import HttpHooks
 from pytusd.hooks.python import HookCall, HookFunction, HookRejection, HookResult, PythonHooks
 from pytusd.hooks.runner import HookRunner, ProgressPacer
@@ -26,7 +28,9 @@ __all__ = [
     "BLOCKING_EVENTS",
     "DEFAULT_EVENTS",
     "FileHooks",
+    "GrpcHooks",
     "HookCall",
+    "HookChain",
     "HookError",
     "HookEvent",
     "HookFunction",

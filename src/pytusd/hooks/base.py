@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
+
+logger = logging.getLogger("pytusd.hooks")
 
 
 class HookEvent(enum.StrEnum):
@@ -255,7 +258,9 @@ def validate_response(response: HookResponse) -> None:
         if not _HEADER_NAME.fullmatch(name) or not all(0x20 <= ord(c) < 0x7F or c == "\t" for c in value):
             raise InvalidHookResponse("HTTPResponse.Header has a name or value that cannot be sent")
     if response.change_id is not None and not is_safe_upload_id(response.change_id):
-        raise InvalidHookResponse("ChangeFileInfo.ID is not a valid upload ID")
+        # The value goes to the log only: the client's message never repeats a hook's output.
+        logger.warning("a hook chose an invalid upload ID: %r", response.change_id[:300])
+        raise InvalidChange("ChangeFileInfo.ID is not a valid upload ID")
 
 
 def is_safe_upload_id(upload_id: str) -> bool:
@@ -306,6 +311,14 @@ class HookError(Exception):
 
 class InvalidHookResponse(ValueError):
     """A hook answered something that is not a valid tusd hook response."""
+
+
+class InvalidChange(InvalidHookResponse):
+    """A readable answer whose ChangeFileInfo cannot be applied (an ID or Storage that could escape).
+
+    The client gets a 400, not a 5xx: the hook decides from the request, so a retry would get the
+    same answer, and tus clients retry 5xx answers.
+    """
 
 
 class Hooks(abc.ABC):

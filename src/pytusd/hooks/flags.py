@@ -32,6 +32,18 @@ HOOK_FLAGS: tuple[Flag, ...] = (
         "comma-separated hook events to run ('' = all of tusd's); pre-finish, pre-terminate and pytusd's "
         "pre-access must be named",
     ),
+    Flag("hooks-grpc", "str", "", "address (host:port) of a gRPC server implementing tusd's hook service"),
+    Flag("hooks-grpc-retry", "int", 3, "attempts of a gRPC hook call on UNAVAILABLE (tusd counts attempts: 0 = 1)"),
+    Flag("hooks-grpc-backoff", "duration", 1.0, "wait before each gRPC hook retry"),
+    Flag("hooks-grpc-timeout", "duration", 15.0, "time limit of one gRPC hook call (pytusd's; 0: none, as tusd)"),
+    Flag("hooks-grpc-secure", "bool", False, "connect to the gRPC hook server with TLS"),
+    Flag("hooks-grpc-server-tls-certificate", "str", "", "PEM file with the gRPC hook server's certificate (or CA)"),
+    Flag("hooks-grpc-client-tls-certificate", "str", "", "PEM file with the client certificate for mutual TLS"),
+    Flag("hooks-grpc-client-tls-key", "str", "", "PEM file with the client key for mutual TLS"),
+    Flag(
+        "hooks-grpc-forward-headers", "str", "",
+        "comma-separated client request headers to send as gRPC metadata (e.g. Authorization)",
+    ),
     Flag("progress-hooks-interval", "duration", 1.0, "at most one post-receive hook per upload per this interval"),
 )  # fmt: skip
 
@@ -50,32 +62,63 @@ def hooks_from_settings(settings: dict[str, Any]) -> Hooks | None:
 
     directory = str(get("hooks_dir")).strip()
     endpoint = str(get("hooks_http")).strip()
-    if not directory and not endpoint:
+    grpc_endpoint = str(get("hooks_grpc")).strip()
+    if not directory and not endpoint and not grpc_endpoint:
         return None
-    if directory and endpoint:
-        raise ValueError("--hooks-dir and --hooks-http cannot be used together (as in tusd: one kind of hooks)")
     events = parse_events(str(get("hooks_enabled_events")))
     interval = float(get("progress_hooks_interval"))
     if interval < 0:
         raise ValueError("--progress-hooks-interval must be >= 0")
+    # Several transports run in a fixed order: file, HTTP, gRPC (see pytusd.hooks.chain).
+    transports: list[Hooks] = []
     if directory:
         from pytusd.hooks.file import FileHooks
 
         timeout = float(get("hooks_file_timeout"))
         if timeout < 0:
             raise ValueError("--hooks-file-timeout must be >= 0")
-        return FileHooks(directory, events, progress_interval=interval, timeout=timeout or None)
-    from pytusd.hooks.http import HttpHooks
+        transports.append(FileHooks(directory, events, progress_interval=interval, timeout=timeout or None))
+    if endpoint:
+        from pytusd.hooks.http import HttpHooks
 
-    forward = [name for name in re.split(r"[\s,]+", str(get("hooks_http_forward_headers"))) if name]
-    return HttpHooks(
-        endpoint,
-        events,
-        forward_headers=forward,
-        retries=int(get("hooks_http_retry")),
-        backoff=float(get("hooks_http_backoff")),
-        timeout=float(get("hooks_http_timeout")),
-        size_limit=int(get("hooks_http_size_limit")),
-        progress_interval=interval,
-        verify=not get("hooks_http_skip_verify"),
-    )
+        transports.append(
+            HttpHooks(
+                endpoint,
+                events,
+                forward_headers=_names(get("hooks_http_forward_headers")),
+                retries=int(get("hooks_http_retry")),
+                backoff=float(get("hooks_http_backoff")),
+                timeout=float(get("hooks_http_timeout")),
+                size_limit=int(get("hooks_http_size_limit")),
+                progress_interval=interval,
+                verify=not get("hooks_http_skip_verify"),
+            )
+        )
+    if grpc_endpoint:
+        from pytusd.hooks.grpc import GrpcHooks
+
+        grpc_timeout = float(get("hooks_grpc_timeout"))
+        transports.append(
+            GrpcHooks(
+                grpc_endpoint,
+                events,
+                retries=int(get("hooks_grpc_retry")),
+                backoff=float(get("hooks_grpc_backoff")),
+                timeout=grpc_timeout if grpc_timeout > 0 else None,
+                secure=bool(get("hooks_grpc_secure")),
+                server_certificate=str(get("hooks_grpc_server_tls_certificate")),
+                client_certificate=str(get("hooks_grpc_client_tls_certificate")),
+                client_key=str(get("hooks_grpc_client_tls_key")),
+                forward_headers=_names(get("hooks_grpc_forward_headers")),
+                progress_interval=interval,
+            )
+        )
+    if len(transports) == 1:
+        return transports[0]
+    from pytusd.hooks.chain import HookChain
+
+    return HookChain(transports)
+
+
+def _names(value: Any) -> list[str]:
+    return [name for name in re.split(r"[\s,]+", str(value)) if name]

@@ -25,6 +25,7 @@ from pytusd.hooks.base import (
     HookRequest,
     HookResponse,
     Hooks,
+    InvalidChange,
     InvalidHookResponse,
     validate_response,
 )
@@ -130,7 +131,8 @@ class HookRunner(Hooks):
                 answer = await self.invoke(event, info, request)
             validate_response(answer)
         except InvalidHookResponse as exc:
-            error = HookError(f"{event} {self.kind} answered an invalid response: {exc}", self.invalid_status)
+            status = 400 if isinstance(exc, InvalidChange) else self.invalid_status
+            error = HookError(f"{event} {self.kind} answered an invalid response: {exc}", status)
             return self._failed(event, info, error, blocking)
         except HookError as exc:
             return self._failed(event, info, exc, blocking)

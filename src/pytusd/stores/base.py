@@ -30,6 +30,15 @@ class UploadExists(StoreError):
     """create() was given an ID that is taken (hooks may choose IDs)."""
 
 
+class InvalidStorage(ValueError):
+    """create() was given ``Storage`` (chosen by a pre-create hook) that this store cannot honour:
+    a path outside the store, or one that is taken (``status`` 409). The client gets a 4xx."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
 class UploadTooLarge(StoreError):
     """The upload is larger than this store can hold (S3: 5 TiB per object); the service answers 413."""
 

@@ -6,6 +6,10 @@ the event loop: a write into the page cache costs microseconds, far less than a 
 chunk. A :class:`DirectSource` is given the descriptor instead and writes itself (pytusd's serving
 layer splices the body from the socket). Only ``fsync`` (which waits for the device) and bulk
 copies run in a thread.
+
+A pre-create hook's ``Storage.Path`` (tusd's filestore key) puts the data file elsewhere in the
+directory as a hard link (see :meth:`FileStore._link`). Over 400 lines: paths, the info cache,
+creation, writes and concatenation share the layout and its invariants, so they stay together.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pytusd.fdio import MISSING, write_all
 from pytusd.info import UploadInfo
 from pytusd.protocol.urls import is_valid_upload_id
-from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound
+from pytusd.stores.base import DataStore, DirectSource, InvalidStorage, StoreError, UploadExists, UploadNotFound
 from pytusd.stores.perms import DEFAULT_DIR_PERMS, DEFAULT_FILE_PERMS, makedirs
 
 INFO_SUFFIX = ".info"
@@ -85,6 +89,27 @@ class FileStore(DataStore):
         if not path.startswith(self._prefix):
             raise UploadNotFound(upload_id)
         return path
+
+    def _chosen_path(self, info: UploadInfo) -> str | None:
+        """Where a pre-create hook's ``Storage.Path`` puts the data (tusd's filestore key), or None.
+
+        tusd takes any path; here it must stay inside the directory and obey the rules of IDs
+        (relative, or absolute below the directory), so it can never reach or alias our files.
+        """
+        wanted = info.storage.get("Path", "")
+        if not wanted:
+            return None
+        relative = wanted
+        if os.path.isabs(wanted):
+            normal = os.path.normpath(wanted)
+            if not normal.startswith(self._prefix):
+                raise InvalidStorage("Storage.Path must be inside the upload directory")
+            relative = normal[len(self._prefix) :]
+        try:
+            path = self.data_path(relative)
+        except UploadNotFound:
+            raise InvalidStorage("Storage.Path must name a file inside the upload directory, as an ID would") from None
+        return None if path == self.data_path(info.id) else path
 
     def lock_target(self, upload_id: str) -> str | None:
         """The file a :class:`~pytusd.locks.file.FileLocker` locks for ``upload_id``: its data file.
@@ -205,6 +230,7 @@ class FileStore(DataStore):
         half-written info file, and a crash in between leaves no upload behind.
         """
         path = self.data_path(info.id)
+        chosen = self._chosen_path(info)
         if "/" in info.id:
             try:
                 makedirs(os.path.dirname(path), self.dir_perms)
@@ -212,7 +238,9 @@ class FileStore(DataStore):
                 # IDs nest as directories: "x/y" cannot be made below an upload "x".
                 raise UploadExists(info.id) from None
         info.offset = 0
-        info.storage = {**info.storage, "Type": "filestore", "Path": path, "InfoPath": path + INFO_SUFFIX}
+        # As tusd: the .info stays at the ID (so the upload is found by it), Path names the data.
+        storage = {**info.storage, "Type": "filestore", "Path": chosen or path, "InfoPath": path + INFO_SUFFIX}
+        info.storage = storage
         data = json.dumps(info.to_json(), separators=(",", ":")).encode()
         try:
             fd = os.open(path + INFO_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_perms)
@@ -226,11 +254,14 @@ class FileStore(DataStore):
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_perms)
             except FileExistsError:
-                if os.path.isdir(path):  # uploads "x/..." exist: "x" cannot be one too
+                # Uploads "x/..." exist: "x" cannot be one too; or "x" is another upload's Path.
+                if os.path.isdir(path) or os.stat(path).st_nlink > 1:
                     raise UploadExists(info.id) from None
                 # A stray data file without info (a crash between the two steps of an earlier create).
                 fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
             os.close(fd)
+            if chosen is not None:
+                self._link(path, chosen)
             if self.fsync:
                 await asyncio.to_thread(self._sync_new, path)
         except BaseException:
@@ -240,6 +271,27 @@ class FileStore(DataStore):
                 os.unlink(path + INFO_SUFFIX)
             raise
         return info
+
+    def _link(self, path: str, chosen: str) -> None:
+        """A hard link at the hook's Path: the data is there, while every call still finds it by ID
+        (no lookup per request), and a name that is taken is never overwritten."""
+        try:
+            makedirs(os.path.dirname(chosen), self.dir_perms)
+            os.link(path, chosen)
+        except (FileExistsError, NotADirectoryError):
+            os.unlink(path)
+            raise InvalidStorage("Storage.Path names a file that exists", 409) from None
+        except BaseException:
+            os.unlink(path)
+            raise
+
+    def _unlink_chosen(self, path: str, info: UploadInfo | None) -> None:
+        """Remove the Path link of an upload, if it is still ours (the same file as the ID's)."""
+        chosen = (info.storage.get("Path", "") if info else "") or path
+        if chosen != path and chosen.startswith(self._prefix):
+            with contextlib.suppress(OSError):
+                if os.path.samefile(chosen, path):
+                    os.unlink(chosen)
 
     def _sync_new(self, path: str) -> None:
         for name in (path + INFO_SUFFIX, path):
@@ -346,6 +398,10 @@ class FileStore(DataStore):
 
     async def terminate(self, upload_id: str) -> None:
         path = self.data_path(upload_id)
+        info = None
+        with contextlib.suppress(StoreError):
+            info = self._read_info(upload_id)
+        self._unlink_chosen(path, info)
         self._info_cache.pop(path + INFO_SUFFIX, None)
         try:
             os.unlink(path + INFO_SUFFIX)
@@ -357,7 +413,14 @@ class FileStore(DataStore):
             os.unlink(path + FINALS_SUFFIX)
 
     async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
+        path = self.data_path(final.id)
+        chosen = final.storage.get("Path", "") or path
         await asyncio.to_thread(self._concatenate, final.id, [p.id for p in partials])
+        if chosen != path and chosen.startswith(self._prefix):
+            # The final's bytes replaced its data file: the Path link must name the new one.
+            with contextlib.suppress(*MISSING):
+                os.unlink(chosen)
+            os.link(path, chosen)
 
     def _concatenate(self, final_id: str, partial_ids: list[str]) -> None:
         temp = self._temp_path()

@@ -207,6 +207,7 @@ class S3Client(ObjectStorage):
         *,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        content_disposition: str | None = None,
     ) -> str:
         """Store an object of ``size`` bytes; returns its ETag."""
         extra: dict[str, Any] = {"ContentMD5": md5} if md5 else {}
@@ -214,6 +215,8 @@ class S3Client(ObjectStorage):
             extra["Metadata"] = dict(metadata)
         if content_type:
             extra["ContentType"] = content_type
+        if content_disposition:
+            extra["ContentDisposition"] = content_disposition
         r = await self._call("put_object", Key=key, Body=body, ContentLength=size, **extra)
         return str(r.get("ETag") or "")
 
@@ -239,8 +242,12 @@ class S3Client(ObjectStorage):
 
     # -- multipart uploads --------------------------------------------------------------------
 
-    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
+    async def create_multipart(
+        self, key: str, content_type: str | None = None, content_disposition: str | None = None
+    ) -> str:
         extra = {"ContentType": content_type} if content_type else {}
+        if content_disposition:
+            extra["ContentDisposition"] = content_disposition
         r = await self._call("create_multipart_upload", Key=key, **extra)
         return str(r["UploadId"])
 

@@ -109,6 +109,7 @@ class ObjectStorage(Protocol):
         *,
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        content_disposition: str | None = None,
     ) -> str:
         """Store an object of ``size`` bytes; returns its ETag.
 
@@ -123,8 +124,10 @@ class ObjectStorage(Protocol):
     def list_keys(self, prefix: str) -> AsyncIterator[str]:
         """Every key that starts with ``prefix`` (all pages)."""
 
-    async def create_multipart(self, key: str, content_type: str | None = None) -> str:
-        """Start a multipart upload; returns its ID."""
+    async def create_multipart(
+        self, key: str, content_type: str | None = None, content_disposition: str | None = None
+    ) -> str:
+        """Start a multipart upload (the object gets these headers when completed); returns its ID."""
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
         """Upload part ``number`` of ``size`` bytes; returns the part's ETag. ``md5``: as for

@@ -30,7 +30,7 @@ from pytusd.stores.s3.layout import (
     META_PARTS,
     META_WRITTEN,
     KeyLayout,
-    object_content_type,
+    object_headers,
 )
 from pytusd.stores.s3.parts import PartLimitError, plan_concatenation
 from pytusd.stores.s3.spool import Spool, TailCache, unlink
@@ -93,7 +93,8 @@ class Committer:
         if parts:
             await self.client.complete(key, state.multipart, parts)
         else:
-            await self.client.put(key, b"", 0, EMPTY_MD5, content_type=object_content_type(state.info))
+            content_type, disposition = object_headers(state.info)
+            await self.client.put(key, b"", 0, EMPTY_MD5, content_type=content_type, content_disposition=disposition)
             if state.multipart:
                 await self.client.abort(key, state.multipart)
         self.cache.drop(upload_id)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 
 from pytusd.info import UploadInfo
+from pytusd.protocol.download import content_headers
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.base import UploadNotFound
 
@@ -34,7 +34,6 @@ OWN_STORAGE_KEYS = ("Type", "Bucket", "Key", "InfoKey", "PartKey", STORAGE_MULTI
 
 #: Content-MD5 of an empty body (empty objects: markers, 0-byte uploads, an empty incomplete part).
 EMPTY_MD5 = base64.b64encode(hashlib.md5(b"", usedforsecurity=False).digest()).decode()
-_MIME = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 
 
 class KeyLayout:
@@ -76,11 +75,14 @@ def as_prefix(prefix: str) -> str:
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
-def object_content_type(info: UploadInfo) -> str | None:
-    """Content-Type of the finished object, from the client's ``filetype`` metadata if sane.
+def object_headers(info: UploadInfo) -> tuple[str, str]:
+    """Content-Type and Content-Disposition of the finished object, from ``filetype``/``filename``.
 
-    No other metadata goes to S3: user metadata is limited to 2 KB there, and the info object
-    keeps all of it anyway.
+    The rules of pytusd's own downloads (tusd's): a type that is not a valid media type becomes
+    application/octet-stream, only harmless types are ``inline``, the file name loses quotes and
+    control characters and non-ASCII names get a ``filename*=UTF-8''`` form. So an object served
+    straight from the bucket is as safe as a GET through pytusd. No other metadata goes to S3: user
+    metadata is limited to 2 KB there, and the info object keeps all of it anyway.
     """
-    value = info.metadata.get("filetype", "")
-    return value if _MIME.fullmatch(value) else None
+    headers = dict(content_headers(info.metadata))
+    return headers["content-type"], headers["content-disposition"]

@@ -27,7 +27,7 @@ from pytusd.stores.s3.layout import (
     STORAGE_TYPE,
     KeyLayout,
     acceptable_id,
-    object_content_type,
+    object_headers,
 )
 from pytusd.stores.s3.parts import MAX_OBJECT_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, MiB
 from pytusd.stores.s3.state import State, load_info, put_info, read_state
@@ -214,14 +214,14 @@ class S3Store(DataStore):
             raise UploadTooLarge(f"S3 objects hold at most {MAX_OBJECT_SIZE} bytes")
         if await self.client.head(self.info_key(info.id)) is not None:
             raise UploadExists(info.id)
-        content_type = object_content_type(info)
+        content_type, disposition = object_headers(info)
         if info.size == 0 and not info.is_final:
             # S3 cannot complete a multipart upload without parts: a 0-byte upload is finished
             # as soon as it exists, as a plain empty object.
-            await self.client.put(key, b"", 0, EMPTY_MD5, content_type=content_type)
+            await self.client.put(key, b"", 0, EMPTY_MD5, content_type=content_type, content_disposition=disposition)
             multipart = ""
         else:
-            multipart = await self.client.create_multipart(key, content_type)
+            multipart = await self.client.create_multipart(key, content_type, disposition)
         info.offset = 0
         info.storage = {
             **info.storage,
