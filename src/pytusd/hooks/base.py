@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytusd.info import UploadInfo
+from pytusd.metrics.recorder import NO_METRICS, Recorder
 from pytusd.protocol.urls import is_valid_upload_id
 
 
@@ -313,6 +314,8 @@ class Hooks(abc.ABC):
 
     #: Seconds between post-receive hooks of one upload (``--progress-hooks-interval``).
     progress_interval: float = 1.0
+    #: Counts invocations and failures per hook type (the upload service sets it).
+    metrics: Recorder = NO_METRICS
 
     @abc.abstractmethod
     def enabled(self, event: HookEvent) -> bool: ...
