@@ -25,11 +25,11 @@ _BY_STATUS = {
     501: "ERR_NOT_IMPLEMENTED",
 }
 
-#: (words in the reason, tusd's code), first match wins; order matters ("Upload-Defer-Length"
-#: before "Upload-Length")
+#: (words in the reason, tusd's code): the first match wins, so the more specific words come first
 _BY_REASON = (
     ("final upload must not carry", "ERR_INVALID_CONCAT"),
     ("mutually exclusive", "ERR_AMBIGUOUS_UPLOAD_LENGTH"),
+    ("missing Upload-Length or", "ERR_INVALID_UPLOAD_LENGTH"),
     ("Upload-Defer-Length", "ERR_INVALID_UPLOAD_LENGTH_DEFER"),
     ("deferred lengths", "ERR_INVALID_UPLOAD_LENGTH_DEFER"),
     ("Upload-Offset", "ERR_INVALID_OFFSET"),
@@ -38,8 +38,6 @@ _BY_REASON = (
     ("Upload-Concat", "ERR_INVALID_CONCAT"),
     ("Upload-Draft-Interop-Version", "ERR_UNSUPPORTED_VERSION"),
     ("final upload", "ERR_MODIFY_FINAL"),
-    ("larger than the server allows", "ERR_MAX_SIZE_EXCEEDED"),
-    ("longer than", "ERR_UPLOAD_SIZE_EXCEEDED"),
     ("shutting down", "ERR_SERVER_SHUTDOWN"),
     ("newer request", "ERR_UPLOAD_INTERRUPTED"),
     ("lost the upload's lock", "ERR_UPLOAD_INTERRUPTED"),
@@ -67,11 +65,13 @@ def error_code(error: HTTPError) -> str:
     by_status = _BY_STATUS.get(error.status)
     if by_status is not None:
         return by_status
+    if error.status == 413:
+        return (
+            "ERR_MAX_SIZE_EXCEEDED" if "larger than the server allows" in error.reason else "ERR_UPLOAD_SIZE_EXCEEDED"
+        )
     for words, code in _BY_REASON:
         if words in error.reason:
             return code
-    if error.status == 413:
-        return "ERR_UPLOAD_SIZE_EXCEEDED"
     try:
         return "ERR_" + http.HTTPStatus(error.status).name
     except ValueError:
