@@ -5,7 +5,9 @@ Each test starts its own server, so every count is known from the requests the t
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import httpx
 from tests.conftest import TUS
 from tests.integration.hook_helpers import write_program
 from tests.integration.test_locking import connect, worker_pids
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, current_backend
 from tests.support.wait import wait_until
 
 METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
@@ -154,6 +156,13 @@ def test_counts_after_a_known_sequence(server_factory: Factory, tmp_path: Path) 
         assert samples['pytusd_request_duration_seconds_count{method="PATCH"}'] == 3
         assert samples['pytusd_request_duration_seconds_count{method="GET"}'] == 1
         samples = scrape(server)
+    s3_calls = {n: v for n, v in samples.items() if n.startswith("pytusd_s3_request_duration_seconds_count")}
+    if current_backend() == "s3":
+        # each S3 call timed by operation (the info object is written at creation, read at HEAD)
+        assert s3_calls['pytusd_s3_request_duration_seconds_count{operation="put_object"}'] >= 1
+        assert s3_calls['pytusd_s3_request_duration_seconds_count{operation="get_object"}'] >= 1
+    else:
+        assert s3_calls == {}
     # Only the scrape's own connection is left open (the client's closed above).
     wait_until(lambda: scrape(server)["tusd_connections_open"] == 1, message="one open connection", server=server)
 
@@ -182,3 +191,23 @@ def test_workers_answer_with_the_whole_servers_numbers(server_factory: Factory) 
         assert errors(samples) == {("404", "ERR_UPLOAD_NOT_FOUND"): 2}
         assert samples['pytusd_request_duration_seconds_count{method="POST"}'] == 2 * per_worker
         assert samples["tusd_connections_open"] >= 1
+
+
+def test_a_killed_workers_connections_stop_counting_and_its_counts_stay(server_factory: Factory) -> None:
+    server = server_factory(["--workers", "2"])
+    first = scrape(server)
+    victim, survivor = worker_pids(server, 2)
+    held = connect(server, on=victim)  # open when the worker dies: its gauge must not count it forever
+    assert held.request("POST", "/files/", [*TUS.items(), ("Upload-Length", "1")]).status == 201
+    os.kill(victim, signal.SIGKILL)
+
+    def settled() -> dict[str, float] | None:
+        with connect(server, on=survivor) as conn:
+            samples = parse(conn.request("GET", "/metrics").body.decode())
+        return samples if samples["tusd_connections_open"] == 1 else None  # the scrape's own
+
+    samples = wait_until(settled, message="the dead worker's connections to stop counting", server=server)
+    held.close()
+    # What the dead worker counted stays in the totals (Prometheus sees no counter reset).
+    assert samples["tusd_uploads_created"] == 1
+    assert requests_total(samples, since=first)["POST"] == 1
