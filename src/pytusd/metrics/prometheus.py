@@ -54,8 +54,9 @@ class Metrics(Recorder):
     """
 
     __slots__ = (
-        "_bytes", "_connections", "_created", "_durations", "_errors", "_finished", "_hook_errors", "_hooks",
-        "_in_progress", "_multiprocess_dir", "_requests", "_source", "_store_durations", "_terminated",
+        "_by_hook", "_by_method", "_bytes", "_connections", "_created", "_durations", "_errors", "_finished",
+        "_hook_errors", "_hooks", "_in_progress", "_multiprocess_dir", "_other_durations", "_requests", "_source",
+        "_store_durations", "_terminated",
     )  # fmt: skip
 
     #: Prometheus's text format 0.0.4, which tusd's Go handler answers with.
@@ -115,20 +116,21 @@ class Metrics(Recorder):
             buckets=STORE_BUCKETS,
             registry=registry,
         )
-        for method in REQUEST_METHODS:
-            self._requests.labels(method)
-        for hook in HookEvent:
-            self._hooks.labels(hook.value)
-            self._hook_errors.labels(hook.value)
+        # Children looked up once: labels() validates and locks on every call.
+        self._by_method = {m: (self._requests.labels(m), self._durations.labels(m)) for m in REQUEST_METHODS}
+        self._other_durations = self._durations.labels("other")
+        self._by_hook = {h.value: (self._hooks.labels(h.value), self._hook_errors.labels(h.value)) for h in HookEvent}
 
     # -- recording (each a dictionary lookup and prometheus_client's own lock) -----------------
 
     def request(self, method: str) -> None:
-        if method in REQUEST_METHODS:
-            self._requests.labels(method).inc()
+        children = self._by_method.get(method)
+        if children is not None:
+            children[0].inc()
 
     def responded(self, method: str, seconds: float) -> None:
-        self._durations.labels(method if method in REQUEST_METHODS else "other").observe(seconds)
+        children = self._by_method.get(method)
+        (children[1] if children is not None else self._other_durations).observe(seconds)
 
     def failed(self, error: HTTPError) -> None:
         self._errors.labels(str(error.status), error_code(error)).inc()
@@ -156,10 +158,12 @@ class Metrics(Recorder):
         self._terminated.inc()
 
     def hook_invoked(self, hook: str) -> None:
-        self._hooks.labels(hook).inc()
+        children = self._by_hook.get(hook)
+        (children[0] if children is not None else self._hooks.labels(hook)).inc()
 
     def hook_failed(self, hook: str) -> None:
-        self._hook_errors.labels(hook).inc()
+        children = self._by_hook.get(hook)
+        (children[1] if children is not None else self._hook_errors.labels(hook)).inc()
 
     def store_request(self, operation: str, seconds: float) -> None:
         self._store_durations.labels(operation).observe(seconds)
