@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,3 +213,17 @@ def test_a_killed_workers_connections_stop_counting_and_its_counts_stay(server_f
     # What the dead worker counted stays in the totals (Prometheus sees no counter reset).
     assert samples["tusd_uploads_created"] == 1
     assert requests_total(samples, since=first)["POST"] == 1
+
+
+def test_flags_from_the_environment(server_factory: Factory) -> None:
+    server = server_factory(env={"PYTUSD_METRICS_PATH": "/stats"})
+    assert "tusd_requests_total" in httpx.get(server.base_url + "/stats").text
+    server = server_factory(env={"PYTUSD_EXPOSE_METRICS": "0", "PYTUSD_METRICS_PATH": "/stats"})
+    assert httpx.get(server.base_url + "/stats").status_code == 404
+
+
+def test_bad_metrics_paths_are_refused() -> None:
+    for args in (["--metrics-path", "metrics"], ["--metrics-path", "/files"], ["--metrics-path", "/files/"]):
+        out = subprocess.run([sys.executable, "-m", "pytusd", *args], capture_output=True, text=True)
+        assert out.returncode == 2, args
+        assert "--metrics-path must" in out.stderr

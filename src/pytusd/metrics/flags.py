@@ -21,8 +21,14 @@ METRICS_FLAGS: tuple[Flag, ...] = (
 
 
 def check_metrics_settings(settings: dict[str, Any]) -> None:
-    if settings["expose_metrics"] and not str(settings["metrics_path"]).startswith("/"):
+    """A metrics path is absolute and is not the creation URL (it would answer every creation)."""
+    if not settings["expose_metrics"]:
+        return
+    path = str(settings["metrics_path"])
+    if not path.startswith("/"):
         raise ValueError("--metrics-path must start with '/'")
+    if path.strip("/") == str(settings["base_path"]).strip("/"):
+        raise ValueError("--metrics-path must differ from --base-path")
 
 
 def metrics_from_settings(settings: dict[str, Any]) -> tuple[Recorder, str | None]:
