@@ -77,7 +77,7 @@ class UploadService:
         self.hooks = hooks or NoHooks()
         #: Where uploads created, finished, terminated and bytes received are counted.
         self.metrics = metrics
-        self.hooks.metrics = metrics
+        self.hooks.count_into(metrics)
         #: Seconds since the epoch; injectable so expiry is testable without sleeping.
         self.clock = clock
         features = store.features

@@ -314,7 +314,7 @@ class Hooks(abc.ABC):
 
     #: Seconds between post-receive hooks of one upload (``--progress-hooks-interval``).
     progress_interval: float = 1.0
-    #: Counts invocations and failures per hook type (the upload service sets it).
+    #: Counts invocations and failures per hook type (see :meth:`count_into`).
     metrics: Recorder = NO_METRICS
 
     @abc.abstractmethod
@@ -327,6 +327,13 @@ class Hooks(abc.ABC):
     async def aclose(self) -> None:
         """Release connections and the like (at shutdown)."""
         return None
+
+    def count_into(self, metrics: Recorder) -> None:
+        """Count invocations and failures into ``metrics`` (the upload service calls it).
+
+        Hooks that delegate to other hooks pass it on: the runners count, per transport.
+        """
+        self.metrics = metrics
 
 
 class NoHooks(Hooks):
