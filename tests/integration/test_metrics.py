@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 from tests.conftest import TUS
 from tests.integration.hook_helpers import write_program
+from tests.integration.ietf_helpers import append, create
 from tests.integration.test_locking import connect, worker_pids
 from tests.support.server import ServerProcess, current_backend
 from tests.support.wait import wait_until
@@ -227,3 +228,16 @@ def test_bad_metrics_paths_are_refused() -> None:
         out = subprocess.run([sys.executable, "-m", "pytusd", *args], capture_output=True, text=True)
         assert out.returncode == 2, args
         assert "--metrics-path must" in out.stderr
+
+
+def test_ietf_draft_uploads_count_alike(server_factory: Factory) -> None:
+    server = server_factory()
+    first = scrape(server)
+    path, _ = create(server, 8, b"hello ")
+    assert append(server, 8, path, 6, b"world", complete=True).status == 204
+    assert append(server, 8, path, 0, b"x").status == 409  # a stale offset: tusd's mismatched-offset code
+    samples = scrape(server)
+    assert requests_total(samples, since=first) == {**dict.fromkeys(METHODS, 0), "POST": 1, "PATCH": 2}
+    assert samples["tusd_bytes_received"] == 11
+    assert (samples["tusd_uploads_created"], samples["tusd_uploads_finished"]) == (1, 1)
+    assert errors(samples) == {("409", "ERR_MISMATCHED_OFFSET"): 1}
