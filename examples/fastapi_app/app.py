@@ -5,7 +5,8 @@
 - refuse HEAD, PATCH, GET and DELETE on an upload to anyone but its owner (pre-access),
 - move each finished file to ``<finished dir>/<user>/<file name>`` (post-finish),
 
-plus two ordinary FastAPI routes that list and serve a user's finished files.
+plus two ordinary FastAPI routes that list and serve a user's finished files, and Prometheus metrics
+with tusd's names at /metrics (opt-in for an embedded app: ``TusApp(..., metrics=Metrics())``).
 
 Run it (tokens are ``user:token`` pairs)::
 
@@ -28,11 +29,12 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from pytusd import Config, TusApp
 from pytusd.hooks import HookCall, HookRejection, HookResponse, PythonHooks
 from pytusd.locks.file import FileLocker
+from pytusd.metrics.prometheus import Metrics
 from pytusd.stores.file import FileStore
 
 #: Names a file store keeps next to upload data; an upload ID may not end with them.
@@ -99,7 +101,10 @@ def create_app(upload_dir: Path, finished_dir: Path, tokens: Mapping[str, str]) 
         Path(upload.storage["InfoPath"]).unlink(missing_ok=True)
 
     hooks = PythonHooks(pre_create=pre_create, pre_access=pre_access, post_finish=post_finish, timeout=10)
-    tus = TusApp(FileStore(upload_dir), Config(base_path="/files/"), locker=FileLocker(upload_dir), hooks=hooks)
+    metrics = Metrics()
+    tus = TusApp(
+        FileStore(upload_dir), Config(base_path="/files/"), locker=FileLocker(upload_dir), hooks=hooks, metrics=metrics
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,6 +129,11 @@ def create_app(upload_dir: Path, finished_dir: Path, tokens: Mapping[str, str]) 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def scrape() -> Response:
+        # A real deployment keeps this route from the public (a firewall, or a check here).
+        return Response(metrics.exposition(), media_type=metrics.content_type)
 
     @app.get("/me/files")
     async def my_files(user: User) -> list[str]:

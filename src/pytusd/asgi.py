@@ -19,6 +19,7 @@ from pytusd.dispatch import Dispatcher
 from pytusd.hooks.base import Hooks
 from pytusd.locks.base import Locker
 from pytusd.messages import Headers, InterimSender, Request, Response
+from pytusd.metrics.recorder import NO_METRICS, Recorder
 from pytusd.stores.base import DataStore
 from pytusd.sweep import sweep_expired
 from pytusd.uploads import UploadService
@@ -173,6 +174,11 @@ class TusApp:
 
     Mounted apps get no lifespan events in most frameworks, so the store is started on the first
     request as well as on lifespan startup.
+
+    ``metrics``: where requests, uploads, hooks and connections are counted (e.g.
+    :class:`pytusd.metrics.prometheus.Metrics`; default: nowhere). ``metrics_path``: a path,
+    matched before the upload routes, that answers scrapes of ``metrics`` (None: not served here;
+    an embedding framework can serve ``metrics.exposition()`` on a route of its own).
     """
 
     def __init__(
@@ -183,11 +189,17 @@ class TusApp:
         locker: Locker | None = None,
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Recorder = NO_METRICS,
+        metrics_path: str | None = None,
     ) -> None:
         self.config = config or Config()
         self.store = store
+        #: Read by pytusd's serving layer too, which counts connections there.
+        self.metrics = metrics
+        self.metrics_path = metrics_path
+        store.record_requests(metrics)
         #: The upload service (``clock``: seconds since the epoch, injectable for expiry tests).
-        self.uploads = UploadService(store, self.config, locker=locker, hooks=hooks, clock=clock)
+        self.uploads = UploadService(store, self.config, locker=locker, hooks=hooks, clock=clock, metrics=metrics)
         self.dispatcher = Dispatcher(self.uploads)
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -220,6 +232,7 @@ class TusApp:
         await self.uploads.hooks.aclose()
         await self.uploads.locker.close()
         await self.store.close()
+        self.metrics.close()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -261,6 +274,13 @@ class TusApp:
         return str(scope.get("root_path", "")) + path
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == self.metrics_path:
+            text = self.metrics.exposition()
+            if text is not None:
+                # Any method, as tusd's handler; a scrape is not a request of the upload protocol.
+                response = Response(200, [("content-type", self.metrics.content_type)], text)
+                await _send_response(send, response, head=scope["method"] == "HEAD")
+                return
         if not self._started:
             await self.startup()
         raw = scope["headers"]

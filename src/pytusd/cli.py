@@ -24,6 +24,7 @@ from pytusd.flags import Flag, convert, env_name, parse_duration, parse_size
 from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
 from pytusd.locks.base import Locker
 from pytusd.locks.file import FileLocker
+from pytusd.metrics.flags import METRICS_FLAGS, check_metrics_settings, metrics_directory, metrics_from_settings
 from pytusd.protocol.cors import CORS_FLAGS, cors_settings
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
@@ -70,6 +71,7 @@ FLAGS: tuple[Flag, ...] = (
     *PERM_FLAGS,
     *HOOK_FLAGS,
     *S3_FLAGS,
+    *METRICS_FLAGS,
 )
 
 
@@ -121,7 +123,15 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
     store: DataStore = store_from_settings(settings) or FileStore(
         directory, fsync=settings["fsync"], dir_perms=dir_perms, file_perms=file_perms
     )
-    return TusApp(store, config, locker=locker_from_settings(settings, store), hooks=hooks_from_settings(settings))
+    metrics, metrics_path = metrics_from_settings(settings)
+    return TusApp(
+        store,
+        config,
+        locker=locker_from_settings(settings, store),
+        hooks=hooks_from_settings(settings),
+        metrics=metrics,
+        metrics_path=metrics_path,
+    )
 
 
 def locker_from_settings(settings: dict[str, Any], store: DataStore | None = None) -> Locker:
@@ -199,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         perms_from_settings(settings)
         store_from_settings(settings)
         locker_from_settings(settings)
+        check_metrics_settings(settings)
     except (ValueError, ImportError) as exc:
         parser.error(str(exc))
     # Workers rebuild the app from the environment: hand them exactly what we resolved.
@@ -221,13 +232,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     # so the process ends with status 0 instead of dying of the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    serve(
-        host=args.host,
-        port=args.port,
-        uds=args.unix_sock or None,
-        workers=args.workers,
-        log_config=_log_config(args.log_format, args.log_level),
-    )
+    with metrics_directory(settings):
+        serve(
+            host=args.host,
+            port=args.port,
+            uds=args.unix_sock or None,
+            workers=args.workers,
+            log_config=_log_config(args.log_format, args.log_level),
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 from pytusd.faults import answer_storage_failure
 from pytusd.hooks.base import HookError
@@ -43,6 +44,10 @@ class Dispatcher:
         self.cors = policy_from_config(self.config)
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        metrics = self.service.metrics
+        method = _method(request)
+        metrics.request(method)
         origin = request.headers.get("origin")
         if self.cors.refuses(origin):
             # As tusd, before anything else: no hook runs, nothing is read or stored.
@@ -52,39 +57,42 @@ class Dispatcher:
             return response
         cors_ok = self.cors.allowed(origin)
         draft_version = None
+        error: HTTPError | None = None
         try:
             draft_version = ietf.parse_version(request.headers.get("upload-draft-interop-version"))
-            if draft_version is None and ietf.unversioned_is_draft(_method(request), request.headers):
+            if draft_version is None and ietf.unversioned_is_draft(method, request.headers):
                 draft_version = ietf.LATEST_VERSION
                 # The draft: no 104 to a request whose interop version is missing.
                 request = dataclasses.replace(request, send_interim=None)
             response = await self._route(request, draft_version, cors_ok)
         except HTTPError as exc:
-            if draft_version is not None and exc.problem_type and ietf.uses_problem_types(draft_version):
-                response = Response(
-                    exc.status, [*exc.headers, ("content-type", "application/problem+json")], ietf.problem_body(exc)
-                )
-            else:
-                response = error_response(exc)
+            error = exc
         except UploadNotFound:
-            response = error_response(not_found())
+            error = not_found()
         except LockTimeout:
-            response = error_response(HTTPError(423, "upload is locked by another request that did not let go"))
+            error = HTTPError(423, "upload is locked by another request that did not let go")
         except LockUnavailable as exc:
             logger.warning("lock service unavailable: %s", exc)
-            retry = [("retry-after", "1")]
-            response = error_response(HTTPError(503, "lock service unavailable, retry shortly", retry))
+            error = HTTPError(503, "lock service unavailable, retry shortly", [("retry-after", "1")])
         except HookError as exc:  # the hooks layer logged it
             status = getattr(exc, "status", 500)
             status = status if 400 <= status <= 599 else 500  # 400: an unusable change (InvalidChange)
-            response = error_response(HTTPError(status, f"hook failed: {_one_line(str(exc))}"))
+            error = HTTPError(status, f"hook failed: {_one_line(str(exc))}")
         except (StoreError, OSError) as exc:
-            response = error_response(answer_storage_failure(exc))
+            error = answer_storage_failure(exc)
+        if error is not None:
+            metrics.failed(error)
+            if draft_version is not None and error.problem_type and ietf.uses_problem_types(draft_version):
+                problem = [*error.headers, ("content-type", "application/problem+json")]
+                response = Response(error.status, problem, ietf.problem_body(error))
+            else:
+                response = error_response(error)
         if draft_version is None and (request.method != "OPTIONS" or response.status >= 400):
             response.headers.append(("tus-resumable", TUS_VERSION))
         if cors_ok and origin is not None:
             preflight = request.method == "OPTIONS" and "access-control-request-method" in request.headers
             response.headers += self.cors.headers(origin, preflight=preflight)
+        metrics.responded(method, time.perf_counter() - started)
         return response
 
     async def _route(self, request: Request, version: int | None, cors_ok: bool) -> Response:

@@ -27,6 +27,7 @@ from pytusd.info import UploadInfo
 from pytusd.locks.base import Lock, Locker
 from pytusd.locks.memory import MemoryLocker
 from pytusd.messages import Body, Headers
+from pytusd.metrics.recorder import NO_METRICS, Recorder
 from pytusd.protocol.errors import INCONSISTENT_LENGTH, MISMATCHING_OFFSET, HTTPError, bad_request
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.receiving import ChecksumMismatch, DirectBody, TooLarge, Verifier, end_followers, follow_offset, guarded
@@ -68,11 +69,15 @@ class UploadService:
         locker: Locker | None = None,
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Recorder = NO_METRICS,
     ) -> None:
         self.store = store
         self.config = config or Config()
         self.locker = locker or MemoryLocker()
         self.hooks = hooks or NoHooks()
+        #: Where uploads created, finished, terminated and bytes received are counted.
+        self.metrics = metrics
+        self.hooks.count_into(metrics)
         #: Seconds since the epoch; injectable so expiry is testable without sleeping.
         self.clock = clock
         features = store.features
@@ -320,6 +325,7 @@ class UploadService:
         stops: list[HookResponse] = []
         watchers = self._watch(info, hook_request, body, progress, stops)
         self._active.add(body)
+        self.metrics.receiving(1)
         error: HTTPError | None = None
         written = 0
         try:
@@ -340,6 +346,7 @@ class UploadService:
             error = answer_storage_failure(exc)
         finally:
             self._active.discard(body)
+            self.metrics.receiving(-1)
             await end_followers(watchers)
         if error is not None:
             # The store kept what arrived before the failure (never with a checksum): reread it;
@@ -348,8 +355,10 @@ class UploadService:
                 fresh = await self.store.get_info(info.id)
             except (StoreError, OSError):
                 fresh = info
+            self.metrics.received(fresh.offset - info.offset)
             return WriteResult(fresh, fresh.offset - info.offset, error)
         info.offset += written
+        self.metrics.received(written)
         if body.stopped == STOPPED_BY_HOOK and stops:
             return await self._stopped_by_hook(info, written, stops[0])
         if body.stopped is not None:
@@ -477,7 +486,16 @@ class UploadService:
     # -- hooks --------------------------------------------------------------------------------
 
     def fire(self, event: HookEvent, info: UploadInfo, hook_request: HookRequest | None) -> None:
-        """Run a non-blocking hook in the background; its failure is logged, never fatal."""
+        """Run a non-blocking hook in the background; its failure is logged, never fatal.
+
+        The post-* events are also the moments tusd counts uploads created, finished, terminated.
+        """
+        if event is HookEvent.POST_CREATE:
+            self.metrics.upload_created()
+        elif event is HookEvent.POST_FINISH:
+            self.metrics.upload_finished()
+        elif event is HookEvent.POST_TERMINATE:
+            self.metrics.upload_terminated()
         if not self.hooks.enabled(event):
             return
         request = hook_request or HookRequest("", "", "", {})

@@ -156,3 +156,26 @@ def test_a_real_tus_client(example: Example, tmp_path: Path) -> None:
     finished = example.finished_dir / "bob" / "holiday.jpg"
     assert wait_for(finished)
     assert finished.read_bytes() == data
+
+
+def test_metrics_of_the_mounted_app(example: Example) -> None:
+    def scrape() -> dict[str, float]:
+        response = httpx.get(example.base_url + "/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        return {
+            name: float(value)
+            for name, value in (line.rsplit(" ", 1) for line in response.text.splitlines() if not line.startswith("#"))
+        }
+
+    before = scrape()
+    with example.client(None) as anonymous:
+        assert anonymous.post("/files/", headers={"Upload-Length": "3"}).status_code == 401
+    after = scrape()
+    post = 'tusd_requests_total{method="POST"}'
+    rejected = 'tusd_errors_total{code="ERR_UPLOAD_REJECTED",status="401"}'
+    assert after[post] == before[post] + 1
+    assert after[rejected] == before.get(rejected, 0) + 1
+    assert after['tusd_hook_invocations_total{hooktype="pre-create"}'] >= 1
+    # The scrapes are FastAPI's routes: pytusd never saw them.
+    assert after['tusd_requests_total{method="GET"}'] == before['tusd_requests_total{method="GET"}']

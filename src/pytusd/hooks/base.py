@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytusd.info import UploadInfo
+from pytusd.metrics.recorder import NO_METRICS, Recorder
 from pytusd.protocol.urls import is_valid_upload_id
 
 logger = logging.getLogger("pytusd.hooks")
@@ -326,6 +327,8 @@ class Hooks(abc.ABC):
 
     #: Seconds between post-receive hooks of one upload (``--progress-hooks-interval``).
     progress_interval: float = 1.0
+    #: Counts invocations and failures per hook type (see :meth:`count_into`).
+    metrics: Recorder = NO_METRICS
 
     @abc.abstractmethod
     def enabled(self, event: HookEvent) -> bool: ...
@@ -337,6 +340,13 @@ class Hooks(abc.ABC):
     async def aclose(self) -> None:
         """Release connections and the like (at shutdown)."""
         return None
+
+    def count_into(self, metrics: Recorder) -> None:
+        """Count invocations and failures into ``metrics`` (the upload service calls it).
+
+        Hooks that delegate to other hooks pass it on: the runners count, per transport.
+        """
+        self.metrics = metrics
 
 
 class NoHooks(Hooks):

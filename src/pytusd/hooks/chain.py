@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from pytusd.hooks.base import BLOCKING_EVENTS, HookEvent, HookRequest, HookResponse, Hooks
 from pytusd.info import UploadInfo
+from pytusd.metrics.recorder import Recorder
 
 
 def rejects(event: HookEvent, answer: HookResponse) -> bool:
@@ -49,6 +50,12 @@ class HookChain(Hooks):
 
     def enabled(self, event: HookEvent) -> bool:
         return any(t.enabled(event) for t in self.transports)
+
+    def count_into(self, metrics: Recorder) -> None:
+        """Each transport counts its own calls: an event sent to two transports is two invocations."""
+        super().count_into(metrics)
+        for transport in self.transports:
+            transport.count_into(metrics)
 
     async def run(self, event: HookEvent, info: UploadInfo, request: HookRequest) -> HookResponse:
         active = [t for t in self.transports if t.enabled(event)]

@@ -119,6 +119,7 @@ class HookRunner(Hooks):
     async def run(self, event: HookEvent, info: UploadInfo, request: HookRequest) -> HookResponse:
         if event == HookEvent.POST_RECEIVE and not await self.pacer.turn(info.id):
             return HookResponse()
+        self.metrics.hook_invoked(event)
         blocking = event in BLOCKING_EVENTS
         try:
             if self.timeout is not None and event in BOUNDED_EVENTS:
@@ -139,6 +140,7 @@ class HookRunner(Hooks):
         return answer
 
     def _failed(self, event: HookEvent, info: UploadInfo, error: HookError, blocking: bool) -> HookResponse:
+        self.metrics.hook_failed(event)
         upload = info.id or "(new upload)"
         if blocking:
             logger.warning("%s failed for %s: %s", event, upload, error)

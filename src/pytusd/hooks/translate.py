@@ -21,9 +21,11 @@ _PROTOCOL_HEADERS = frozenset({
 class RejectedByHook(HTTPError):
     """A hook's rejection: its status, headers and body reach the client as the hook chose them."""
 
-    def __init__(self, status: int, reason: str, headers: Headers, body: bytes | None) -> None:
+    def __init__(self, status: int, reason: str, headers: Headers, body: bytes | None, cause: str = "") -> None:
         super().__init__(status, reason, headers)
         self.body = body
+        #: what was rejected, whatever the hook wrote (e.g. "upload rejected by a pre-create hook")
+        self.cause = cause or reason
 
 
 def hook_request(request: Request) -> HookRequest:
@@ -37,7 +39,7 @@ def rejection(answer: HookResponse, default_status: int, default_reason: str) ->
     status = answer.status if answer.status and 400 <= answer.status <= 599 else default_status
     headers = [(k.lower(), v) for k, v in answer.headers.items() if _safe_header(k, v)]
     body = answer.body.encode("utf-8", "surrogateescape") if answer.body else None
-    return RejectedByHook(status, answer.body or default_reason, headers, body)
+    return RejectedByHook(status, answer.body or default_reason, headers, body, default_reason)
 
 
 def raise_if_rejected(answer: HookResponse, rejected: bool, default_status: int, reason: str) -> None:

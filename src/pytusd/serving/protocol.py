@@ -17,6 +17,7 @@ from typing import Any
 
 from pytusd.asgi import INTERIM_EXTENSION, SPLICE_EXTENSION, TRAILERS_EXTENSION
 from pytusd.fdio import write_all
+from pytusd.metrics.recorder import NO_METRICS, Recorder
 from pytusd.serving.budget import ReadBudget
 from pytusd.serving.splice import CAN_SPLICE, Outcome, SplicePipe
 from pytusd.serving.uvicorn_internals import HttpToolsBase, add_reason_phrases
@@ -104,6 +105,8 @@ class PytusdHttpProtocol(HttpToolsBase):
     _low_water = 1
     #: counted in budget.receiving
     _counted = False
+    #: where this connection is counted (the app's metrics)
+    _metrics: Recorder = NO_METRICS
 
     #: the current body's moves into files (pytusd.splice), once the first one began
     _into: _Into | None = None
@@ -148,7 +151,14 @@ class PytusdHttpProtocol(HttpToolsBase):
         else:
             self._watch_for_stall()
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # The app's metrics count connections (tusd_connections_open); another app has none.
+        self._metrics = getattr(self.app, "metrics", NO_METRICS)
+        self._metrics.connection_opened()
+        super().connection_made(transport)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._metrics.connection_closed()
         self._end_into()
         self._count_body(False)
         if self._stall_check is not None:

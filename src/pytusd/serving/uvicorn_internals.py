@@ -48,7 +48,7 @@ PROTOCOL_METHODS = {
     "_should_upgrade": 0,
 }
 #: attributes of the protocol that pytusd reads or sets
-PROTOCOL_ATTRIBUTES = ("transport", "loop", "flow", "parser", "scope", "cycle")
+PROTOCOL_ATTRIBUTES = ("transport", "loop", "flow", "parser", "scope", "cycle", "app")
 #: attributes of the request cycle that pytusd reads or sets (its ``receive`` is copied below)
 CYCLE_ATTRIBUTES = (
     "scope", "transport", "flow", "message_event", "body", "more_body", "keep_alive", "disconnected",

@@ -10,6 +10,7 @@ import abc
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 from pytusd.info import UploadInfo
+from pytusd.metrics.recorder import Recorder
 
 
 class StoreError(Exception):
@@ -81,6 +82,9 @@ class DataStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`start` opened."""
+
+    def record_requests(self, metrics: Recorder) -> None:  # noqa: B027 - optional hook
+        """A store that calls a service (S3) reports each call's duration to ``metrics``."""
 
     @abc.abstractmethod
     async def create(self, info: UploadInfo) -> UploadInfo:

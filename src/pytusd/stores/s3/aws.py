@@ -22,11 +22,13 @@ The client is configured for the widest compatibility with S3-compatible service
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pytusd.metrics.recorder import NO_METRICS
 from pytusd.stores.base import StoreError
 from pytusd.stores.s3.client import Body, ObjectHead, ObjectStorage, Part, S3Error, s3_error
 
@@ -93,6 +95,8 @@ class S3Client(ObjectStorage):
         self._client: Any = None
         #: Requests made, by operation (tests use it to prove what was not downloaded).
         self.calls: dict[str, int] = {}
+        #: Where each request's duration is recorded, by operation (see S3Store.record_requests).
+        self.metrics = NO_METRICS
 
     async def open(self) -> None:
         from aiobotocore.config import AioConfig  # type: ignore[import-untyped, unused-ignore]
@@ -129,12 +133,15 @@ class S3Client(ObjectStorage):
             raise StoreError("S3 store is not started")
         self.calls[operation] = self.calls.get(operation, 0) + 1
         method = getattr(self._client, operation)
+        started = time.perf_counter()
         try:
             return await method(Bucket=self.bucket, **kwargs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise _wrap(operation, exc) from exc
+        finally:
+            self.metrics.store_request(operation, time.perf_counter() - started)
 
     # -- objects ------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
+from pytusd.metrics.recorder import Recorder
 from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 from pytusd.stores.s3.aws import ClientSettings, S3Client
 from pytusd.stores.s3.client import ObjectStorage, S3Error
@@ -134,6 +135,10 @@ class S3Store(DataStore):
     async def close(self) -> None:
         await self.client.close()
         self._io.close()
+
+    def record_requests(self, metrics: Recorder) -> None:
+        if isinstance(self.client, S3Client):
+            self.client.metrics = metrics
 
     @property
     def _temp_dir(self) -> str:
