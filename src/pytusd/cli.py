@@ -24,6 +24,7 @@ from pytusd.flags import Flag, convert, env_name, parse_duration, parse_size
 from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
 from pytusd.locks.base import Locker
 from pytusd.locks.file import FileLocker
+from pytusd.network import NETWORK_FLAGS, check_network_settings, uses_tls, uvicorn_options
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
 from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
@@ -67,6 +68,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("log-level", "str", "info", "log level: debug, info, warning, error"),
     *HOOK_FLAGS,
     *S3_FLAGS,
+    *NETWORK_FLAGS,
 )
 
 
@@ -111,6 +113,7 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
         lock_grace=settings["lock_grace"],
         progress_interval=settings["progress_interval"],
         interim_responses=settings["interim_responses"],
+        network_timeout=settings["network_timeout"],
     )
     directory = settings["upload_dir"]
     os.makedirs(directory, exist_ok=True)
@@ -190,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         hooks_from_settings(settings)
         store_from_settings(settings)
         locker_from_settings(settings)
+        check_network_settings(settings)
     except (ValueError, ImportError) as exc:
         parser.error(str(exc))
     # Workers rebuild the app from the environment: hand them exactly what we resolved.
@@ -205,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         where = f"unix:{args.unix_sock} (path {base})"
     else:
         shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-        where = f"http://{shown}:{args.port}{base}"
+        where = f"{'https' if uses_tls(settings) else 'http'}://{shown}:{args.port}{base}"
     data = f"s3://{args.s3_bucket}/{args.s3_object_prefix}" if args.s3_bucket else os.path.abspath(args.upload_dir)
     print(f"pytusd {__version__} serving uploads on {where} (data in {data})", flush=True)
     # uvicorn re-raises the stop signal once it has shut down gracefully; by then the work is done,
@@ -218,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         uds=args.unix_sock or None,
         workers=args.workers,
         log_config=_log_config(args.log_format, args.log_level),
+        network_timeout=args.network_timeout,
+        options=uvicorn_options(settings),
     )
 
 

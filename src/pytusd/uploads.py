@@ -23,6 +23,7 @@ from pytusd.finals import Finals
 from pytusd.handover import STOPPED_LOCK_LOST, lock_for
 from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks, NoHooks
 from pytusd.hooks.translate import raise_if_rejected, rejection, success_headers
+from pytusd.idle import STOPPED_BY_TIMEOUT, TIMEOUT_STATUS
 from pytusd.info import UploadInfo
 from pytusd.locks.base import Lock, Locker
 from pytusd.locks.memory import MemoryLocker
@@ -92,6 +93,10 @@ class UploadService:
         self._shutting_down = True
         for body in list(self._active):
             body.stop(STOPPED_BY_SHUTDOWN)
+
+    def receiving(self) -> list[Body]:
+        """The bodies being received now (pytusd.idle stops those that went quiet)."""
+        return list(self._active)
 
     async def wait_background(self) -> None:
         """Wait for non-blocking hooks still running (used at shutdown and in tests)."""
@@ -349,6 +354,9 @@ class UploadService:
         if body.stopped is not None:
             if body.stopped in (STOPPED_BY_SHUTDOWN, STOPPED_LOCK_LOST):
                 error = HTTPError(503, f"upload {body.stopped}", [("retry-after", "1")])
+            elif body.stopped == STOPPED_BY_TIMEOUT:
+                # The rest of the body may still come: this connection cannot carry another request.
+                error = HTTPError(TIMEOUT_STATUS, f"upload {body.stopped}", [("connection", "close")])
             else:
                 error = HTTPError(400, f"upload {body.stopped}")
             return WriteResult(info, written, error)
