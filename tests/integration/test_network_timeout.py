@@ -12,8 +12,10 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from tests.integration.test_locking import (
@@ -169,3 +171,9 @@ def test_shutdown_timeout_bounds_a_stop_held_up_by_clients(server_factory: Calla
         finally:
             server.kill()
     assert code == 0
+
+
+def test_a_network_timeout_of_zero_is_refused(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pytusd", "--upload-dir", str(tmp_path), "--network-timeout", "0"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "--network-timeout" in out.stderr, out.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +156,24 @@ def test_tuspy_upload_over_tls(servers: dict[str, ServerProcess], tmp_path: Path
     assert uploader.url is not None and uploader.url.startswith("https://"), uploader.url
     with httpx.Client(verify=False, headers=TUS) as client:
         assert client.get(uploader.url).content == data
+
+
+def test_the_printed_url_is_https(servers: dict[str, ServerProcess]) -> None:
+    server = servers["tls12"]
+    assert f"serving uploads on https://{server.host}:{server.port}/files/" in server.log()
+
+
+def test_bad_tls_flags_are_refused(certificate: tuple[Path, Path], tmp_path: Path) -> None:
+    cert, key = str(certificate[0]), str(certificate[1])
+    bad = (
+        ["--tls-certificate", cert, "--tls-key", key, "--tls-mode", "tls11"],
+        ["--tls-certificate", cert],
+        ["--tls-key", key],
+        ["--tls-certificate", str(tmp_path / "missing.pem"), "--tls-key", key],
+        ["--tls-certificate", cert, "--tls-key", cert],  # a certificate is no key
+    )
+    for args in bad:
+        out = subprocess.run([sys.executable, "-m", "pytusd", "--upload-dir", str(tmp_path / "d"), *args],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 2, (args, out.stderr)
+        assert "tls" in out.stderr, out.stderr
