@@ -8,8 +8,9 @@ tusd (cmd/tusd/cli/serve.go) defines the TLS modes:
 - ``tls13``: TLS 1.3 only.
 
 ``--network-timeout`` bounds each wait for the client: a request head must be complete that long
-after it began (or the connection was opened), an idle keep-alive connection closes after it, and
-a body that sends nothing for that long is stopped (what arrived is kept; see pytusd.idle).
+after it began (or the connection was opened), an idle keep-alive connection closes after it, a
+client that reads nothing of a response that long is reset (pytusd.serving.deadline), and a body
+that sends nothing for that long is stopped (what arrived is kept; see pytusd.idle).
 ``--shutdown-timeout`` bounds a graceful stop.
 """
 

@@ -9,6 +9,7 @@ a graceful stop that a client holds up ends after --shutdown-timeout. The timeou
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from tests.integration.test_locking import (
     wait_for_offset,
 )
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 TIMEOUT = "1s"
 #: Anything the server must do "after the timeout" must have happened within this (a bound on hangs).
@@ -144,22 +146,39 @@ def test_body_answered_without_being_read_cannot_hold_the_connection(server: Ser
         assert conn.closed_by_peer(BOUND)  # the rest of the body never came
 
 
-def test_shutdown_timeout_bounds_a_stop_held_up_by_clients(server_factory: Callable[..., ServerProcess]) -> None:
-    """A download to a client that reads nothing would hold a graceful stop for ever; a stalled
-    body is stopped at once. The process must exit soon after --shutdown-timeout."""
-    server = server_factory(["--shutdown-timeout", "1s"])
-    size = 32 * 1024 * 1024
+def _upload_of(server: ServerProcess, size: int) -> str:
     path = create_upload(server, size)
     with http(server) as client:
         done = client.patch(path, content=b"\0" * size, headers={"Upload-Offset": "0", "Content-Type": OCTET})
         assert done.status_code == 204, done.text
-    stalled_path = create_upload(server, 1_000_000)
+    return path
+
+
+def _start_unread_download(server: ServerProcess, path: str) -> socket.socket:
+    """A GET whose client reads one byte of the response, then nothing: the server's writes stall."""
     reader = socket.socket()
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
     reader.connect((server.host, server.port))
-    with reader, RawConn(server) as stalled:
-        reader.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n\r\n".encode())
-        assert reader.recv(1)  # the download began; it is never read further
+    reader.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\n\r\n".encode())
+    assert reader.recv(1)
+    return reader
+
+
+def test_download_nobody_reads_is_aborted(server: ServerProcess) -> None:
+    path = _upload_of(server, 32 * 1024 * 1024)  # far more than the kernel buffers hold
+    with _start_unread_download(server, path) as reader:
+        # The server resets the connection; the client sees it without reading (which would let it go on).
+        reset = lambda: reader.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET  # noqa: E731
+        wait_until(reset, timeout=BOUND, message="the server to abort the stalled download", server=server)
+
+
+def test_shutdown_timeout_bounds_a_stop_held_up_by_clients(server_factory: Callable[..., ServerProcess]) -> None:
+    """A download to a client that reads nothing would hold a graceful stop for ever; a stalled
+    body is stopped at once. The process must exit soon after --shutdown-timeout."""
+    server = server_factory(["--shutdown-timeout", "1s"])  # the network timeout (60 s) cuts nothing here
+    path = _upload_of(server, 32 * 1024 * 1024)
+    stalled_path = create_upload(server, 1_000_000)
+    with _start_unread_download(server, path), RawConn(server) as stalled:
         stalled.start_patch(stalled_path, 0, 1_000_000, b"y" * 100_000)
         wait_for_offset(server, stalled_path, 100_000)
         assert server.proc is not None

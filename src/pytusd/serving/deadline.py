@@ -6,11 +6,18 @@ the rest of a body the app answered without reading. Here one timer per connecti
 it opens, when a request head begins and when a response ends, and stopped once a head is
 complete, closes the connection ``network_timeout`` seconds later unless a request is in the app
 then (bodies the app reads are its business: pytusd.idle). A head cut short gets a 408 first.
+
+Writing has the same bound: a client that reads nothing of a response (a download) for that long,
+while its connection's send buffer is full, has its connection aborted; uvicorn would otherwise
+wait for it for ever. The timer runs only while writing is paused, never per write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from typing import Any
 
 from pytusd.serving.uvicorn_internals import HttpToolsBase
@@ -31,6 +38,9 @@ class DeadlineHttpProtocol(HttpToolsBase):
     #: requests whose headers are in and whose response has not ended
     _in_app = 0
     _in_head = False
+    _write_stall: asyncio.TimerHandle | None = None
+    #: bytes waiting to be sent when the write timer was armed: less at its end is progress
+    _unsent = 0
 
     def __init__(self, *, network_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -62,7 +72,39 @@ class DeadlineHttpProtocol(HttpToolsBase):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._writable()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.network_timeout is not None and self._write_stall is None:
+            self._watch_writes()
+
+    def resume_writing(self) -> None:
+        self._writable()
+        super().resume_writing()
+
+    def _watch_writes(self) -> None:
+        assert self.network_timeout is not None
+        self._unsent = self.transport.get_write_buffer_size()
+        self._write_stall = self.loop.call_later(self.network_timeout, self._write_expired)
+
+    def _writable(self) -> None:
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+
+    def _write_expired(self) -> None:
+        self._write_stall = None
+        if self.transport.get_write_buffer_size() < self._unsent:
+            self._watch_writes()  # a slow reader, but a reader
+        else:
+            # A reset: close() would wait to send what the client does not read, and the kernel
+            # would go on trying to send it for minutes after.
+            sock = self.transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
