@@ -93,14 +93,14 @@ def test_stalled_creation_with_upload_keeps_what_it_sent(server: ServerProcess) 
 
 
 def test_body_that_keeps_sending_slowly_is_not_stopped(server_factory: Callable[..., ServerProcess]) -> None:
-    server = server_factory(["--network-timeout", "2s"])
-    size = 10
+    server = server_factory(["--network-timeout", "3s"])
+    size = 15
     path = create_upload(server, size)
     with RawConn(server) as conn:
         conn.start_patch(path, 0, size)
-        for i in range(size):  # one byte every 0.4 s: 4 s in all, never 2 s quiet
+        for i in range(size):  # a byte every 0.3 s: 4.5 s in all, never near 3 s quiet
             assert conn.send_body(bytes([i]))
-            time.sleep(0.4)
+            time.sleep(0.3)
         reply = conn.read_reply(BOUND, method="PATCH")
     assert reply is not None and reply.status == 204, reply
     assert head_offset(server, path) == size

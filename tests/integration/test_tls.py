@@ -177,3 +177,19 @@ def test_bad_tls_flags_are_refused(certificate: tuple[Path, Path], tmp_path: Pat
                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert out.returncode == 2, (args, out.stderr)
         assert "tls" in out.stderr, out.stderr
+
+
+def test_tls_with_workers(certificate: tuple[Path, Path], tmp_path: Path) -> None:
+    """Each worker process builds its own TLS context (the factory travels to it pickled)."""
+    cert, key = certificate
+    args = ["--tls-certificate", str(cert), "--tls-key", str(key), "--tls-mode", "tls13", "--workers", "2"]
+    server = ServerProcess(tmp_path / "data", args).start()
+    try:
+        trust = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(verify=trust, headers=TUS, timeout=30.0) as client:
+            for _ in range(4):  # new connections: both workers get some
+                created = client.post(server.url, headers={"Upload-Length": "3", "Connection": "close"})
+                assert created.status_code == 201, created.text
+                assert created.headers["location"].startswith("https://")
+    finally:
+        server.kill()
