@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from pytusd.messages import Body
+from pytusd.protocol.errors import HTTPError
 
 logger = logging.getLogger("pytusd")
 
@@ -26,6 +27,14 @@ STOPPED_BY_TIMEOUT = "stopped: the client sent nothing for the network timeout"
 TIMEOUT_STATUS = 500
 #: The check runs at most this many times per timeout: a body is stopped within 1.125 timeouts.
 CHECKS_PER_TIMEOUT = 8
+
+
+def timeout_error(body: Body) -> HTTPError | None:
+    """The answer to a request whose body this check stopped (None: it did not). The rest of the
+    body may still come, so the connection cannot carry another request."""
+    if body.stopped != STOPPED_BY_TIMEOUT:
+        return None
+    return HTTPError(TIMEOUT_STATUS, f"upload {STOPPED_BY_TIMEOUT}", [("connection", "close")])
 
 
 def stop_quiet_bodies(bodies: Iterable[Body], timeout: float) -> float:

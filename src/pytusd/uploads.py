@@ -23,7 +23,7 @@ from pytusd.finals import Finals
 from pytusd.handover import STOPPED_LOCK_LOST, lock_for
 from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks, NoHooks
 from pytusd.hooks.translate import raise_if_rejected, rejection, success_headers
-from pytusd.idle import STOPPED_BY_TIMEOUT, TIMEOUT_STATUS
+from pytusd.idle import timeout_error
 from pytusd.info import UploadInfo
 from pytusd.locks.base import Lock, Locker
 from pytusd.locks.memory import MemoryLocker
@@ -328,7 +328,8 @@ class UploadService:
         except TooLarge:
             error = HTTPError(413, "body is longer than the rest of the upload")
         except ChecksumMismatch:
-            error = HTTPError(460, "checksum mismatch")
+            # A chunk cut short by the timeout is no mismatch: the client should resume, not give up.
+            error = timeout_error(body) or HTTPError(460, "checksum mismatch")
         except HTTPError as exc:
             error = exc
         except UploadNotFound:
@@ -354,11 +355,8 @@ class UploadService:
         if body.stopped is not None:
             if body.stopped in (STOPPED_BY_SHUTDOWN, STOPPED_LOCK_LOST):
                 error = HTTPError(503, f"upload {body.stopped}", [("retry-after", "1")])
-            elif body.stopped == STOPPED_BY_TIMEOUT:
-                # The rest of the body may still come: this connection cannot carry another request.
-                error = HTTPError(TIMEOUT_STATUS, f"upload {body.stopped}", [("connection", "close")])
             else:
-                error = HTTPError(400, f"upload {body.stopped}")
+                error = timeout_error(body) or HTTPError(400, f"upload {body.stopped}")
             return WriteResult(info, written, error)
         if body.disconnected:
             return WriteResult(info, written, HTTPError(400, "client disconnected"))

@@ -9,7 +9,9 @@ a graceful stop that a client holds up ends after --shutdown-timeout. The timeou
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import signal
 import socket
 import subprocess
@@ -75,6 +77,23 @@ def test_stalled_body_is_stopped_saved_and_its_upload_resumable(server: ServerPr
         assert resumed.offset == size
     if server.backend == "file":
         assert data_path(server, path).read_bytes() == data
+
+
+def test_stalled_checksummed_chunk_is_discarded_and_answered_500_not_460(server: ServerProcess) -> None:
+    """A chunk with a checksum is all or nothing; cut short by the timeout it is dropped, and the
+    answer says "resume" (500), not "your data is corrupt" (460)."""
+    size, sent = 100_000, 40_000
+    data = payload(size, 9)
+    path = create_upload(server, size)
+    digest = base64.b64encode(hashlib.sha1(data).digest()).decode()
+    with RawConn(server) as conn:
+        conn.send_head("PATCH", path, {"Upload-Offset": "0", "Content-Type": OCTET, "Content-Length": str(size),
+                                       "Upload-Checksum": f"sha1 {digest}"})  # fmt: skip
+        assert conn.send_body(data[:sent])
+        reply = conn.read_reply(BOUND, method="PATCH")
+    assert reply is not None and reply.status == 500, reply
+    assert reply.offset == 0, reply
+    assert head_offset(server, path) == 0
 
 
 def test_stalled_creation_with_upload_keeps_what_it_sent(server: ServerProcess) -> None:
