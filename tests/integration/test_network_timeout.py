@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.integration import ietf_helpers as ietf
 from tests.integration.test_locking import (
     OCTET,
     RawConn,
@@ -31,6 +32,7 @@ from tests.integration.test_locking import (
     payload,
     wait_for_offset,
 )
+from tests.support.rawhttp import Connection, build_head
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
@@ -109,6 +111,18 @@ def test_stalled_creation_with_upload_keeps_what_it_sent(server: ServerProcess) 
     assert location is not None and reply.offset == sent, reply
     path = "/files/" + location.rsplit("/", 1)[1]
     wait_for_offset(server, path, sent)
+
+
+def test_stalled_ietf_append_is_stopped_and_tells_its_offset(server: ServerProcess) -> None:
+    size, sent = 100_000, 30_001
+    path, _ = ietf.create(server, 8)
+    with Connection(server) as conn:
+        headers = ietf.append_headers(8, 0, True)
+        assert conn.send(build_head("PATCH", path, headers, content_length=size) + b"z" * sent)
+        reply = conn.read_response("PATCH", timeout=BOUND)  # after any 104 progress responses
+    assert reply.status == 500, reply
+    assert reply.offset == sent, reply
+    assert ietf.offset_of(ietf.head(server, path, 8)) == sent
 
 
 def test_body_that_keeps_sending_slowly_is_not_stopped(server_factory: Callable[..., ServerProcess]) -> None:
