@@ -17,6 +17,7 @@ from typing import Any
 from pytusd.config import Config
 from pytusd.dispatch import Dispatcher
 from pytusd.hooks.base import Hooks
+from pytusd.idle import watch_bodies
 from pytusd.locks.base import Locker
 from pytusd.messages import Headers, InterimSender, Request, Response
 from pytusd.metrics.recorder import NO_METRICS, Recorder
@@ -57,8 +58,9 @@ class ASGIBody:
         self._cancelled_by_stop = False
         self.complete = False
         self.disconnected = False
-        #: When bytes last arrived (monotonic); while the body writes itself, the file and its
-        #: position then, which show progress the chunk loop cannot see.
+        #: Since when the reader has waited for bytes without any arriving (monotonic); while the
+        #: body writes itself, the file and its position then, which show progress the chunk loop
+        #: cannot see.
         self._heard_at = time.monotonic()
         self._into: tuple[int, int] | None = None
 
@@ -95,6 +97,7 @@ class ASGIBody:
         start = os.lseek(fd, 0, os.SEEK_CUR)
         self._task = asyncio.current_task()
         self._waiting = True
+        self._heard_at = time.monotonic()
         self._into = (fd, start)
         try:
             written, complete = await into(fd, limit, moved)
@@ -111,11 +114,11 @@ class ASGIBody:
             self.complete = True
         elif limit is None or written < limit:
             self.disconnected = True
-        if written:
-            self._heard_at = time.monotonic()
         return int(written)
 
     def quiet_for(self) -> float:
+        if not self._waiting:
+            return 0.0  # busy with what it received (a slow store is not a quiet client)
         now = time.monotonic()
         if self._into is not None:
             fd, seen = self._into
@@ -135,6 +138,7 @@ class ASGIBody:
         receive = self._receive
         while self._stopped is None:
             self._waiting = True
+            self._heard_at = time.monotonic()  # quiet from here: the chunk before is written
             try:
                 message = await receive()
             except asyncio.CancelledError:
@@ -147,7 +151,6 @@ class ASGIBody:
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 return
-            self._heard_at = time.monotonic()
             chunk = message.get("body", b"")
             if not message.get("more_body", False):
                 self.complete = True
@@ -204,6 +207,7 @@ class TusApp:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._idle_watch: asyncio.Task[None] | None = None
         #: The event loop serving this app (set on start), for signal handlers in other contexts.
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -219,15 +223,19 @@ class TusApp:
             await self.store.start()
             if self.config.expire_after:
                 self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+            if self.config.network_timeout:
+                watch = watch_bodies(self.uploads.receiving, self.config.network_timeout)
+                self._idle_watch = asyncio.get_running_loop().create_task(watch)
             self._started = True
 
     async def shutdown(self) -> None:
         """Stop bodies in flight (they save what they have), then close the store and locker."""
         self.uploads.shutdown()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._idle_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.uploads.wait_background()
         await self.uploads.hooks.aclose()
         await self.uploads.locker.close()

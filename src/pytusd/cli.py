@@ -25,6 +25,7 @@ from pytusd.hooks.flags import HOOK_FLAGS, hooks_from_settings
 from pytusd.locks.base import Locker
 from pytusd.locks.file import FileLocker
 from pytusd.metrics.flags import METRICS_FLAGS, check_metrics_settings, metrics_directory, metrics_from_settings
+from pytusd.network import NETWORK_FLAGS, check_network_settings, uses_tls, uvicorn_options
 from pytusd.protocol.cors import CORS_FLAGS, cors_settings
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
@@ -72,6 +73,7 @@ FLAGS: tuple[Flag, ...] = (
     *HOOK_FLAGS,
     *S3_FLAGS,
     *METRICS_FLAGS,
+    *NETWORK_FLAGS,
 )
 
 
@@ -116,6 +118,7 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
         lock_grace=settings["lock_grace"],
         progress_interval=settings["progress_interval"],
         interim_responses=settings["interim_responses"],
+        network_timeout=settings["network_timeout"],
     )
     directory = settings["upload_dir"]
     dir_perms, file_perms = perms_from_settings(settings)
@@ -210,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         store_from_settings(settings)
         locker_from_settings(settings)
         check_metrics_settings(settings)
+        check_network_settings(settings)
     except (ValueError, ImportError) as exc:
         parser.error(str(exc))
     # Workers rebuild the app from the environment: hand them exactly what we resolved.
@@ -225,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         where = f"unix:{args.unix_sock} (path {base})"
     else:
         shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-        where = f"http://{shown}:{args.port}{base}"
+        where = f"{'https' if uses_tls(settings) else 'http'}://{shown}:{args.port}{base}"
     data = f"s3://{args.s3_bucket}/{args.s3_object_prefix}" if args.s3_bucket else os.path.abspath(args.upload_dir)
     print(f"pytusd {__version__} serving uploads on {where} (data in {data})", flush=True)
     # uvicorn re-raises the stop signal once it has shut down gracefully; by then the work is done,
@@ -239,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             uds=args.unix_sock or None,
             workers=args.workers,
             log_config=_log_config(args.log_format, args.log_level),
+            network_timeout=args.network_timeout,
+            options=uvicorn_options(settings),
         )
 
 

@@ -38,11 +38,16 @@ class Config:
     interim_responses: bool = True
     #: Seconds between 104 progress responses to IETF draft clients while a body arrives; 0 disables.
     progress_interval: float = 1.0
+    #: A body whose client sends nothing for this many seconds is stopped (saving what arrived);
+    #: 0 disables the check (pytusd.idle).
+    network_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         path = "/" + self.base_path.strip("/") + "/"
         self.base_path = "/" if path == "//" else path
         if self.max_size < 0:
             raise ValueError("max_size must be >= 0")
+        if self.network_timeout < 0:
+            raise ValueError("network_timeout must be >= 0")
         if self.expire_after < 0:
             raise ValueError("expire_after must be >= 0")

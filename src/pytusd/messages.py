@@ -50,9 +50,11 @@ class Body(Protocol):
         means the body ended (see :attr:`complete` and :attr:`disconnected`)."""
 
     def quiet_for(self) -> float:
-        """Seconds since the body last received bytes (or since the request began, if none yet).
+        """Seconds its reader has been waiting for bytes without any arriving; 0 while it is not
+        waiting (it has not begun reading, or is busy storing what it received).
 
-        Decides whether a request holding an upload is still making progress (:mod:`pytusd.handover`).
+        Decides whether a request holding an upload is still making progress (:mod:`pytusd.handover`)
+        and whether its client went silent (:mod:`pytusd.idle`).
         """
 
 

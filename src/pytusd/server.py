@@ -19,8 +19,10 @@ import uvicorn
 from pytusd.asgi import TusApp
 from pytusd.serving import BufferedHttpProtocol, ReadBudget
 
-#: Seconds to wait for requests to finish after they were told to stop.
-GRACEFUL_TIMEOUT = 30
+#: Seconds to wait for requests to finish after they were told to stop (--shutdown-timeout, as tusd).
+GRACEFUL_TIMEOUT = 10.0
+#: Seconds a request head, an idle connection or a quiet body may take (--network-timeout, as tusd).
+NETWORK_TIMEOUT = 60.0
 
 
 def chain_shutdown_signals(app: TusApp) -> None:
@@ -58,8 +60,23 @@ def raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(*, host: str, port: int, uds: str | None, workers: int, log_config: dict[str, Any]) -> None:
+def serve(
+    *,
+    host: str,
+    port: int,
+    uds: str | None,
+    workers: int,
+    log_config: dict[str, Any],
+    network_timeout: float = NETWORK_TIMEOUT,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Serve with uvicorn; ``options``: more of ``uvicorn.run``'s arguments (pytusd.network's)."""
     raise_open_file_limit()  # before uvicorn starts workers: they inherit it
+    settings: dict[str, Any] = {
+        "timeout_keep_alive": network_timeout,  # idle keep-alive connections close after it, as in tusd
+        "timeout_graceful_shutdown": GRACEFUL_TIMEOUT,
+        **(options or {}),
+    }
     uvicorn.run(
         "pytusd.cli:app_from_env",
         factory=True,
@@ -70,10 +87,12 @@ def serve(*, host: str, port: int, uds: str | None, workers: int, log_config: di
         log_config=log_config,
         loop="uvloop",
         # One read budget (and buffer) per server; each worker process gets a fresh one.
-        http=functools.partial(BufferedHttpProtocol, budget=ReadBudget()),  # type: ignore[arg-type]
+        http=functools.partial(  # type: ignore[arg-type]
+            BufferedHttpProtocol, budget=ReadBudget(), network_timeout=network_timeout
+        ),
         lifespan="on",
         proxy_headers=False,  # the app decides what to trust (--behind-proxy)
         server_header=False,
         access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
+        **settings,
     )

@@ -23,6 +23,7 @@ from pytusd.finals import Finals
 from pytusd.handover import STOPPED_LOCK_LOST, lock_for
 from pytusd.hooks.base import HookEvent, HookRequest, HookResponse, Hooks, NoHooks
 from pytusd.hooks.translate import raise_if_rejected, rejection, success_headers
+from pytusd.idle import timeout_error
 from pytusd.info import UploadInfo
 from pytusd.locks.base import Lock, Locker
 from pytusd.locks.memory import MemoryLocker
@@ -97,6 +98,10 @@ class UploadService:
         self._shutting_down = True
         for body in list(self._active):
             body.stop(STOPPED_BY_SHUTDOWN)
+
+    def receiving(self) -> list[Body]:
+        """The bodies being received now (pytusd.idle stops those that went quiet)."""
+        return list(self._active)
 
     async def wait_background(self) -> None:
         """Wait for non-blocking hooks still running (used at shutdown and in tests)."""
@@ -335,7 +340,8 @@ class UploadService:
         except TooLarge:
             error = HTTPError(413, "body is longer than the rest of the upload")
         except ChecksumMismatch:
-            error = HTTPError(460, "checksum mismatch")
+            # A chunk cut short by the timeout is no mismatch: the client should resume, not give up.
+            error = timeout_error(body) or HTTPError(460, "checksum mismatch")
         except HTTPError as exc:
             error = exc
         except UploadNotFound:
@@ -365,7 +371,7 @@ class UploadService:
             if body.stopped in (STOPPED_BY_SHUTDOWN, STOPPED_LOCK_LOST):
                 error = HTTPError(503, f"upload {body.stopped}", [("retry-after", "1")])
             else:
-                error = HTTPError(400, f"upload {body.stopped}")
+                error = timeout_error(body) or HTTPError(400, f"upload {body.stopped}")
             return WriteResult(info, written, error)
         if body.disconnected:
             return WriteResult(info, written, HTTPError(400, "client disconnected"))

@@ -1,9 +1,9 @@
 """SIGTERM / SIGINT while PATCH bodies stream in: stop, save, answer, exit - promptly.
 
-Uploads can take hours, so a server that waited for their bodies would only die at uvicorn's
-30 s graceful timeout (or be killed by its supervisor, losing the answer). Instead every body in
-flight is told to stop: what arrived is saved, the client gets a response (503 with the saved
-offset) or a closed connection, and the process exits with status 0 long before those 30 s.
+Uploads can take hours, so a server that waited for their bodies would only die at its graceful
+timeout (--shutdown-timeout; 60 s here) or be killed by its supervisor, losing the answer. Instead
+every body in flight is told to stop: what arrived is saved, the client gets a response (503 with
+the saved offset) or a closed connection, and the process exits with status 0 long before that.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from tests.support.rawhttp import Response
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
-#: uvicorn's graceful timeout (pytusd.server.GRACEFUL_TIMEOUT) is 30 s: exiting within this bound
+#: The servers here wait up to 60 s for requests (--shutdown-timeout): exiting within this bound
 #: shows the bodies were stopped rather than waited for.
 EXIT_BOUND = 15.0
+PATIENT = ["--shutdown-timeout", "60s"]
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 SIGNAL_IDS = ["SIGTERM", "SIGINT"]
 
@@ -64,7 +65,7 @@ def _assert_answered(reply: Response | None, saved: int) -> None:
 def test_signal_stops_stalled_patches_saves_them_and_exits_0(
     server_factory: Callable[..., ServerProcess], workers: str, sig: int
 ) -> None:
-    server = server_factory(["--workers", workers])
+    server = server_factory([*PATIENT, "--workers", workers])
     pids = worker_pids(server, int(workers))
     size = 2_000_000
     uploads = []
@@ -92,7 +93,7 @@ def test_signal_stops_stalled_patches_saves_them_and_exits_0(
 
     for path, sent, data in uploads:
         assert data_path(server, path).read_bytes() == data[:sent], "not every received byte was saved"
-    restarted = server_factory(["--workers", workers], upload_dir=server.upload_dir)
+    restarted = server_factory([*PATIENT, "--workers", workers], upload_dir=server.upload_dir)
     for path, sent, data in uploads:
         assert head_offset(restarted, path) == sent
         with RawConn(restarted) as conn:
@@ -107,7 +108,7 @@ def test_sigterm_while_bodies_are_actively_streaming(
     server_factory: Callable[..., ServerProcess], workers: str
 ) -> None:
     """Clients still sending when the signal comes: the stored bytes are exactly a prefix of theirs."""
-    server = server_factory(["--workers", workers])
+    server = server_factory([*PATIENT, "--workers", workers])
     pids = worker_pids(server, int(workers))
     size = 32 * 1024 * 1024
     data = payload(size, 50)
@@ -145,7 +146,7 @@ def test_sigterm_while_bodies_are_actively_streaming(
             sender.join(PROMPT)
     assert took < EXIT_BOUND
 
-    restarted = server_factory(["--workers", workers], upload_dir=server.upload_dir)
+    restarted = server_factory([*PATIENT, "--workers", workers], upload_dir=server.upload_dir)
     for conn, path, reply in zip(conns, paths, replies, strict=True):
         stored = data_path(server, path).read_bytes()
         assert 0 < len(stored) <= conn.sent_body
@@ -160,7 +161,7 @@ def test_sigterm_with_idle_and_finished_connections_exits_promptly(
     server_factory: Callable[..., ServerProcess], workers: str
 ) -> None:
     """Keep-alive connections with nothing in flight do not hold the shutdown up either."""
-    server = server_factory(["--workers", workers])
+    server = server_factory([*PATIENT, "--workers", workers])
     path = create_upload(server, 5)
     idle = [RawConn(server) for _ in range(4)]
     try:

@@ -88,12 +88,12 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def answers(url: str, method: str = "OPTIONS", status: int = 200) -> Callable[[], bool]:
-    """A ``ready`` check: ``method url`` answers ``status``."""
+def answers(url: str, method: str = "OPTIONS", status: int = 200, *, verify: bool = True) -> Callable[[], bool]:
+    """A ``ready`` check: ``method url`` answers ``status`` (``verify``: the TLS certificate)."""
 
     def check() -> bool:
         try:
-            return httpx.request(method, url, timeout=1.0).status_code == status
+            return httpx.request(method, url, timeout=1.0, verify=verify).status_code == status
         except httpx.HTTPError:
             return False
 
@@ -185,6 +185,7 @@ class ServerProcess:
         self.env = {**backend_env, **(env or {})}
         self.port = free_port()
         self.host = "127.0.0.1"
+        self.scheme = "https" if "--tls-certificate" in self.args else "http"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = upload_dir.parent / f"{upload_dir.name}-server.log"
 
@@ -199,7 +200,7 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -218,7 +219,7 @@ class ServerProcess:
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTUSD_")}
         env.update(self.env)
-        ready = answers(self.url)
+        ready = answers(self.url, verify=False)  # tests serve TLS with self-signed certificates
         self.proc = launch(cmd, log_path=self.log_path, env=env, ready=ready, what="pytusd", timeout=timeout)
         track(self)
         return self

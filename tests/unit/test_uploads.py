@@ -102,6 +102,35 @@ def test_an_upload_over_max_size_is_413_on_every_path() -> None:
     run(scenario)
 
 
+def test_a_final_whose_deferred_partials_outgrow_max_size_is_refused_or_removed() -> None:
+    """Known lengths already too much: 413 at creation, nothing made. Deferred lengths that grow
+    past the limit after the final was made: the final can never complete and is removed (it
+    answered 413 for ever before, and finals never expire)."""
+
+    async def scenario() -> None:
+        srv = Server(max_size=10)
+        known = await srv.create(6, upload_concat="partial")
+        deferred = await srv.create(None, upload_concat="partial")
+        assert (await srv.patch(deferred, b"a", 0, upload_length="6")).status == 204  # 1 of 6 bytes
+        before = len([u async for u in srv.store.list_uploads()])
+        refused = await srv.call("POST", "/files/", upload_concat=f"final;{known} {deferred}")
+        assert refused.status == 413
+        assert len([u async for u in srv.store.list_uploads()]) == before
+
+        first, second = [await srv.create(None, upload_concat="partial") for _ in range(2)]
+        made = await srv.call("POST", "/files/", upload_concat=f"final;{first} {second}")
+        assert made.status == 201
+        final = path_of(made)
+        assert (await srv.patch(first, b"abcdef", 0, upload_length="6")).status == 204
+        assert (await srv.patch(second, b"ghijkl", 0, upload_length="6")).status == 204
+        await srv.service.wait_background()
+        assert (await srv.call("HEAD", final)).status in (404, 413)
+        assert (await srv.call("HEAD", final)).status == 404  # gone, not 413 for ever
+        assert (await srv.call("HEAD", first)).status == 200  # the partials stay
+
+    run(scenario)
+
+
 # -- receiving ----------------------------------------------------------------------------------
 
 

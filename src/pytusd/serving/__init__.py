@@ -29,6 +29,7 @@ The modules:
 - ``buffered``: :class:`BufferedHttpProtocol`, the same behind uvloop's buffered reads;
 - ``budget``: :class:`ReadBudget`, the bodies a server receives at once and its read buffer;
 - ``splice``: the splice(2) loop, socket -> pipe -> file, on plain descriptors;
+- ``deadline``: the network timeout of reads outside requests and of stalled writes;
 - ``uvicorn_internals``: every use of uvicorn's internals, checked at import.
 
 Mounted in another ASGI server, the app sees none of them and degrades: no 104 responses and

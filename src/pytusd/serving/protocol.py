@@ -19,8 +19,9 @@ from pytusd.asgi import INTERIM_EXTENSION, SPLICE_EXTENSION, TRAILERS_EXTENSION
 from pytusd.fdio import write_all
 from pytusd.metrics.recorder import NO_METRICS, Recorder
 from pytusd.serving.budget import ReadBudget
+from pytusd.serving.deadline import DeadlineHttpProtocol
 from pytusd.serving.splice import CAN_SPLICE, Outcome, SplicePipe
-from pytusd.serving.uvicorn_internals import HttpToolsBase, add_reason_phrases
+from pytusd.serving.uvicorn_internals import add_reason_phrases
 
 _PHRASES = {104: "Upload Resumption Supported", 460: "Checksum Mismatch"}
 add_reason_phrases(_PHRASES)  # uvicorn derives reason phrases from http.HTTPStatus, which lacks these two
@@ -89,7 +90,7 @@ def _status_line(status: int) -> bytes:
     return f"HTTP/1.1 {status} {phrase}\r\n".encode()
 
 
-class PytusdHttpProtocol(HttpToolsBase):
+class PytusdHttpProtocol(DeadlineHttpProtocol):
     """Give it to uvicorn as ``http=functools.partial(PytusdHttpProtocol, budget=ReadBudget())``.
 
     Given as the bare class, each connection gets a budget of its own (it reads as if it were the
