@@ -10,7 +10,7 @@ import base64
 import errno
 import hashlib
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from pytusd.faults import RETRY_AFTER
 from pytusd.info import UploadInfo
 from pytusd.stores.base import UploadExists, UploadNotFound
 from pytusd.stores.file import TEMP_DIR, FileStore
-from tests.support.inprocess import ListBody, SelfWritingBody, Server, header, path_of
+from tests.support.faults import enospc, file_server
+from tests.support.inprocess import ListBody, SelfWritingBody, header, path_of
 
 SMALL = b"0123456789" * 100
 OCTET = "application/offset+octet-stream"
@@ -28,36 +29,6 @@ OCTET = "application/offset+octet-stream"
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 30))
-
-
-def enospc() -> OSError:
-    return OSError(errno.ENOSPC, "No space left on device")
-
-
-@pytest.fixture
-def disk_room(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """``os.write`` on a disk with ``room[0]`` bytes left: it writes what fits, then fails with ENOSPC
-    (as a real one does: a short write first). ``room[0] = -1``: as much room as needed."""
-    room = [-1]
-    real_write = os.write
-
-    def write(fd: int, data: Any) -> int:
-        if room[0] < 0:
-            return real_write(fd, data)
-        if room[0] == 0:
-            raise enospc()
-        written = real_write(fd, bytes(memoryview(data)[: room[0]]))
-        room[0] -= written
-        return written
-
-    monkeypatch.setattr(os, "write", write)
-    yield room
-
-
-async def file_server(root: Path) -> Server:
-    store = FileStore(root)
-    await store.start()
-    return Server(store)
 
 
 def one_line(body: object) -> str:

@@ -12,7 +12,7 @@ import errno
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,12 @@ import pytest
 from pytusd.faults import RETRY_AFTER, errno_answer, storage_failure
 from pytusd.messages import Response
 from pytusd.stores.base import StoreError, StoreUnavailable
-from pytusd.stores.file import FileStore
 from pytusd.stores.memory import MemoryStore
 from pytusd.stores.s3 import S3Store
 from pytusd.stores.s3.client import S3Error, S3Unavailable
 from pytusd.stores.s3.parts import MIN_PART_SIZE
 from tests.support.fake_s3 import FakeS3
+from tests.support.faults import enospc, file_server
 from tests.support.inprocess import ListBody, Server, header, path_of
 
 MiB = 1024 * 1024
@@ -37,36 +37,6 @@ OCTET = "application/offset+octet-stream"
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 30))
-
-
-def enospc() -> OSError:
-    return OSError(errno.ENOSPC, "No space left on device")
-
-
-@pytest.fixture
-def disk_room(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """``os.write`` on a disk with ``room[0]`` bytes left: it writes what fits, then fails with ENOSPC
-    (as a real one does: a short write first). ``room[0] = -1``: as much room as needed."""
-    room = [-1]
-    real_write = os.write
-
-    def write(fd: int, data: Any) -> int:
-        if room[0] < 0:
-            return real_write(fd, data)
-        if room[0] == 0:
-            raise enospc()
-        written = real_write(fd, bytes(memoryview(data)[: room[0]]))
-        room[0] -= written
-        return written
-
-    monkeypatch.setattr(os, "write", write)
-    yield room
-
-
-async def file_server(root: Path) -> Server:
-    store = FileStore(root)
-    await store.start()
-    return Server(store)
 
 
 def retry_after(response: Response) -> str | None:
