@@ -124,6 +124,14 @@ class TusProtocol:
                 # The upload exists: tell the client where, so it can resume.
                 result.error.headers += [("location", location), ("upload-offset", str(info.offset))]
                 raise result.error
+        elif info.is_complete:
+            # Complete when created (empty, or a final joined at once): finished like any other, so
+            # pre-finish may refuse it and post-finish (and the finished count) follows, as in tusd.
+            result = await service.finish(info, hooked)
+            response_headers += result.headers
+            if result.error is not None:
+                result.error.headers += [("location", location), ("upload-offset", str(info.offset))]
+                raise result.error
         if not info.is_final or info.is_complete:
             response_headers.append(("upload-offset", str(info.offset)))
         self._expires_header(info, response_headers)

@@ -383,7 +383,7 @@ class UploadService:
         if written:
             self.fire(HookEvent.POST_RECEIVE, info, hook_request)
         if info.is_complete:
-            return await self._finish(info, written, hook_request)
+            return await self.finish(info, hook_request, written)
         return WriteResult(info, written)
 
     def _room(self, info: UploadInfo) -> int:
@@ -407,8 +407,9 @@ class UploadService:
             return mismatch
         return None
 
-    async def _finish(self, info: UploadInfo, written: int, hook_request: HookRequest) -> WriteResult:
-        """pre-finish may still refuse a complete upload; post-finish follows."""
+    async def finish(self, info: UploadInfo, hook_request: HookRequest, written: int = 0) -> WriteResult:
+        """pre-finish may still refuse a complete upload; post-finish follows. After the last write,
+        or (from a front end) for an upload complete when created: empty, or a final joined at once."""
         headers: Headers = []
         if self.hooks.enabled(HookEvent.PRE_FINISH):
             answer = await self.hooks.run(HookEvent.PRE_FINISH, info, hook_request)

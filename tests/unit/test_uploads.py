@@ -252,6 +252,39 @@ def test_pre_finish_refuses_a_complete_upload_after_its_bytes_are_stored() -> No
     run(scenario)
 
 
+def test_uploads_complete_when_created_are_finished_too() -> None:
+    """An empty upload, and a final whose partials are done, are complete on creation: pre-finish
+    may refuse them (the client learns where the upload is) and post-finish follows (tusd does both)."""
+
+    async def scenario() -> None:
+        finished: list[str] = []
+        refuse = {"now": False}
+
+        def pre_finish(call: HookCall) -> HookResponse:
+            return HookResponse.reject(422, "not now") if refuse["now"] else HookResponse()
+
+        hooks = PythonHooks(pre_finish=pre_finish, post_finish=lambda call: finished.append(call.upload.id))
+        srv = Server(hooks=hooks)
+        empty = await srv.create(0)
+        parts = [await srv.create(2, upload_concat="partial") for _ in range(2)]
+        for part in parts:
+            assert (await srv.patch(part, b"ab", 0)).status == 204
+        joined = await srv.call("POST", "/files/", upload_concat="final;" + " ".join(parts))
+        assert joined.status == 201
+        await srv.service.wait_background()
+        ids = [p.removeprefix("/files/") for p in (empty, *parts, path_of(joined))]
+        assert sorted(finished) == sorted(ids)
+
+        refuse["now"] = True
+        refused = await srv.call("POST", "/files/", upload_length="0")
+        assert (refused.status, refused.body) == (422, b"not now")
+        assert header(refused, "location") is not None  # it exists: the client may ask again
+        await srv.service.wait_background()
+        assert len(finished) == len(ids)
+
+    run(scenario)
+
+
 def test_complete_on_end_fixes_the_length_where_the_body_ended() -> None:
     async def scenario() -> None:
         store = MemoryStore()
