@@ -117,6 +117,10 @@ def test_a_zero_byte_upload_at_a_chosen_key(tmp_path: Path) -> None:
             assert fake.data(PREFIX + "nothing") == b""
             assert (await store.get_info("empty")).offset == 0
             assert await read_all(store, "empty") == b""
+            # No incomplete part: the time is the chosen object's.
+            assert await store.last_write_time("empty") == fake.objects[PREFIX + "nothing"].last_modified
+            with pytest.raises(UploadNotFound):
+                await read_all(store, "missing")
 
     run(scenario)
 
