@@ -236,7 +236,7 @@ def test_pre_create_storage_path_places_the_data(hooks: Harness, client: httpx.C
     assert client.head(url).headers["upload-offset"] == "5"
     assert wait_until(lambda: hooks.calls_for(mark, "post-finish"))
     storage = hooks.calls_for(mark, "post-finish")[0]["Event"]["Upload"]["Storage"]
-    if hooks.store_type == "filestore":  # tusd's filestore key; its s3store honours none
+    if hooks.store_type == "filestore":  # the S3 store's key is Storage.Key (tested below)
         assert (hooks.upload_dir / "by-owner" / f"{mark}.bin").read_bytes() == b"12345"
         assert storage["Path"] == str(hooks.upload_dir / "by-owner" / f"{mark}.bin")
         assert client.delete(url).status_code == 204
@@ -252,6 +252,51 @@ def test_pre_create_storage_path_outside_is_a_client_error(hooks: Harness, clien
     response = create(client, marker())
     assert response.status_code == 400 and "Storage" in response.text
     assert upload_files_of(hooks) == before
+
+
+def s3_keys(prefix: str) -> list[str]:
+    from tests.integration.s3_helpers import bucket_keys, multipart_uploads, shared_swift
+
+    swift = shared_swift()
+    return bucket_keys(swift, prefix) + [f"(uploading) {key}" for key in multipart_uploads(swift, prefix)]
+
+
+def test_pre_create_storage_key_places_the_data_on_s3(hooks: Harness, client: httpx.Client) -> None:
+    if hooks.store_type != "s3store":
+        pytest.skip("Storage.Key is the S3 store's")
+    mark = marker()
+    chosen = f"by-owner/{mark}.bin"
+    hooks.plan("pre-create", response={"ChangeFileInfo": {"Storage": {"Key": chosen}}})
+    url = created(client, mark, 10)
+    upload_id = url.rsplit("/files/", 1)[1]
+    assert patch(client, url, b"12345").status_code == 204
+    assert patch(client, url, b"67890", 5).status_code == 204
+    assert client.get(url).content == b"1234567890"
+    assert wait_until(lambda: hooks.calls_for(mark, "post-finish"))
+    storage = hooks.calls_for(mark, "post-finish")[0]["Event"]["Upload"]["Storage"]
+    prefix = storage["InfoKey"].removesuffix(f"{upload_id}.info")
+    assert storage["Key"] == prefix + chosen
+    assert prefix + chosen in s3_keys(prefix) and prefix + upload_id not in s3_keys(prefix)
+    # Another upload cannot take the key while it is in use.
+    hooks.plan("pre-create", response={"ChangeFileInfo": {"Storage": {"Key": chosen}}})
+    assert create(client, marker()).status_code == 409
+    assert client.delete(url).status_code == 204
+    assert not [key for key in s3_keys(prefix) if chosen in key or upload_id in key]
+
+
+@pytest.mark.parametrize(
+    "storage", [{"Key": "../escape"}, {"Key": "a//b"}, {"Key": "x.info"}, {"Key": "k" * 256}, {"Bucket": "other"}]
+)
+def test_pre_create_storage_key_outside_is_a_client_error(
+    hooks: Harness, client: httpx.Client, storage: dict[str, str]
+) -> None:
+    if hooks.store_type != "s3store":
+        pytest.skip("Storage.Key is the S3 store's")
+    mark = marker()
+    hooks.plan("pre-create", response={"ChangeFileInfo": {"Storage": storage}})
+    response = create(client, mark)
+    assert response.status_code == 400 and "Storage" in response.text
+    assert not hooks.calls_for(mark, "post-create")
 
 
 def test_pre_create_id_taken_is_a_conflict(hooks: Harness, client: httpx.Client) -> None:

@@ -314,3 +314,7 @@ class FakeS3(ObjectStorage):
             self.uploads.pop(upload_id, None)
         if fault is not None:
             raise fault.error
+
+    async def uploading(self, key: str) -> bool:
+        await self._enter("list_multipart_uploads", key)
+        return any(upload.key == key for upload in self.uploads.values())

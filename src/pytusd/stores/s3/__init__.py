@@ -4,7 +4,8 @@ Objects per upload ``<id>`` (see docs/s3.md for the whole story):
 
 ``<object-prefix><id>``
     One S3 multipart upload while the tus upload is in progress; the finished object once it is
-    complete (CompleteMultipartUpload). A 0-byte upload is a plain empty object.
+    complete (CompleteMultipartUpload). A 0-byte upload is a plain empty object. A pre-create
+    hook may choose another key below the prefix (``Storage.Key``); the ``.info`` records it.
 ``<info-prefix><id>.info``
     tusd's ``.info`` JSON; ``Storage`` names the bucket, the key and the multipart ``UploadId``.
     It is the upload's existence: created last, deleted first.

@@ -319,3 +319,9 @@ class S3Client(ObjectStorage):
         except S3Error as exc:
             if not exc.not_found:
                 raise
+
+    async def uploading(self, key: str) -> bool:
+        # Uploads are listed by key, and ``key`` sorts before every other key it begins: its own
+        # uploads, if any, open the first page.
+        r = await self._call("list_multipart_uploads", Prefix=key)
+        return any(item.get("Key") == key for item in r.get("Uploads") or [])

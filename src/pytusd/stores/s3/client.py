@@ -147,3 +147,6 @@ class ObjectStorage(Protocol):
 
     async def abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload; one that is gone already (completed or aborted) is fine."""
+
+    async def uploading(self, key: str) -> bool:
+        """Whether a multipart upload is in progress at exactly ``key``."""

@@ -89,7 +89,7 @@ class Committer:
     async def complete(self, state: State, parts: list[Part]) -> None:
         """Turn the multipart upload into the finished object; the commit point of the last write."""
         upload_id = state.info.id
-        key = self.keys.object_key(upload_id)
+        key = self.keys.data_key(state.info)
         if parts:
             await self.client.complete(key, state.multipart, parts)
         else:
@@ -110,7 +110,7 @@ class Committer:
         tail = state.tail
         if tail is not None and tail.size:
             number = len(parts) + 1
-            key = self.keys.object_key(state.info.id)
+            key = self.keys.data_key(state.info)
             async with self.semaphore:
                 etag = await self.client.upload_part_copy(
                     key, state.multipart, number, self.keys.part_key(state.info.id), 0, tail.size
@@ -151,7 +151,7 @@ class Committer:
         need be. Content-MD5 goes along if the bytes are all there when the upload may start;
         else S3's ETag (the part's MD5 on S3 and Swift) is checked after, and a mismatch sends the
         part again from the file, with Content-MD5 (S3 then verifies it, whatever its ETags are)."""
-        key = self.keys.object_key(state.info.id)
+        key = self.keys.data_key(state.info)
         async with self.semaphore:
             complete = spool.closed and spool.size == length
             md5 = await spool.content_md5() if complete else None
@@ -194,7 +194,7 @@ class Committer:
             plan = plan_concatenation(sizes)
         except PartLimitError as exc:
             raise StoreError(str(exc)) from exc
-        key = self.keys.object_key(target.info.id)
+        key = self.keys.data_key(target.info)
 
         async def make(number: int, pieces: list[Any]) -> Part:
             async with self.semaphore:

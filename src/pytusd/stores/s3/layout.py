@@ -12,7 +12,7 @@ import hashlib
 from pytusd.info import UploadInfo
 from pytusd.protocol.download import content_headers
 from pytusd.protocol.urls import is_valid_upload_id
-from pytusd.stores.base import UploadNotFound
+from pytusd.stores.base import InvalidStorage, UploadNotFound
 
 INFO_SUFFIX = ".info"
 PART_SUFFIX = ".part"
@@ -62,6 +62,36 @@ class KeyLayout:
     def finals_prefix(self, upload_id: str) -> str:
         self.object_key(upload_id)
         return self.info_prefix + upload_id + FINALS_SUFFIX
+
+    def chosen_key(self, info: UploadInfo, bucket: str) -> str | None:
+        """The data key a pre-create hook chose (``Storage.Key``, below the object prefix), or None.
+
+        The key must obey the rules of IDs, so it stays below the prefix and never names one of
+        the store's own objects (``.info``, ``.part``, ``.finals/``). The bucket cannot be chosen:
+        one server has one bucket (and its credentials).
+        """
+        bucket_wanted = info.storage.get("Bucket", "")
+        if bucket_wanted and bucket_wanted != bucket:
+            raise InvalidStorage("Storage.Bucket cannot differ from the configured bucket")
+        wanted = info.storage.get("Key", "")
+        if not wanted:
+            return None
+        if not acceptable_id(wanted):
+            raise InvalidStorage("Storage.Key must be a key below the object prefix that follows the rules of IDs")
+        key = self.object_prefix + wanted
+        return None if key == self.object_key(info.id) else key
+
+    def data_key(self, info: UploadInfo) -> str:
+        """Key of the upload's data: the ``Storage.Key`` create recorded, else the ID's.
+
+        A recorded key that is not below the object prefix (an upload of a server with another
+        prefix, a damaged info object) is not followed: the ID's key is used, as it was before keys
+        could be chosen.
+        """
+        key = info.storage.get("Key", "")
+        if key.startswith(self.object_prefix) and acceptable_id(key[len(self.object_prefix) :]):
+            return key
+        return self.object_key(info.id)
 
 
 def acceptable_id(upload_id: str) -> bool:

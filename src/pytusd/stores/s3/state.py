@@ -15,10 +15,11 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from pytusd.info import UploadInfo
-from pytusd.stores.base import StoreError, UploadNotFound
+from pytusd.stores.base import InvalidStorage, StoreError, UploadExists, UploadNotFound
 from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part, S3Error
 from pytusd.stores.s3.layout import (
     META_COMMIT,
@@ -124,11 +125,13 @@ async def read_state(
 ) -> State:
     """The upload as S3 holds it; with ``finals``, a partial's pending finals included; ``known``
     part lists spare a listing."""
-    key, part_key = keys.object_key(upload_id), keys.part_key(upload_id)
+    part_key = keys.part_key(upload_id)
 
     info, tail = await asyncio.gather(load_info(client, keys, upload_id), client.head(part_key))
     if info is None:
         raise UploadNotFound(upload_id)
+    # The data key comes from the info object (a hook may have chosen it): no request of its own.
+    key = keys.data_key(info)
     finished = None
     if not _in_progress(info, tail):
         # No incomplete part (no write yet, or a 0-byte upload) or a completion marker: the
@@ -168,7 +171,7 @@ async def data_state(
     finished: ObjectHead | None,
     known: KnownParts | None = None,
 ) -> State:
-    upload_id, key = info.id, keys.object_key(info.id)
+    upload_id, key = info.id, keys.data_key(info)
     multipart = info.storage.get(STORAGE_MULTIPART, "")
     if finished is not None:
         return State(info, multipart, finished, [], None)
@@ -215,7 +218,7 @@ async def _unless_completed(client: ObjectStorage, key: str, state: State) -> St
 
 
 async def finished_or_gone(client: ObjectStorage, keys: KeyLayout, info: UploadInfo, multipart: str, why: str) -> State:
-    finished = await client.head(keys.object_key(info.id))
+    finished = await client.head(keys.data_key(info))
     if finished is not None:
         return State(info, multipart, finished, [], None)
     logger.warning("upload %s has an info object but no data (%s)", info.id, why)
@@ -232,3 +235,18 @@ def parse_count(tail: ObjectHead | None, upload_id: str) -> int:
     if count < 0:
         raise StoreError(f"upload {upload_id}: unreadable incomplete-part metadata")
     return count
+
+
+async def check_free(client: ObjectStorage, keys: KeyLayout, upload_id: str, chosen: str | None) -> None:
+    """Refuse a new upload whose ID is taken (UploadExists), or whose chosen data key is (409):
+    by an upload whose ID names it, a finished object, or a multipart upload in progress."""
+    checks: list[Awaitable[object]] = [client.head(keys.info_key(upload_id))]
+    if chosen is not None:
+        named = keys.info_key(chosen[len(keys.object_prefix) :])
+        checks += [client.head(named), client.head(chosen), client.uploading(chosen)]
+    found = await asyncio.gather(*checks)
+    if found[0] is not None:
+        raise UploadExists(upload_id)
+    if any(f not in (None, False) for f in found[1:]):
+        # Best effort: two creations choosing one key at the same moment are not told apart.
+        raise InvalidStorage("Storage.Key names an object that exists or is being uploaded", 409)

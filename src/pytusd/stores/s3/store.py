@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequen
 
 from pytusd.info import UploadInfo
 from pytusd.metrics.recorder import Recorder
-from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound, UploadTooLarge
+from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadNotFound, UploadTooLarge
 from pytusd.stores.s3.aws import ClientSettings, S3Client
 from pytusd.stores.s3.client import ObjectStorage, S3Error
 from pytusd.stores.s3.commit import Committer
@@ -31,7 +31,7 @@ from pytusd.stores.s3.layout import (
     object_headers,
 )
 from pytusd.stores.s3.parts import MAX_OBJECT_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, MiB
-from pytusd.stores.s3.state import State, load_info, put_info, read_state
+from pytusd.stores.s3.state import State, check_free, load_info, put_info, read_state
 from pytusd.stores.s3.writer import ChunkWriter
 
 __all__ = ["S3Store", "UnfinishedPartsUnreadable"]
@@ -190,6 +190,17 @@ class S3Store(DataStore):
         )
         self._fresh[upload_id] = (started, dataclasses.replace(state, info=info, parts=list(state.parts)))
 
+    async def _data_key(self, upload_id: str) -> str:
+        """The data key for a read: from the state get_info just read (a GET reads it first), else
+        from the info object."""
+        fresh = self._fresh.get(upload_id)
+        if fresh is not None and asyncio.get_running_loop().time() - fresh[0] <= HANDOFF_FOR:
+            return self.keys.data_key(fresh[1].info)
+        info = await self._load_info(upload_id)
+        if info is None:
+            raise UploadNotFound(upload_id)
+        return self.keys.data_key(info)
+
     async def _handoff(self, upload_id: str, offset: int) -> State:
         """The state for a write: the one the handler's get_info just read, if it may stand in.
 
@@ -214,11 +225,11 @@ class S3Store(DataStore):
 
     async def create(self, info: UploadInfo) -> UploadInfo:
         started = asyncio.get_running_loop().time()
-        key = self.object_key(info.id)
+        chosen = self.keys.chosen_key(info, self.bucket)
+        key = chosen or self.object_key(info.id)
         if info.size is not None and info.size > MAX_OBJECT_SIZE:
             raise UploadTooLarge(f"S3 objects hold at most {MAX_OBJECT_SIZE} bytes")
-        if await self.client.head(self.info_key(info.id)) is not None:
-            raise UploadExists(info.id)
+        await check_free(self.client, self.keys, info.id, chosen)
         content_type, disposition = object_headers(info)
         if info.size == 0 and not info.is_final:
             # S3 cannot complete a multipart upload without parts: a 0-byte upload is finished
@@ -335,7 +346,7 @@ class S3Store(DataStore):
         return self._read(upload_id, start, end)
 
     async def _read(self, upload_id: str, start: int, end: int | None) -> AsyncIterator[bytes]:
-        key = self.object_key(upload_id)
+        key = await self._data_key(upload_id)
         try:
             chunks = await self.client.open_range(key, start, end)
         except S3Error as exc:
@@ -355,9 +366,9 @@ class S3Store(DataStore):
             # All bytes are in parts, but a crash came between storing the length and
             # completing (see declare_length): complete now.
             await self._io.finish_from_state(state)
-            return await self.client.open_range(self.object_key(upload_id), start, end)
+            return await self.client.open_range(self.keys.data_key(state.info), start, end)
         if state.completed is not None:
-            return await self.client.open_range(self.object_key(upload_id), start, end)
+            return await self.client.open_range(self.keys.data_key(state.info), start, end)
         stop = state.offset if end is None else min(end, state.offset)
         if start >= stop:
             return _nothing()
@@ -373,7 +384,7 @@ class S3Store(DataStore):
         info = await self._load_info(upload_id)
         if info is None:
             raise UploadNotFound(upload_id)
-        key = self.object_key(upload_id)
+        key = self.keys.data_key(info)
         # The info object first: once it is gone the upload is gone for every reader, and what
         # a crash might leave behind below is unreachable garbage, never a half-deleted upload.
         await self.client.delete(self.info_key(upload_id))
@@ -407,7 +418,7 @@ class S3Store(DataStore):
                 state = await self._state(partial.id)
             if state.completed is None:
                 raise StoreError(f"partial upload {partial.id} could not be completed")
-            keys.append(self.object_key(partial.id))
+            keys.append(self.keys.data_key(state.info))
             sizes.append(state.completed.size)
         await self._io.concatenate(target, keys, sizes)
 
@@ -420,17 +431,14 @@ class S3Store(DataStore):
                 yield upload_id
 
     async def last_write_time(self, upload_id: str) -> float:
-        info, tail, finished = await asyncio.gather(
-            self._load_info(upload_id),
-            self.client.head(self.part_key(upload_id)),
-            self.client.head(self.object_key(upload_id)),
-        )
+        info, tail = await asyncio.gather(self._load_info(upload_id), self.client.head(self.part_key(upload_id)))
         if info is None:
             raise UploadNotFound(upload_id)
         if tail is not None and tail.metadata.get(META_MULTIPART) == info.storage.get(STORAGE_MULTIPART, ""):
             with contextlib.suppress(ValueError):
                 return float(tail.metadata.get(META_WRITTEN, ""))
             return tail.last_modified
+        finished = await self.client.head(self.keys.data_key(info))
         if finished is not None:
             return finished.last_modified
         return info.created_at
