@@ -86,7 +86,7 @@ def create_app(upload_dir: Path, tokens: Mapping[str, str]) -> Litestar:
     hooks = PythonHooks(pre_create=pre_create, pre_access=pre_access, timeout=10)
     tus = TusApp(FileStore(upload_dir), Config(base_path=PREFIX + "/"), locker=FileLocker(upload_dir), hooks=hooks)
 
-    @asgi(PREFIX, is_mount=True, copy_scope=True)
+    @asgi(PREFIX, is_mount=True)
     async def uploads(scope: Scope, receive: Receive, send: Send) -> None:
         # Litestar hands a mounted app the path below the mount point, with a "/" appended
         # ("/uploads/alice/x" arrives as "/alice/x/"). pytusd needs the request's own path, which
