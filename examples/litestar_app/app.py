@@ -22,7 +22,6 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import unquote
 
 from litestar import Litestar, Request, asgi, get
 from litestar.exceptions import NotAuthorizedException
@@ -88,11 +87,9 @@ def create_app(upload_dir: Path, tokens: Mapping[str, str]) -> Litestar:
 
     @asgi(PREFIX, is_mount=True)
     async def uploads(scope: Scope, receive: Receive, send: Send) -> None:
-        # Litestar hands a mounted app the path below the mount point, with a "/" appended
-        # ("/uploads/alice/x" arrives as "/alice/x/"). pytusd needs the request's own path, which
-        # the server left in raw_path (percent-encoded bytes; decoded as uvicorn decodes it).
-        path = unquote(scope["raw_path"].decode("latin-1"))
-        await tus({**scope, "path": path}, receive, send)
+        # Litestar hands a mounted app the path below the mount ("/alice/x/"); pytusd finds the
+        # request's own path in raw_path when its base path is not in the one it was given.
+        await tus(scope, receive, send)
 
     # -- ordinary routes ------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 from pytusd.config import Config
 from pytusd.dispatch import Dispatcher
@@ -275,11 +276,19 @@ class TusApp:
                 return
 
     def _path(self, scope: Scope) -> str:
+        """The request's path below which ``base_path`` is looked for. Mounted apps get the path
+        below the mount: Starlette keeps the mount in ``root_path``; Litestar keeps it nowhere but
+        ``raw_path`` (and appends a '/'), so that is the last resort."""
         path: str = scope["path"]
         base = self.config.base_path
         if path.startswith(base) or path + "/" == base:
             return path
-        return str(scope.get("root_path", "")) + path
+        mounted = str(scope.get("root_path", "")) + path
+        raw = scope.get("raw_path")
+        if mounted.startswith(base) or not isinstance(raw, bytes):
+            return mounted
+        whole = unquote(raw.decode("latin-1").split("?", 1)[0])
+        return whole if whole.startswith(base) or whole + "/" == base else mounted
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == self.metrics_path:
