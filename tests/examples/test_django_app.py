@@ -183,3 +183,13 @@ def test_a_real_tus_client_with_the_session_cookie(example: Example, tmp_path: P
         refused = anonymous.uploader(str(source), chunk_size=64 * 1024)
         with pytest.raises(Exception, match="403"):
             refused.upload()
+
+
+def test_asgi_py_dispatches_by_path(example: Example) -> None:
+    with example.client() as client:
+        tus = client.options("/uploads/")
+        assert tus.status_code == 200 and tus.headers["tus-version"]
+        for path in ("/uploadsx/", "/me/uploads/", "/login/uploads/"):
+            django = client.options(path)
+            assert "tus-version" not in django.headers, path
+        assert client.get("/uploadsx/").status_code == 404
