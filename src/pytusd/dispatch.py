@@ -49,22 +49,19 @@ class Dispatcher:
         method = _method(request)
         metrics.request(method)
         origin = request.headers.get("origin")
-        if self.cors.refuses(origin):
-            # As tusd, before anything else: no hook runs, nothing is read or stored.
-            response = error_response(HTTPError(403, ORIGIN_NOT_ALLOWED))
-            if "upload-draft-interop-version" not in request.headers:
-                response.headers.append(("tus-resumable", TUS_VERSION))
-            return response
         cors_ok = self.cors.allowed(origin)
         draft_version = None
         error: HTTPError | None = None
         try:
             draft_version = ietf.parse_version(request.headers.get("upload-draft-interop-version"))
+            if self.cors.refuses(origin):
+                # As tusd, before anything else: no hook runs, nothing is read or stored.
+                raise HTTPError(403, ORIGIN_NOT_ALLOWED)
             if draft_version is None and ietf.unversioned_is_draft(method, request.headers):
                 draft_version = ietf.LATEST_VERSION
                 # The draft: no 104 to a request whose interop version is missing.
                 request = dataclasses.replace(request, send_interim=None)
-            response = await self._route(request, draft_version, cors_ok)
+            response = await self._route(request, method, draft_version, cors_ok)
         except HTTPError as exc:
             error = exc
         except UploadNotFound:
@@ -95,8 +92,7 @@ class Dispatcher:
         metrics.responded(method, time.perf_counter() - started)
         return response
 
-    async def _route(self, request: Request, version: int | None, cors_ok: bool) -> Response:
-        method = _method(request)
+    async def _route(self, request: Request, method: str, version: int | None, cors_ok: bool) -> Response:
         upload_id = id_from_path(self.config.base_path, request.path)
         if upload_id is None:
             raise not_found("not found")

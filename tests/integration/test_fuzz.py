@@ -141,7 +141,7 @@ class Request:
 
 
 class FuzzFailure(AssertionError):
-    pass
+    """A check of the fuzzer failed; the message names the seed and the requests to replay."""
 
 
 # -- hostile values -------------------------------------------------------------------------------

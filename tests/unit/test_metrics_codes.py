@@ -19,6 +19,7 @@ from pytusd.hooks.translate import rejection
 from pytusd.info import UploadInfo
 from pytusd.metrics.codes import error_code
 from pytusd.protocol import ietf, tus
+from pytusd.protocol.cors import ORIGIN_NOT_ALLOWED
 from pytusd.protocol.errors import HTTPError, not_found
 from pytusd.protocol.headers import parse_non_negative_int
 from pytusd.protocol.urls import parse_concat
@@ -85,6 +86,7 @@ CASES: list[tuple[str, Callable[[], HTTPError], str]] = [
     ("final with data", lambda: HTTPError(403, "a final upload cannot carry data"), "ERR_MODIFY_FINAL"),
     ("PATCH of a final", lambda: HTTPError(403, "a final upload cannot be modified"), "ERR_MODIFY_FINAL"),
     ("wrong content type", lambda: HTTPError(415, "Content-Type must be x"), "ERR_INVALID_CONTENT_TYPE"),
+    ("origin not allowed", lambda: HTTPError(403, ORIGIN_NOT_ALLOWED), "ERR_ORIGIN_NOT_ALLOWED"),
     (
         "over --max-size",
         lambda: raised(lambda: UploadService(MemoryStore(), Config(max_size=1)).check_size(2)),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytusd.hooks.base import DEFAULT_EVENTS, HookError, HookEvent, HookRequest, HookResponse
-from pytusd.hooks.runner import HookRunner
+from pytusd.hooks.runner import HookRunner, Retryable, with_retries
 from pytusd.info import UploadInfo
 
 if TYPE_CHECKING:
@@ -39,12 +39,6 @@ logger = logging.getLogger("pytusd.hooks")
 
 #: tusd's service and method (package ``proto``).
 METHOD = "/proto.HookHandler/InvokeHook"
-
-
-class _Retryable(Exception):
-    def __init__(self, error: HookError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class GrpcHooks(HookRunner):
@@ -138,16 +132,12 @@ class GrpcHooks(HookRunner):
             value = request.header(name)
             if value:
                 metadata.append((name, value))
-        attempt = 1
-        while True:
-            try:
-                return await self._attempt(event, message, tuple(metadata))
-            except _Retryable as exc:
-                if attempt >= self.attempts:
-                    raise exc.error from None
-                attempt += 1
-                logger.info("%s gRPC hook: %s; attempt %d of %d", event, exc.error, attempt, self.attempts)
-                await asyncio.sleep(self.backoff)
+        return await with_retries(
+            lambda: self._attempt(event, message, tuple(metadata)),
+            attempts=self.attempts,  # tusd's -hooks-grpc-retry counts attempts
+            backoff=self.backoff,
+            what=f"{event} gRPC hook",
+        )
 
     async def _attempt(
         self, event: HookEvent, message: hook_pb2.HookRequest, metadata: tuple[tuple[str, str], ...]
@@ -159,10 +149,10 @@ class GrpcHooks(HookRunner):
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise _Retryable(HookError(f"{event} gRPC hook timed out after {self.call_timeout:g}s", 504)) from None
+                raise Retryable(HookError(f"{event} gRPC hook timed out after {self.call_timeout:g}s", 504)) from None
             error = HookError(f"{event} gRPC hook failed: {code.name}", 502)
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
-                raise _Retryable(error) from None
+                raise Retryable(error) from None
             raise error from None
         return from_message(answer)
 

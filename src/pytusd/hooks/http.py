@@ -29,7 +29,7 @@ from pytusd.hooks.base import (
     InvalidHookResponse,
     hook_input,
 )
-from pytusd.hooks.runner import HookRunner
+from pytusd.hooks.runner import HookRunner, Retryable, with_retries
 from pytusd.info import UploadInfo
 
 if TYPE_CHECKING:
@@ -43,12 +43,6 @@ DEFAULT_SIZE_LIMIT = 5 * 1024
 
 #: Headers that describe the hook request itself; forwarding the client's would corrupt it.
 _NOT_FORWARDED = frozenset({"content-type", "content-length", "host", "transfer-encoding", "connection", "expect"})
-
-
-class _Retryable(Exception):
-    def __init__(self, error: HookError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class HttpHooks(HookRunner):
@@ -129,16 +123,12 @@ class HttpHooks(HookRunner):
                 if key.lower() == wanted:
                     headers += [(name, value) for value in values]
         headers.append(("content-type", "application/json"))
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(event, body, headers)
-            except _Retryable as exc:
-                if attempt >= self.retries:
-                    raise exc.error from None
-                attempt += 1
-                logger.info("%s HTTP hook: %s; retry %d of %d", event, exc.error, attempt, self.retries)
-                await asyncio.sleep(self.backoff)
+        return await with_retries(
+            lambda: self._attempt(event, body, headers),
+            attempts=self.retries + 1,  # tusd's -hooks-http-retry counts retries
+            backoff=self.backoff,
+            what=f"{event} HTTP hook",
+        )
 
     async def _attempt(self, event: HookEvent, body: bytes, headers: list[tuple[str, str]]) -> HookResponse:
         import httpx
@@ -152,12 +142,12 @@ class HttpHooks(HookRunner):
                         raise InvalidHookResponse(f"body is larger than {self.size_limit} bytes")
                 status = response.status_code
         except httpx.TimeoutException:
-            raise _Retryable(HookError(f"{event} HTTP hook timed out after {self.http_timeout:g}s", 504)) from None
+            raise Retryable(HookError(f"{event} HTTP hook timed out after {self.http_timeout:g}s", 504)) from None
         except httpx.TransportError as exc:
             reason = f"{event} HTTP hook endpoint unreachable ({type(exc).__name__})"
-            raise _Retryable(HookError(reason, 502)) from None
+            raise Retryable(HookError(reason, 502)) from None
         if status >= 500:
-            raise _Retryable(HookError(f"{event} HTTP hook endpoint answered {status}", 502))
+            raise Retryable(HookError(f"{event} HTTP hook endpoint answered {status}", 502))
         if not 200 <= status < 300:
             raise HookError(f"{event} HTTP hook endpoint answered {status}", 502)
         if not bytes(data).strip():

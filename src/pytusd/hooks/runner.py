@@ -16,7 +16,7 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from pytusd.hooks.base import (
     BLOCKING_EVENTS,
@@ -83,6 +83,31 @@ class ProgressPacer:
             return
         for key in [k for k, t in self._last.items() if now - t >= self.interval]:
             del self._last[key]
+
+
+class Retryable(Exception):
+    """An attempt of a network transport failed in a way worth another try (``error`` if not)."""
+
+    def __init__(self, error: HookError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[HookResponse]], *, attempts: int, backoff: float, what: str
+) -> HookResponse:
+    """Call ``attempt`` up to ``attempts`` times, ``backoff`` seconds apart, while it raises
+    :class:`Retryable`; then raise the last error. The HTTP and gRPC transports share it."""
+    done = 1
+    while True:
+        try:
+            return await attempt()
+        except Retryable as exc:
+            if done >= attempts:
+                raise exc.error from None
+            done += 1
+            logger.info("%s: %s; attempt %d of %d", what, exc.error, done, attempts)
+            await asyncio.sleep(backoff)
 
 
 class HookRunner(Hooks):

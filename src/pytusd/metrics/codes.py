@@ -27,6 +27,7 @@ _BY_STATUS = {
 
 #: (words in the reason, tusd's code): the first match wins, so the more specific words come first
 _BY_REASON = (
+    ("origin is not allowed", "ERR_ORIGIN_NOT_ALLOWED"),
     ("final upload must not carry", "ERR_INVALID_CONCAT"),
     ("mutually exclusive", "ERR_AMBIGUOUS_UPLOAD_LENGTH"),
     ("missing Upload-Length or", "ERR_INVALID_UPLOAD_LENGTH"),
