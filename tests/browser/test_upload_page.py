@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from tests.browser.uppy_page import (
     CHUNK,
     PatchGate,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from tests.support.wait import wait_until
 
 CHUNK = 256 * 1024

@@ -106,7 +106,8 @@ class UploadPage:
     @property
     def metrics(self) -> Recorder:
         """The app's, for pytusd's serving layer (it counts connections there)."""
-        return getattr(self.app, "metrics", NO_METRICS)  # type: ignore[no-any-return]
+        metrics: Recorder = getattr(self.app, "metrics", NO_METRICS)
+        return metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
