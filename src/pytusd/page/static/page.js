@@ -8,6 +8,14 @@
   var params = new URLSearchParams(window.location.search)
   // ?chunkSize=N: PATCH at most N bytes per request (default: the whole rest in one request).
   var chunkSize = parseInt(params.get('chunkSize') || '', 10)
+  // ?retryDelays=0,1000,...: milliseconds before each retry ("" for none). The default outlasts a
+  // server restart of several seconds; the upload then resumes at the server's offset.
+  var retryDelays = [0, 1000, 3000, 5000, 10000]
+  if (params.has('retryDelays')) {
+    retryDelays = params.get('retryDelays').split(',').filter(Boolean).map(Number).filter(function (n) {
+      return n >= 0
+    })
+  }
   var tokenField = document.getElementById('token')
   var TOKEN_KEY = 'pytusd-upload-token'
 
@@ -35,8 +43,7 @@
     .use(Uppy.Tus, {
       endpoint: endpoint,
       chunkSize: chunkSize > 0 ? chunkSize : Infinity,
-      // Retry long enough to outlast a server restart; the upload then resumes at the server's offset.
-      retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+      retryDelays: retryDelays,
       // The upload URLs stay in localStorage (tus fingerprints), so a reload resumes them.
       storeFingerprintForResuming: true,
       removeFingerprintOnSuccess: true,
