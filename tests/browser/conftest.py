@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from pytusd.page import available
+
 CHROMIUM = os.environ.get("PYTUSD_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 #: The machine's network is closed: nothing in the background, no QUIC probes.
@@ -29,6 +31,8 @@ def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and shutil.which(CHROMIUM) is None:
         pytest.skip(f"Chromium is not installed at {CHROMIUM}: run scripts/install-system-deps.sh as root")
+    if not available():
+        pytest.skip("the upload page has no Uppy files: install with npm available (pip install -e .)")
     with sync_api.sync_playwright() as playwright:
         # launch() gives every browser a fresh, temporary user-data-dir.
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
