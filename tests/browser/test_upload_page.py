@@ -23,6 +23,7 @@ from tests.browser.uppy_page import (
     stored_uploads,
     wait_all_complete,
 )
+from tests.services.nginx import NginxProxy
 from tests.support.server import ServerProcess
 
 STORES = ("file",)
@@ -150,6 +151,27 @@ def test_page_above_a_custom_base_path(
     click_upload(page)
     wait_all_complete(page, 1)
     assert file_named(page, "a.bin")["url"].startswith(f"{server.base_url}/prefix/files/")
+    assert list(stored_uploads(server.upload_dir).values()) == [a.read_bytes()]
+
+
+def test_behind_nginx_under_a_prefix(
+    page: Any, server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A real reverse proxy in front: nginx passes /tools/ on to pytusd (``--base-path /tools/uploads/``,
+    ``--behind-proxy``); the page, its assets, its uploads and their links all go through nginx."""
+    server = server_factory(["--base-path", "/tools/uploads/", "--behind-proxy"])
+    a = make_file(tmp_path, "a.bin", 3 * CHUNK + 17)
+    with NginxProxy([("127.0.0.1", server.port)]) as proxy:
+        gate = PatchGate().install(page, "**/tools/uploads/**")
+        gate.closed = False
+        open_page(page, f"{proxy.url}/tools/?chunkSize={CHUNK}")
+        pick(page, a)
+        click_upload(page)
+        wait_all_complete(page, 1)
+        link = pump_until(page, lambda: finished_links(page).get("a.bin"), message="the link to a.bin")
+        assert link.startswith(f"{proxy.url}/tools/uploads/")
+        assert all(s.url.startswith(proxy.url) for s in gate.log)
+        assert httpx.get(link, timeout=10.0).content == a.read_bytes()
     assert list(stored_uploads(server.upload_dir).values()) == [a.read_bytes()]
 
 
