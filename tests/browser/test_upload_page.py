@@ -175,8 +175,15 @@ def test_behind_nginx_under_a_prefix(
     assert list(stored_uploads(server.upload_dir).values()) == [a.read_bytes()]
 
 
-def test_files_lists_nothing_before_upload(page: Any, server_factory: Callable[..., ServerProcess]) -> None:
+def test_page_loads_without_errors(page: Any, server_factory: Callable[..., ServerProcess]) -> None:
     server = server_factory()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+    page.add_init_script(RECORD_CSP)
     open_page(page, page_url(server))
+    assert page.locator("#endpoint").inner_text() == server.url
     assert files(page) == []
     assert finished_links(page) == {}
+    assert page.evaluate("window.__csp") == []
+    assert problems == []
