@@ -1,6 +1,6 @@
 """The upload page in a real browser: Playwright (PyPI) driving Debian's Chromium, never a downloaded one.
 
-One browser per session, a fresh context (so a fresh localStorage) per test. A failing test leaves a
+One browser per module, a fresh context (so a fresh localStorage) per test. A failing test leaves a
 screenshot of each of its pages under ``test-artifacts/browser/`` (gitignored).
 """
 
@@ -26,7 +26,9 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open, its event loop counts as running in
+# this thread, and later tests' asyncio.run() would refuse to start.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and shutil.which(CHROMIUM) is None:
