@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from pytusd import Config, TusApp
 from pytusd.page import CSP, STATIC_DIR, UploadPage, available, page_paths
+from pytusd.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.skipif(not available(), reason="Uppy's files were not built in (pip install -e .)")
 
@@ -107,6 +109,16 @@ def test_everything_else_goes_to_the_app() -> None:
         assert (status, body) == (404, b"inner"), (method, path)
     assert len(inner.seen) == 9
     assert app.metrics == "inner metrics"  # what pytusd's serving layer counts connections in
+
+
+def test_in_front_of_a_real_tus_app() -> None:
+    """What an embedding application does to get the page: wrap its TusApp."""
+    tus = TusApp(MemoryStore(), Config(base_path="/uploads/"))
+    app = UploadPage(tus, tus.config.base_path)
+    assert call(app, "GET", "/")[0] == 200
+    tus_headers = ((b"host", b"example.com"), (b"tus-resumable", b"1.0.0"), (b"upload-length", b"3"))
+    status, headers, _ = call(app, "POST", "/uploads/", tus_headers)
+    assert (status, headers["location"].startswith("http://example.com/uploads/")) == (201, True)
 
 
 def test_without_uppy_the_page_says_so(tmp_path: Path) -> None:
