@@ -125,7 +125,8 @@ def test_without_uppy_the_page_says_so(tmp_path: Path) -> None:
     static = tmp_path / "static"
     shutil.copytree(STATIC_DIR, static, ignore=shutil.ignore_patterns("uppy"))
     app = UploadPage(Inner(), "/files/", static_dir=static)
-    status, _, body = call(app, "GET", "/")
+    status, headers, body = call(app, "GET", "/")
     assert status == 503
     assert b"not built with Uppy's files" in body
+    assert headers["x-content-type-options"] == "nosniff"
     assert call(app, "GET", "/_page/page.js")[0] == 404  # nothing half-working

@@ -55,13 +55,16 @@ ASGIApp = Any  # an ASGI callable (TusApp, or anything else)
 class _File:
     body: bytes
     headers: list[tuple[bytes, bytes]]
-    etag: bytes
+    etag: bytes | None
+    status: int = 200
 
 
-def _file(body: bytes, content_type: str, extra: tuple[tuple[str, str], ...] = ()) -> _File:
-    etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
+def _file(body: bytes, content_type: str, extra: tuple[tuple[str, str], ...] = (), *, status: int = 200) -> _File:
     headers = [("content-type", content_type), *_COMMON, *extra]
     encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    if status != 200:
+        return _File(body, encoded, None, status)
+    etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
     return _File(body, [*encoded, (b"etag", etag)], etag)
 
 
@@ -97,7 +100,7 @@ class UploadPage:
                 text = template.replace("{endpoint}", html.escape(endpoint, quote=True))
                 page = _file(text.encode(), _TYPES[".html"], (("content-security-policy", CSP),))
             else:
-                page = _File(UNAVAILABLE, [(b"content-type", b"text/plain; charset=utf-8")], b"")
+                page = _file(UNAVAILABLE, "text/plain; charset=utf-8", status=503)
             self._routes[path] = page
             for name in assets:
                 body = (static_dir / name).read_bytes()
@@ -118,18 +121,14 @@ class UploadPage:
         await self.app(scope, receive, send)
 
     async def _send(self, found: _File, scope: Scope, send: Send) -> None:
-        if not found.etag:
-            status, headers, body = 503, found.headers, found.body
-        elif _matches(scope, found.etag):
+        if found.etag is not None and _matches(scope, found.etag):
             # A 304 has no body and no Content-Length of its own (RFC 9110 15.4.5).
             await send({"type": "http.response.start", "status": 304, "headers": found.headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        else:
-            status, headers, body = 200, found.headers, found.body
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        headers = [*found.headers, (b"content-length", str(len(found.body)).encode())]
+        await send({"type": "http.response.start", "status": found.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else found.body})
 
 
 def _matches(scope: Scope, etag: bytes) -> bool:
