@@ -26,6 +26,7 @@ from pytusd.locks.base import Locker
 from pytusd.locks.file import FileLocker
 from pytusd.metrics.flags import METRICS_FLAGS, check_metrics_settings, metrics_directory, metrics_from_settings
 from pytusd.network import NETWORK_FLAGS, check_network_settings, uses_tls, uvicorn_options
+from pytusd.page import UploadPage, page_paths
 from pytusd.protocol.cors import CORS_FLAGS, cors_settings
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
@@ -41,6 +42,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("expire-after", "duration", 0.0, "remove unfinished uploads this long after their last write (0: never)"),
     Flag("expire-interval", "duration", 60.0, "how often to look for expired uploads"),
     Flag("behind-proxy", "bool", False, "trust X-Forwarded-Host/-Proto and Forwarded for URLs"),
+    Flag("upload-page", "bool", True, "serve a browser upload page (Uppy) at / and above the base path"),
     *CORS_FLAGS,
     Flag("disable-download", "bool", False, "do not serve GET downloads"),
     Flag("disable-termination", "bool", False, "do not allow DELETE (termination extension)"),
@@ -149,14 +151,14 @@ def locker_from_settings(settings: dict[str, Any], store: DataStore | None = Non
     return FileLocker(settings["upload_dir"], lock_target=target, dir_perms=dir_perms, file_perms=file_perms)
 
 
-def app_from_env() -> TusApp:
+def app_from_env() -> TusApp | UploadPage:
     """App factory for uvicorn in each worker process: settings come from ``PYTUSD_*`` variables."""
     from pytusd.server import chain_shutdown_signals
 
     args = build_parser().parse_args([])
     app = app_from_settings(vars(args))
     chain_shutdown_signals(app)
-    return app
+    return UploadPage(app, app.config.base_path) if args.upload_page else app
 
 
 class _JsonFormatter(logging.Formatter):
@@ -232,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         where = f"{'https' if uses_tls(settings) else 'http'}://{shown}:{args.port}{base}"
     data = f"s3://{args.s3_bucket}/{args.s3_object_prefix}" if args.s3_bucket else os.path.abspath(args.upload_dir)
     print(f"pytusd {__version__} serving uploads on {where} (data in {data})", flush=True)
+    if args.upload_page:
+        print(f"upload page at {' and '.join(page_paths(base))} (--no-upload-page: none)", flush=True)
     # uvicorn re-raises the stop signal once it has shut down gracefully; by then the work is done,
     # so the process ends with status 0 instead of dying of the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

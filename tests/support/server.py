@@ -205,7 +205,10 @@ class ServerProcess:
     @property
     def url(self) -> str:
         """The creation URL (base path of uploads)."""
-        return f"{self.base_url}/files/"
+        base = "files"
+        if "--base-path" in self.args:
+            base = self.args[self.args.index("--base-path") + 1].strip("/")
+        return f"{self.base_url}/{base}/" if base else f"{self.base_url}/"
 
     @property
     def name(self) -> str:

@@ -33,6 +33,7 @@ def wait_until(
     message: str | Callable[[], str] = "",
     server: HasLog | None = None,
     alive: Callable[[], str | None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Poll ``predicate`` until it returns something true; return that value.
 
@@ -41,6 +42,8 @@ def wait_until(
     value the predicate returned and the log tail of ``server``. ``alive`` returns a reason when
     something the wait depends on has died (a process exited), which fails the wait at once.
     The predicate is always tried once more after the deadline, so a slow machine only costs time.
+    ``sleep``: how to pass the interval (a browser test's ``page.wait_for_timeout`` lets Playwright
+    deliver its events meanwhile).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -51,7 +54,7 @@ def wait_until(
             return value
         if time.monotonic() >= deadline:
             break
-        time.sleep(interval)
+        sleep(interval)
     value = predicate()
     if value:
         return value
