@@ -4,9 +4,9 @@ Each case is a scenario on a fresh, started store; it runs here on MemoryStore, 
 S3Store on the in-memory bucket (tests/support/fake_s3.py) and AzureStore on the in-memory
 container (tests/support/fake_azure.py), and in the S3 and Azure passes on S3Store with a real
 Swift and AzureStore with a real Azurite (tests/integration/test_store_contract_{s3,azure}.py
-import :data:`CASES`). Where stores may differ the contract says so, and :class:`Kind` says how each store chose: nothing else may differ.
-What a store does beyond the contract is in its own tests (test_file_store.py, test_s3_writer.py,
-tests/integration/test_s3_store.py).
+import :data:`CASES`). Where stores may differ the contract says so, and :class:`Kind` says how
+each store chose: nothing else may differ. What a store does beyond the contract is in its own
+tests (test_file_store.py, test_s3_writer.py, tests/integration/test_s3_store.py).
 """
 
 from __future__ import annotations

@@ -20,11 +20,10 @@ from azure.storage.blob import (
     BlobBlock,
     BlobSasPermissions,
     ContentSettings,
-    ExponentialRetry,
     StandardBlobTier,
     generate_blob_sas,
 )
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from pytusd.stores.azure.client import AzureError, BlobHead, Block, Listed, azure_error
 
@@ -129,7 +128,6 @@ class AzureClient:
             await blob.upload_blob(
                 data,
                 overwrite=True,
-                etag="*",
                 match_condition=MatchConditions.IfPresent,
                 content_settings=ContentSettings(content_type=content_type),
             )
