@@ -44,6 +44,8 @@ class FakeAzure:
         self.staged: dict[str, dict[str, bytes]] = {}
         self.calls: Counter[str] = Counter()
         self.opened = False
+        #: Blobs committed as complete (the access tier applied).
+        self.completed: set[str] = set()
         #: operation -> how many more calls fail (see :meth:`fail`).
         self._failures: dict[str, tuple[int, AzureError]] = {}
 
@@ -145,6 +147,7 @@ class FakeAzure:
         metadata: Mapping[str, str],
         content_type: str,
         content_disposition: str,
+        complete: bool = False,
     ) -> None:
         await self._op("commit_block_list")
         staged = self.staged.get(name, {})
@@ -161,6 +164,8 @@ class FakeAzure:
         created = blob.created if blob is not None else time.time()
         self.blobs[name] = FakeBlob(blocks, dict(metadata), content_type, content_disposition, created)
         self.staged.pop(name, None)  # uncommitted blocks not in the list are discarded
+        if complete:
+            self.completed.add(name)
 
     async def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
         await self._op("download_blob")

@@ -109,8 +109,12 @@ class BlobStorage(Protocol):
         metadata: Mapping[str, str],
         content_type: str,
         content_disposition: str,
+        complete: bool = False,
     ) -> None:
-        """Put Block List: the blob becomes exactly these blocks, atomically (the commit point)."""
+        """Put Block List: the blob becomes exactly these blocks, atomically (the commit point).
+
+        ``complete``: the upload is whole with this commit, so the configured access tier applies
+        (an archived blob cannot take another commit)."""
 
     def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of a committed blob (``end`` > ``start``); raises AzureError with

@@ -189,6 +189,7 @@ class AzureClient:
         metadata: Mapping[str, str],
         content_type: str,
         content_disposition: str,
+        complete: bool = False,
     ) -> None:
         blob = self._c.get_blob_client(name)
         settings = ContentSettings(content_type=content_type, content_disposition=content_disposition)
@@ -198,7 +199,7 @@ class AzureClient:
                 [BlobBlock(block_id=i) for i in block_ids],
                 content_settings=settings,
                 metadata=dict(metadata),
-                standard_blob_tier=self.access_tier,
+                standard_blob_tier=self.access_tier if complete else None,
             ),
         )
 

@@ -157,6 +157,7 @@ class AzureStore(DataStore):
             block_size=block_size_for(info.size, self.block_size),
             progressive=not all_or_nothing,
             headers=blob_headers(info),
+            size=info.size,
         )
         iterator = aiter(source)
         while True:
@@ -229,6 +230,7 @@ class AzureStore(DataStore):
             metadata={META_WRITTEN: f"{time.time():.6f}"},
             content_type=content_type,
             content_disposition=disposition,
+            complete=True,
         )
 
     async def list_uploads(self) -> AsyncIterator[str]:

@@ -32,6 +32,7 @@ class BlockWriter:
         block_size: int,
         progressive: bool,
         headers: tuple[str, str],
+        size: int | None = None,
     ) -> None:
         self.client = client
         self.name = name
@@ -39,6 +40,7 @@ class BlockWriter:
         self.block_size = block_size
         self.progressive = progressive
         self.content_type, self.content_disposition = headers
+        self.size = size
         self.offset = sum(b.size for b in blocks)
         self.committed_offset = self.offset
         self._buffer = bytearray()
@@ -73,6 +75,7 @@ class BlockWriter:
             metadata=metadata,
             content_type=self.content_type,
             content_disposition=self.content_disposition,
+            complete=self.offset == self.size,
         )
         self._dirty = False
         self.committed_offset = self.offset
