@@ -160,20 +160,23 @@ class AzureStore(DataStore):
             size=info.size,
         )
         iterator = aiter(source)
-        while True:
-            try:
-                chunk = await anext(iterator)
-            except StopAsyncIteration:
-                break
-            except Exception:
-                if not all_or_nothing:
-                    # The bytes that arrived before the source failed are kept; the client
-                    # resumes after them.
-                    await writer.finish()
-                raise
-            if chunk:
-                await writer.feed(chunk)
-        await writer.finish()
+        try:
+            while True:
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception:
+                    if not all_or_nothing:
+                        # The bytes that arrived before the source failed are kept; the client
+                        # resumes after them.
+                        await writer.finish()
+                    raise
+                if chunk:
+                    await writer.feed(chunk)
+            await writer.finish()
+        finally:
+            writer.abandon()
         return writer.committed_offset - offset
 
     def read(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
