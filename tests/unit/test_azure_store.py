@@ -220,3 +220,42 @@ def test_a_file_store_server_never_imports_the_sdk() -> None:
     code = "import sys, pytusd.cli; print(any(m.startswith('azure') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_pausing_body_is_committed_while_it_waits() -> None:
+    async def test(store: AzureStore, fake: FakeAzure) -> None:
+        await store.create(UploadInfo("u", size=10_000))
+        seen: list[int] = []
+
+        async def paced() -> AsyncIterator[bytes]:
+            for step in range(3):
+                yield b"z" * 100
+                # The body pauses here: the store commits what it has meanwhile.
+                for _ in range(200):
+                    await asyncio.sleep(0.02)
+                    if (await store.get_info("u")).offset == 100 * (step + 1):
+                        break
+                seen.append((await store.get_info("u")).offset)
+
+        assert await store.write_chunk("u", 0, paced()) == 300
+        assert seen == [100, 200, 300]
+        assert blocks_of(fake, "p/u") == [300]  # the small block was merged each time
+
+    run(test)
+
+
+def test_a_pausing_all_or_nothing_body_commits_nothing_early() -> None:
+    async def test(store: AzureStore, fake: FakeAzure) -> None:
+        await store.create(UploadInfo("u", size=10_000))
+
+        async def paced() -> AsyncIterator[bytes]:
+            yield b"z" * 100
+            await asyncio.sleep(0.5)
+            assert (await store.get_info("u")).offset == 0
+            raise Gone
+
+        with pytest.raises(Gone):
+            await store.write_chunk("u", 0, paced(), all_or_nothing=True)
+        assert fake.calls["commit_block_list"] == 0
+
+    run(test)
