@@ -17,8 +17,9 @@ Blobs per upload ``<id>`` (see docs/azure.md for the whole story), below ``--azu
 (8 MiB; more for uploads so large that 50,000 blocks would not hold them), so memory stays
 bounded. Staged blocks are invisible until a Put Block List names them: that one atomic request
 is the commit, made after every block, while a slow body pauses (:mod:`.writer`) and at the end
-of the request, before the offset is acknowledged. An ``all_or_nothing`` write (a checksum) commits only at its end, so a chunk that
-fails never counts. A body that breaks off keeps what arrived: its rest is staged and committed.
+of the request, before the offset is acknowledged. An ``all_or_nothing`` write (a checksum)
+commits only at its end, so a chunk that fails never counts. A body that breaks off keeps what
+arrived: its rest is staged and committed.
 
 **Crash windows.** A crash between Put Block and Put Block List loses only unacknowledged bytes;
 the staged blocks are garbage (random 32-hex-digit IDs, never reused), discarded by the next Put
