@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -78,3 +79,23 @@ async def open_store(azurite: AzuriteServer, prefix: str | None = None, **kwargs
         yield store
     finally:
         await store.close()
+
+
+def stored_upload(server_args: list[str], upload_id: str) -> tuple[bytes, dict[str, Any]]:
+    """What the container holds of an upload of a server started with ``server_args``: the data
+    blob's committed bytes (b"" if none) and the parsed ``.info`` (read with the SDK's sync client,
+    not through the store, so a test checks the store against Azure itself)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    azurite = shared_azurite()
+    prefix = server_args[server_args.index("--azure-object-prefix") + 1]
+    credential = {"account_name": azurite.account, "account_key": azurite.key}
+    with BlobServiceClient(azurite.endpoint, credential=credential) as service:
+        container = service.get_container_client(CONTAINER)
+        info = json.loads(container.download_blob(f"{prefix}{upload_id}.info").readall())
+        try:
+            data = container.download_blob(f"{prefix}{upload_id}").readall()
+        except ResourceNotFoundError:
+            data = b""
+    return data, info
