@@ -89,7 +89,9 @@ def stored_upload(server_args: list[str], upload_id: str) -> tuple[bytes, dict[s
     from azure.storage.blob import BlobServiceClient
 
     azurite = shared_azurite()
-    prefix = server_args[server_args.index("--azure-object-prefix") + 1]
+    # The last one counts, as for the command line (a test may override the pass's own prefix).
+    at = len(server_args) - 1 - server_args[::-1].index("--azure-object-prefix")
+    prefix = server_args[at + 1]
     credential = {"account_name": azurite.account, "account_key": azurite.key}
     with BlobServiceClient(azurite.endpoint, credential=credential) as service:
         container = service.get_container_client(CONTAINER)

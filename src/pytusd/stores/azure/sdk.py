@@ -23,7 +23,7 @@ from azure.storage.blob import (
     StandardBlobTier,
     generate_blob_sas,
 )
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
 from pytusd.stores.azure.client import AzureError, BlobHead, Block, Listed, azure_error
 
@@ -82,8 +82,10 @@ class AzureClient:
         self._service = BlobServiceClient(
             self.endpoint,
             credential=AzureNamedKeyCredential(self.account_name, self.account_key),
-            # The SDK's default waits 15 s before its first retry: a client would give up first.
-            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1),
+            # The SDK's default waits 15 s, then 18, then 24 before giving up: a client would give up
+            # first. Three retries about a second apart ride out a blip; a longer outage is a 503
+            # with Retry-After, and the client comes back.
+            retry_policy=LinearRetry(backoff=1, retry_total=3, random_jitter_range=1),
             connection_timeout=10,
             read_timeout=120,
         )
