@@ -6,8 +6,10 @@ and tus-js-client (a Node process; replaced by a third raw client when Node is n
 Once every client has had some bytes acknowledged the server is killed (SIGKILL: nothing is saved
 on the way out) and then restarted on the same port and upload directory. Checked:
 
-* no offset the server acknowledged before the kill is beyond what is stored on disk, and what is
-  stored is exactly a prefix of the file (no garbage from the bodies cut by the kill);
+* no offset the server acknowledged before the kill is beyond what is stored (on disk, or in the
+  Azure container: the committed blob), and what is stored is exactly a prefix of the file (no
+  garbage from the bodies cut by the kill); S3 cannot read an unfinished upload back, so there
+  the test is skipped;
 * after the restart HEAD reports exactly what is stored, and every client resumes from there
   (HEAD, then PATCH from the reported offset) to a byte-exact upload.
 """
@@ -15,7 +17,6 @@ on the way out) and then restarted on the same port and upload directory. Checke
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -184,6 +185,16 @@ def _resume_tuspy(server: ServerProcess, upload: Tracked) -> int:
     return resumed_from
 
 
+def _stored(server: ServerProcess, uid: str) -> tuple[bytes, dict[str, Any]]:
+    """The bytes and the ``.info`` a killed server left of upload ``uid``, read from its storage."""
+    if server.backend == "azure":
+        from tests.integration.azure_helpers import stored_upload
+
+        return stored_upload(server.args, uid)
+    path = server.upload_dir / uid  # skips on S3: the parts of an unfinished upload cannot be read
+    return path.read_bytes(), json.loads(Path(f"{path}.info").read_text())
+
+
 # -- the test ---------------------------------------------------------------------------------
 
 
@@ -253,8 +264,8 @@ def test_sigkill_mid_upload_then_resume(
     # What a dead server left behind: at least every acknowledged byte, and only the file's bytes.
     for upload in uploads:
         assert upload.url is not None, f"{upload.name} was never created: {upload.error}"
-    data_files = {u.name: server.upload_dir / upload_id(server, str(u.url)) for u in uploads}
-    stored = {name: os.path.getsize(path) for name, path in data_files.items()}
+    held = {u.name: _stored(server, upload_id(server, str(u.url))) for u in uploads}
+    stored = {name: len(data) for name, (data, _) in held.items()}
     summary = {u.name: {"kind": u.kind, "acked": u.max_acked, "stored": stored[u.name], "size": len(u.data),
                         "error": u.error} for u in uploads}  # fmt: skip
     for upload in uploads:
@@ -262,14 +273,13 @@ def test_sigkill_mid_upload_then_resume(
         size = stored[upload.name]
         assert size >= upload.max_acked, (
             f"{upload.name} ({upload.kind}): the server acknowledged offset {upload.max_acked} "
-            f"but only {size} bytes are on disk after the kill: {summary}"
+            f"but only {size} bytes are stored after the kill: {summary}"
         )
         assert size <= len(upload.data)
-        assert data_files[upload.name].read_bytes() == upload.data[:size], (
+        assert held[upload.name][0] == upload.data[:size], (
             f"{upload.name}: the stored bytes are not a prefix of the file: {summary}"
         )
-        info = json.loads(Path(f"{data_files[upload.name]}.info").read_text())
-        assert info["Size"] == len(upload.data)
+        assert held[upload.name][1]["Size"] == len(upload.data)
 
     server.start()
 

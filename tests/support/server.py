@@ -22,8 +22,12 @@ import httpx
 
 from tests.support.wait import WaitTimeout, wait_until
 
-#: The store every server of this test session uses: "file" (default) or "s3" (see tests/conftest.py).
+#: The store every server of this test session uses: "file" (default), "s3" or "azure" (see tests/conftest.py).
 _backend = os.environ.get("PYTUSD_TEST_STORE", "file")
+
+
+#: The ``Storage.Type`` a server of each store reports to hooks (tusd's names).
+STORE_TYPES = {"file": "filestore", "s3": "s3store", "azure": "azurestore"}
 
 
 def current_backend() -> str:
@@ -34,6 +38,11 @@ def _backend_args_and_env() -> tuple[list[str], dict[str, str]]:
     """Flags and environment that put a new server's uploads on the current store."""
     if _backend == "file":
         return [], {}
+    if _backend == "azure":
+        from tests.integration.azure_helpers import azure_env, azure_flags, shared_azurite, unique_prefix
+
+        azurite = shared_azurite()
+        return azure_flags(azurite, unique_prefix()), azure_env(azurite)
     from tests.integration.s3_helpers import aws_env, s3_flags, shared_swift, unique_prefix
 
     swift = shared_swift()
