@@ -29,6 +29,8 @@ from pytusd.network import NETWORK_FLAGS, check_network_settings, uses_tls, uvic
 from pytusd.protocol.cors import CORS_FLAGS, cors_settings
 from pytusd.stores.base import DataStore
 from pytusd.stores.file import FileStore
+from pytusd.stores.gcs.flags import GCS_FLAGS
+from pytusd.stores.gcs.flags import store_from_settings as gcs_store_from_settings
 from pytusd.stores.perms import PERM_FLAGS, makedirs, perms_from_settings
 from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
 
@@ -72,6 +74,7 @@ FLAGS: tuple[Flag, ...] = (
     *PERM_FLAGS,
     *HOOK_FLAGS,
     *S3_FLAGS,
+    *GCS_FLAGS,
     *METRICS_FLAGS,
     *NETWORK_FLAGS,
 )
@@ -123,7 +126,7 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
     directory = settings["upload_dir"]
     dir_perms, file_perms = perms_from_settings(settings)
     makedirs(directory, dir_perms)
-    store: DataStore = store_from_settings(settings) or FileStore(
+    store: DataStore = gcs_store_from_settings(settings) or store_from_settings(settings) or FileStore(
         directory, fsync=settings["fsync"], dir_perms=dir_perms, file_perms=file_perms
     )
     metrics, metrics_path = metrics_from_settings(settings)
@@ -211,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cors_settings(settings)
         perms_from_settings(settings)
         store_from_settings(settings)
+        gcs_store_from_settings(settings)
         locker_from_settings(settings)
         check_metrics_settings(settings)
         check_network_settings(settings)
@@ -231,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
         where = f"{'https' if uses_tls(settings) else 'http'}://{shown}:{args.port}{base}"
     data = f"s3://{args.s3_bucket}/{args.s3_object_prefix}" if args.s3_bucket else os.path.abspath(args.upload_dir)
+    if args.gcs_bucket:
+        data = f"gs://{args.gcs_bucket}/{args.gcs_object_prefix}"
     print(f"pytusd {__version__} serving uploads on {where} (data in {data})", flush=True)
     # uvicorn re-raises the stop signal once it has shut down gracefully; by then the work is done,
     # so the process ends with status 0 instead of dying of the signal.

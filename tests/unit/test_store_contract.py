@@ -1,8 +1,9 @@
 """The DataStore contract (pytusd.stores.base), one suite for every store.
 
 Each case is a scenario on a fresh, started store; it runs here on MemoryStore, FileStore and
-S3Store on the in-memory bucket (tests/support/fake_s3.py), and in the S3 pass on S3Store with a
-real Swift (tests/integration/test_store_contract_s3.py imports :data:`CASES`). Where stores may
+S3Store and GCSStore on in-memory buckets (tests/support/fake_s3.py, fake_gcs.py), and in the S3
+and GCS passes on a real Swift and a GCS emulator (tests/integration/test_store_contract_s3.py and
+test_store_contract_gcs.py import :data:`CASES`). Where stores may
 differ the contract says so, and :class:`Kind` says how each store chose: nothing else may differ.
 What a store does beyond the contract is in its own tests (test_file_store.py, test_s3_writer.py,
 tests/integration/test_s3_store.py).
@@ -22,9 +23,12 @@ import pytest
 from pytusd.info import UploadInfo
 from pytusd.stores.base import DataStore, DirectSource, UploadExists, UploadNotFound, UploadTooLarge
 from pytusd.stores.file import FileStore
+from pytusd.stores.gcs import GCSStore
+from pytusd.stores.gcs.layout import MAX_OBJECT_SIZE as GCS_MAX_OBJECT_SIZE
 from pytusd.stores.memory import MemoryStore
 from pytusd.stores.s3 import S3Store
 from pytusd.stores.s3.parts import MAX_OBJECT_SIZE
+from tests.support.fake_gcs import FakeGCS
 from tests.support.fake_s3 import FakeS3
 
 
@@ -42,6 +46,7 @@ class Kind:
 MEMORY = Kind("memory")
 FILE = Kind("file", direct=True)
 S3 = Kind("s3", direct=True, max_size=MAX_OBJECT_SIZE)
+GCS = Kind("gcs", direct=True, max_size=GCS_MAX_OBJECT_SIZE)
 
 Case = Callable[[DataStore, Kind], Awaitable[None]]
 #: Every case of the contract, in the order written.
@@ -414,11 +419,13 @@ def make_store(name: str, tmp_path: Path) -> tuple[DataStore, Kind]:
         return MemoryStore(), MEMORY
     if name == "file":
         return FileStore(tmp_path / "uploads"), FILE
+    if name == "gcs-fake":
+        return GCSStore("bucket", client=FakeGCS(), object_prefix="tus/", spool_dir=str(tmp_path / "spool")), GCS
     return S3Store("bucket", client=FakeS3(), object_prefix="tus/", temp_dir=str(tmp_path)), S3
 
 
 @pytest.mark.parametrize("scenario", CASES, ids=case_id)
-@pytest.mark.parametrize("name", ["memory", "file", "s3-fake"])
+@pytest.mark.parametrize("name", ["memory", "file", "s3-fake", "gcs-fake"])
 def test_contract(name: str, scenario: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     store, kind = make_store(name, tmp_path)
     mark_breach(request, kind, scenario)
