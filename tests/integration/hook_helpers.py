@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.server import ServerProcess, free_port, wait_for_start
+from tests.support.server import STORE_TYPES, ServerProcess, free_port, wait_for_start
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,7 +353,7 @@ class Harness(abc.ABC):
     def _attach(self, server: Any, upload_dir: Path) -> None:
         self.base_url, self.url, self.host, self.port = server.base_url, server.url, server.host, server.port
         self.upload_dir = upload_dir
-        self.store_type = "s3store" if getattr(server, "backend", "file") == "s3" else "filestore"
+        self.store_type = STORE_TYPES[getattr(server, "backend", "file")]
 
 
 class FileHarness(Harness):

@@ -14,7 +14,7 @@ import pytest
 from tests.integration.grpc_hook_helpers import GrpcHookServer
 from tests.integration.hook_helpers import HookEndpoint, start_hook_server
 from tests.integration.tus_helpers import OCTET, TUS
-from tests.support.server import ServerProcess, current_backend
+from tests.support.server import STORE_TYPES, ServerProcess, current_backend
 from tests.support.wait import wait_until
 
 from pytusd.hooks.proto import hook_pb2
@@ -85,7 +85,7 @@ def test_events_carry_tusd_fields_and_forwarded_headers(
     (finish,) = hook_server.of("post-finish")
     upload = finish.request.event.upload
     assert created.headers["location"].endswith("/" + upload.id)
-    store_type = "filestore" if current_backend() == "file" else "s3store"
+    store_type = STORE_TYPES[current_backend()]
     assert upload.offset == 3 and upload.storage["Type"] == store_type
     for call in hook_server.calls:
         assert call.metadata["authorization"] == "Bearer abc"

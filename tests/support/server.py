@@ -22,8 +22,10 @@ import httpx
 
 from tests.support.wait import WaitTimeout, wait_until
 
-#: The store every server of this test session uses: "file" (default) or "s3" (see tests/conftest.py).
+#: The store every server of this test session uses: "file" (default), "s3" or "gcs" (see tests/conftest.py).
 _backend = os.environ.get("PYTUSD_TEST_STORE", "file")
+#: ``Storage.Type`` of an upload on each store (what hooks see).
+STORE_TYPES = {"file": "filestore", "s3": "s3store", "gcs": "gcsstore"}
 
 
 def current_backend() -> str:
@@ -34,6 +36,10 @@ def _backend_args_and_env() -> tuple[list[str], dict[str, str]]:
     """Flags and environment that put a new server's uploads on the current store."""
     if _backend == "file":
         return [], {}
+    if _backend == "gcs":
+        from tests.integration.gcs_helpers import backend_args_and_env
+
+        return backend_args_and_env()
     from tests.integration.s3_helpers import aws_env, s3_flags, shared_swift, unique_prefix
 
     swift = shared_swift()

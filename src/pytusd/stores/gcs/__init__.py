@@ -3,8 +3,9 @@
 Objects per upload ``<id>`` below the object prefix (docs/gcs.md tells the whole story):
 
 ``<prefix><id>``
-    The upload's bytes (tusd's ``Storage.Key``). Created empty with the upload; a write appends
-    to it with GCS's *compose* (a new generation of the object, made of the old one and chunks).
+    The upload's bytes (tusd's ``Storage.Key``). Created by the first write's *compose*, which
+    then appends to it (a new generation of the object, made of the old one and chunks); while
+    it does not exist the upload holds 0 bytes (a 0-byte upload never gets one).
 ``<prefix><id>.info``
     tusd's ``.info`` JSON (``Storage``: ``Type: gcsstore``, ``Bucket``, ``Key``). It is the
     upload's existence: created last, deleted first.
@@ -12,7 +13,7 @@ Objects per upload ``<id>`` below the object prefix (docs/gcs.md tells the whole
     A *chunk*: bytes of a PATCH, uploaded as an object of its own whose name records the offset it
     starts at (16 digits, so names sort as offsets).
 ``<prefix><id>.finals/<final-id>``
-    For a partial upload, one empty object per final upload waiting for it (added without the
+    For a partial upload, one small object per final upload waiting for it (added without the
     partial's lock, so each is one atomic write of its own).
 
 **The offset is recomputed from GCS alone** (:mod:`.state`): the size of the data object, plus

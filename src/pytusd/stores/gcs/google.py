@@ -14,12 +14,10 @@ on silence instead (``sock_read``), so a large object is never cut off for takin
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from pytusd.metrics.recorder import NO_METRICS, Recorder
 from pytusd.stores.base import StoreError
 from pytusd.stores.gcs.client import GCSError, ObjectInfo, gcs_error
 
@@ -54,7 +52,6 @@ class GoogleBucket:
     def __init__(self, bucket: str, endpoint: str | None = None) -> None:
         self.bucket = bucket
         self.endpoint = endpoint
-        self.metrics: Recorder = NO_METRICS
         self._storage: Any = None
 
     @property
@@ -75,16 +72,13 @@ class GoogleBucket:
 
     @contextlib.asynccontextmanager
     async def _call(self, operation: str) -> AsyncIterator[None]:
-        """Time a request for the metrics and turn its failure into a GCSError."""
+        """Turn a request's failure into a GCSError."""
         import aiohttp
 
-        started = time.perf_counter()
         try:
             yield
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _error(operation, exc) from exc
-        finally:
-            self.metrics.store_request(operation, time.perf_counter() - started)
 
     def _transfer_timeout(self) -> Any:
         import aiohttp

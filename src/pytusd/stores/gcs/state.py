@@ -31,7 +31,7 @@ class Chunk:
 @dataclass(slots=True)
 class State:
     info: UploadInfo
-    #: The data object (None: not there, e.g. a crash in terminate; counts as empty).
+    #: The data object (None: not written yet, which counts as empty).
     data: ObjectInfo | None
     #: Chunks not yet composed, in order: the first starts where the data object ends, each where
     #: the one before ends. These bytes count.
@@ -76,10 +76,13 @@ def parse_info(upload_id: str, raw: bytes) -> UploadInfo:
     return info
 
 
-async def put_info(bucket: Bucket, names: Names, info: UploadInfo) -> None:
-    """Write the info object (tusd's JSON); one request, so readers see the old one or the new."""
+async def put_info(bucket: Bucket, names: Names, info: UploadInfo, *, if_absent: bool = False) -> None:
+    """Write the info object (tusd's JSON); one request, so readers see the old one or the new.
+
+    Stored as application/octet-stream, as tusd does: the emulator parses an upload sent as
+    application/json as if it were a request."""
     data = json.dumps(info.to_json(), separators=(",", ":")).encode()
-    await bucket.put_bytes(names.info(info.id), data, content_type="application/json")
+    await bucket.put_bytes(names.info(info.id), data, if_absent=if_absent)
 
 
 async def read_state(bucket: Bucket, names: Names, upload_id: str) -> State:

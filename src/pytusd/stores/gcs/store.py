@@ -12,7 +12,6 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
-from pytusd.metrics.recorder import Recorder
 from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 from pytusd.stores.gcs.client import Bucket, GCSError
 from pytusd.stores.gcs.compose import commit_chunk, compact, compose_into, delete_all
@@ -88,10 +87,6 @@ class GCSStore(DataStore):
             shutil.rmtree(self._spool_dir, ignore_errors=True)
             self._spool_dir = None
 
-    def record_requests(self, metrics: Recorder) -> None:
-        if isinstance(self.client, GoogleBucket):
-            self.client.metrics = metrics
-
     def _new_spool(self) -> Spool:
         if self._spool_dir is None:
             raise StoreError("GCS store is not started")
@@ -110,21 +105,14 @@ class GCSStore(DataStore):
         if await self.client.stat(self.names.info(info.id)) is not None:
             raise UploadExists(info.id)
         # What an earlier upload of this ID may have left (a crash in terminate) must not count.
-        await delete_all(self.client, [obj.name async for obj in self.client.list(self.names.own(info.id))])
+        leftovers = [obj.name async for obj in self.client.list(self.names.own(info.id))]
+        await delete_all(self.client, [data_name, *leftovers])
         info.offset = 0
         info.storage = {**info.storage, "Type": STORAGE_TYPE, "Bucket": self.bucket_name, "Key": data_name}
-        await self.client.put_bytes(data_name, b"", content_type=content_type(info))
+        # No data object yet: the first write's compose creates it (a missing one is empty).
         # The info object comes last: it is what makes the upload exist.
-        data = info.to_json()
-        import json
-
         try:
-            await self.client.put_bytes(
-                self.names.info(info.id),
-                json.dumps(data, separators=(",", ":")).encode(),
-                content_type="application/json",
-                if_absent=True,
-            )
+            await put_info(self.client, self.names, info, if_absent=True)
         except GCSError as exc:
             if exc.precondition_failed:
                 raise UploadExists(info.id) from exc
@@ -158,7 +146,7 @@ class GCSStore(DataStore):
         if await self.client.stat(self.names.info(partial_id)) is None:
             raise UploadNotFound(partial_id)
         self.names.data(final_id)  # the final's ID must be valid (an object name below)
-        await self.client.put_bytes(self.names.finals(partial_id) + final_id, b"")
+        await self.client.put_bytes(self.names.finals(partial_id) + final_id, final_id.encode())
 
     async def write_chunk(
         self,
