@@ -2,9 +2,9 @@
 
 The store the servers use is chosen per session by ``PYTUSD_TEST_STORE`` (``file``, the default,
 ``s3`` or ``gcs``): scripts/test runs the whole suite on the file store, then tests/integration and
-tests/interop again on S3 and on GCS (an emulator). On S3 and GCS, a test that inspects the file store's files is skipped. A module
-about some stores only lists them in ``STORES`` (e.g. ``STORES = ("file",)``); it is skipped on
-the others.
+tests/interop again on S3 and on GCS (an emulator). On S3 and GCS, a test that inspects the file
+store's files is skipped. A module about some stores only lists them in ``STORES`` (e.g.
+``STORES = ("file",)``); it is skipped on the others.
 """
 
 from __future__ import annotations

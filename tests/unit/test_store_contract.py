@@ -46,7 +46,7 @@ class Kind:
 MEMORY = Kind("memory")
 FILE = Kind("file", direct=True)
 S3 = Kind("s3", direct=True, max_size=MAX_OBJECT_SIZE)
-GCS = Kind("gcs", direct=True, max_size=GCS_MAX_OBJECT_SIZE)
+GCS = Kind("gcs", max_size=GCS_MAX_OBJECT_SIZE)
 
 Case = Callable[[DataStore, Kind], Awaitable[None]]
 #: Every case of the contract, in the order written.

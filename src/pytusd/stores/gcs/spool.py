@@ -13,8 +13,6 @@ import os
 import shutil
 import tempfile
 
-from pytusd.stores.base import DirectSource
-
 _DIR_PREFIX = "spool-"
 
 
@@ -53,14 +51,6 @@ class Spool:
             written = os.write(self.fd, view)
             self.size += written
             view = view[written:]
-
-    async def pour(self, source: DirectSource, limit: int | None) -> None:
-        """Let ``source`` write itself into the file (splice), counting what arrives even if it fails."""
-
-        def moved(count: int) -> None:
-            self.size += count
-
-        await source.write_into(self.fd, limit, moved)
 
     def remove(self) -> None:
         if self.fd >= 0:

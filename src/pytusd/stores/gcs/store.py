@@ -7,14 +7,15 @@ chunk commits and compose in :mod:`.compose`.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
+import shutil
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
-from pytusd.stores.base import DataStore, DirectSource, StoreError, UploadExists, UploadNotFound, UploadTooLarge
+from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
 from pytusd.stores.gcs.client import Bucket, GCSError
-from pytusd.stores.gcs.compose import commit_chunk, compact, compose_into, delete_all
+from pytusd.stores.gcs.compose import compose_into, delete_all
 from pytusd.stores.gcs.google import GoogleBucket
 from pytusd.stores.gcs.layout import (
     MAX_OBJECT_SIZE,
@@ -26,13 +27,12 @@ from pytusd.stores.gcs.layout import (
 )
 from pytusd.stores.gcs.spool import Spool, open_spool_dir
 from pytusd.stores.gcs.state import State, load_info, put_info, read_state
+from pytusd.stores.gcs.writer import ChunkWriter
 
 __all__ = ["GCSStore"]
 
-log = logging.getLogger("pytusd.stores.gcs")
-
-#: A PATCH body is committed (uploaded as a chunk) each time this many bytes have arrived, so a
-#: long request's progress is durable and visible (HEAD) before it ends.
+#: A PATCH body is committed (uploaded as a chunk) at the latest when this many bytes wait (see
+#: writer.py for the commits by time).
 DEFAULT_COMMIT_SIZE = 16 * 1024 * 1024
 
 
@@ -69,8 +69,6 @@ class GCSStore(DataStore):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        import tempfile
-
         self._spool_dir = open_spool_dir(self._spool_parent or os.path.join(tempfile.gettempdir(), "pytusd-gcs"))
         await self.client.open()
         try:
@@ -82,8 +80,6 @@ class GCSStore(DataStore):
     async def close(self) -> None:
         await self.client.close()
         if self._spool_dir is not None:
-            import shutil
-
             shutil.rmtree(self._spool_dir, ignore_errors=True)
             self._spool_dir = None
 
@@ -163,43 +159,28 @@ class GCSStore(DataStore):
         if state.stale:
             await delete_all(self.client, state.stale)
             state.stale = []
-        kind = content_type(state.info)
-        spool = self._new_spool()
-        written = 0
+        writer = ChunkWriter(
+            self.client, self.names, state, self._new_spool, progressive=not all_or_nothing,
+            commit_size=self.commit_size,
+        )  # fmt: skip
         try:
-            if isinstance(source, DirectSource) and not all_or_nothing:
+            iterator = aiter(source)
+            while True:
                 try:
-                    await spool.pour(source, length)
-                finally:
-                    written += await self._commit(state, spool)
-            else:
-                async for piece in _pieces(source, state, spool, self, all_or_nothing):
-                    written += piece
-                written += await self._commit(state, spool)
-            await self._compact(state, kind)
-            return written
+                    data = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception:
+                    if not all_or_nothing:
+                        # The bytes that arrived before the source failed are kept.
+                        await writer.commit(compose=True)
+                    raise
+                if data:
+                    writer.feed(data)
+            await writer.commit(compose=True)
+            return writer.written
         finally:
-            spool.remove()
-
-    async def _commit(self, state: State, spool: Spool) -> int:
-        """Upload what ``spool`` holds as a chunk (nothing if empty); empty it for more."""
-        size = spool.size
-        if size == 0:
-            return 0
-        if state.info.size is not None and state.offset + size > state.info.size:
-            raise StoreError(f"upload {state.info.id}: {size} bytes at {state.offset} exceed its size")
-        await commit_chunk(self.client, self.names, state, spool)
-        os.ftruncate(spool.fd, 0)
-        os.lseek(spool.fd, 0, os.SEEK_SET)
-        spool.size = 0
-        return size
-
-    async def _compact(self, state: State, kind: str) -> None:
-        try:
-            await compact(self.client, self.names, state, kind)
-        except StoreError as exc:
-            # The bytes are committed (the chunks count); the next write composes them.
-            log.warning("upload %s: compose deferred: %s", state.info.id, exc)
+            await writer.close()
 
     def read(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return self._read(upload_id, start, end)
@@ -266,26 +247,3 @@ class GCSStore(DataStore):
         state = await self._state(upload_id)
         written = state.last_write
         return state.info.created_at if written is None else max(written, state.info.created_at)
-
-
-async def _pieces(
-    source: AsyncIterable[bytes], state: State, spool: Spool, store: GCSStore, all_or_nothing: bool
-) -> AsyncGenerator[int, None]:
-    """Spool ``source``; yield the sizes of the chunks committed on the way (every ``commit_size``
-    bytes unless ``all_or_nothing``). If the source fails, what arrived is committed first
-    (unless ``all_or_nothing``), then the failure propagates."""
-    iterator = aiter(source)
-    while True:
-        try:
-            data = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        except Exception:
-            if not all_or_nothing:
-                yield await store._commit(state, spool)
-                await store._compact(state, content_type(state.info))
-            raise
-        if data:
-            spool.write(data)
-            if not all_or_nothing and spool.size >= store.commit_size:
-                yield await store._commit(state, spool)
