@@ -94,8 +94,7 @@ async def read_state(bucket: Bucket, names: Names, upload_id: str) -> State:
     listed but composed by the time the data object is read starts below its end and is not
     counted twice; a chunk written after the listing is simply not seen yet.
     """
-    own = names.own(upload_id)
-    listed, info = await asyncio.gather(_list(bucket, own), load_info(bucket, names, upload_id))
+    listed, info = await asyncio.gather(own_objects(bucket, names, upload_id), load_info(bucket, names, upload_id))
     if info is None:
         raise UploadNotFound(upload_id)
     data = await bucket.stat(names.data(upload_id))
@@ -124,7 +123,9 @@ async def read_state(bucket: Bucket, names: Names, upload_id: str) -> State:
     return state
 
 
-async def _list(bucket: Bucket, prefix: str) -> list[ObjectInfo]:
+async def own_objects(bucket: Bucket, names: Names, upload_id: str) -> list[ObjectInfo]:
+    """The upload's chunks, intermediates and final markers (not its data and info objects)."""
+    prefix = names.own(upload_id)
     # ``<id>.`` also lists other uploads whose ID continues with a dot ("a" and "a.b"): keep only
     # this upload's own names.
     own = (prefix + CHUNKS_SUFFIX[1:], prefix + FINALS_SUFFIX[1:])

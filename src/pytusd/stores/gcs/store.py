@@ -26,7 +26,7 @@ from pytusd.stores.gcs.layout import (
     content_type,
 )
 from pytusd.stores.gcs.spool import Spool, open_spool_dir
-from pytusd.stores.gcs.state import State, load_info, put_info, read_state
+from pytusd.stores.gcs.state import State, load_info, own_objects, put_info, read_state
 from pytusd.stores.gcs.writer import ChunkWriter
 
 __all__ = ["GCSStore"]
@@ -101,7 +101,7 @@ class GCSStore(DataStore):
         if await self.client.stat(self.names.info(info.id)) is not None:
             raise UploadExists(info.id)
         # What an earlier upload of this ID may have left (a crash in terminate) must not count.
-        leftovers = [obj.name async for obj in self.client.list(self.names.own(info.id))]
+        leftovers = [obj.name for obj in await own_objects(self.client, self.names, info.id)]
         await delete_all(self.client, [data_name, *leftovers])
         info.offset = 0
         info.storage = {**info.storage, "Type": STORAGE_TYPE, "Bucket": self.bucket_name, "Key": data_name}
@@ -213,7 +213,7 @@ class GCSStore(DataStore):
         # The info object first: once it is gone the upload is gone for every reader; whatever a
         # crash leaves below is unreachable, and create() clears it before the ID is used again.
         await self.client.delete(self.names.info(upload_id))
-        rest = [obj.name async for obj in self.client.list(self.names.own(upload_id))]
+        rest = [obj.name for obj in await own_objects(self.client, self.names, upload_id)]
         await delete_all(self.client, [self.names.data(upload_id), *rest])
 
     async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
