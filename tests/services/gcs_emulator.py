@@ -1,6 +1,7 @@
 """A private GCS emulator (gcp-storage-emulator from PyPI) for tests.
 
-Runs ``python -m gcp_storage_emulator start`` in its own process on 127.0.0.1 and a free port,
+Runs the emulator (``gcp_storage_emulator start``, threaded: see :data:`_LAUNCHER`) in its own
+process on 127.0.0.1 and a free port,
 keeping objects in memory (``--in-memory``); its log goes to a temporary directory. Clients
 reach it through ``STORAGE_EMULATOR_HOST`` (:attr:`GCSEmulator.endpoint`), as Google's libraries
 and gcloud-aio-storage do.
@@ -25,6 +26,36 @@ from types import TracebackType
 from . import ServiceError, find_free_port, is_port_clash, stop_process, tail, wait_until
 
 __all__ = ["GCSEmulator"]
+
+#: Starts the emulator with one thread per connection: it serves requests one at a time, so a
+#: download whose reader stalls (a client that reads nothing) would hold every other request,
+#: which GCS never does. Its storage is plain dicts, so the handlers still run one at a time
+#: (under a lock); only the sending of responses runs side by side.
+_LAUNCHER = """
+import functools, sys, threading
+from http import server
+from gcp_storage_emulator import server as emulator
+from gcp_storage_emulator.handlers import objects
+
+server.HTTPServer = server.ThreadingHTTPServer
+server.ThreadingHTTPServer.daemon_threads = True
+lock = threading.Lock()
+
+def locked(handler):
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        with lock:
+            return handler(*args, **kwargs)
+    return run
+
+for _, handlers in emulator.HANDLERS:
+    for method in list(handlers):
+        handlers[method] = locked(handlers[method])
+objects.insert = locked(objects.insert)
+
+from gcp_storage_emulator.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 class GCSEmulator:
@@ -61,7 +92,7 @@ class GCSEmulator:
 
     def _start_once(self) -> None:
         self.port = find_free_port()
-        args = [sys.executable, "-m", "gcp_storage_emulator", "start"]
+        args = [sys.executable, "-c", _LAUNCHER, "start"]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--in-memory", "--quiet"]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)

@@ -335,3 +335,16 @@ def test_flags_build_the_store(tmp_path: Path) -> None:
         store_from_settings({"gcs_bucket": "b", "s3_bucket": "c"})
     with pytest.raises(ValueError, match="http"):
         store_from_settings({"gcs_bucket": "b", "gcs_endpoint": "localhost:1"})
+
+
+def test_ids_with_a_semicolon_are_not_stored(tmp_path: Path) -> None:
+    async def scenario(store: GCSStore, fake: FakeGCS, tmp: Path) -> None:
+        from pytusd.stores.base import InvalidStorage
+
+        await store.create(new("a"))
+        with pytest.raises(UploadNotFound):
+            await store.get_info("a;x")
+        with pytest.raises(InvalidStorage):
+            await store.create(new("b;x"))
+
+    run(scenario, tmp_path)

@@ -41,8 +41,9 @@ class Names:
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
     def data(self, upload_id: str) -> str:
-        """The upload's bytes (tusd's ``Key``); refuses IDs that could collide with metadata."""
-        if not is_valid_upload_id(upload_id):
+        """The upload's bytes (tusd's ``Key``); refuses IDs that could collide with metadata, and
+        IDs with ';' (see :func:`storable_id`)."""
+        if not storable_id(upload_id):
             raise UploadNotFound(upload_id)
         return self.prefix + upload_id
 
@@ -67,7 +68,14 @@ class Names:
         if not (name.startswith(self.prefix) and name.endswith(INFO_SUFFIX)):
             return None
         upload_id = name[len(self.prefix) : -len(INFO_SUFFIX)]
-        return upload_id if is_valid_upload_id(upload_id) else None
+        return upload_id if storable_id(upload_id) else None
+
+
+def storable_id(upload_id: str) -> bool:
+    """A valid ID that reaches GCS unchanged. aiohttp (yarl) sends a ``%3B`` in a URL path as
+    ``;``, which URL parsers split off as path parameters (the emulator reads object ``a`` for
+    ``a;x``), so no ID with ';' is stored: pytusd's own IDs never have one, a hook's may not."""
+    return is_valid_upload_id(upload_id) and ";" not in upload_id
 
 
 def chunk_start(name: str, chunks_prefix: str) -> int | None:

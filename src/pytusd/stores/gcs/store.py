@@ -13,7 +13,14 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
-from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
+from pytusd.stores.base import (
+    DataStore,
+    InvalidStorage,
+    StoreError,
+    UploadExists,
+    UploadNotFound,
+    UploadTooLarge,
+)
 from pytusd.stores.gcs.client import Bucket, GCSError
 from pytusd.stores.gcs.compose import compose_into, delete_all
 from pytusd.stores.gcs.google import GoogleBucket
@@ -24,6 +31,7 @@ from pytusd.stores.gcs.layout import (
     Names,
     check_storage,
     content_type,
+    storable_id,
 )
 from pytusd.stores.gcs.spool import Spool, open_spool_dir
 from pytusd.stores.gcs.state import State, load_info, own_objects, put_info, read_state
@@ -96,6 +104,8 @@ class GCSStore(DataStore):
     async def create(self, info: UploadInfo) -> UploadInfo:
         if info.size is not None and info.size > MAX_OBJECT_SIZE:
             raise UploadTooLarge(f"GCS objects hold at most {MAX_OBJECT_SIZE} bytes")
+        if not storable_id(info.id):
+            raise InvalidStorage("the GCS store cannot keep an upload whose ID has ';'")
         check_storage(info, self.bucket_name, self.names)
         data_name = self.names.data(info.id)
         if await self.client.stat(self.names.info(info.id)) is not None:
