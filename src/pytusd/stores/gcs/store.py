@@ -111,6 +111,8 @@ class GCSStore(DataStore):
         if await self.client.stat(self.names.info(info.id)) is not None:
             raise UploadExists(info.id)
         # What an earlier upload of this ID may have left (a crash in terminate) must not count.
+        # (Two creations of one hook-chosen ID at the same moment are told apart only by the
+        # info object's precondition below, after both cleaned up: best effort, as on S3.)
         leftovers = [obj.name for obj in await own_objects(self.client, self.names, info.id)]
         await delete_all(self.client, [data_name, *leftovers])
         info.offset = 0
