@@ -30,12 +30,17 @@ __all__ = ["GCSEmulator"]
 #: Starts the emulator with one thread per connection: it serves requests one at a time, so a
 #: download whose reader stalls (a client that reads nothing) would hold every other request,
 #: which GCS never does. Its storage is plain dicts, so the handlers still run one at a time
-#: (under a lock); only the sending of responses runs side by side.
+#: (under a lock); only the sending of responses runs side by side. And it writes all object
+#: metadata out as JSON after every change, also in memory (for a restart it never has here):
+#: with the objects of a whole test session that grows to most of its time, so it is skipped.
 _LAUNCHER = """
 import functools, sys, threading
 from http import server
 from gcp_storage_emulator import server as emulator
 from gcp_storage_emulator.handlers import objects
+from gcp_storage_emulator.storage import Storage
+
+Storage._write_config_to_file = lambda self: None
 
 server.HTTPServer = server.ThreadingHTTPServer
 server.ThreadingHTTPServer.daemon_threads = True
