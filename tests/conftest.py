@@ -1,10 +1,10 @@
 """Shared fixtures: real pytusd servers on real TCP ports.
 
 The store the servers use is chosen per session by ``PYTUSD_TEST_STORE`` (``file``, the default,
-``s3`` or ``azure``): scripts/test runs the whole suite on the file store, then tests/integration
-and tests/interop again on S3 and on Azure. There, a test that inspects the file store's files is
-skipped. A module about some stores only lists them in ``STORES`` (e.g. ``STORES = ("file",)``);
-it is skipped on the others.
+``s3``, ``gcs`` or ``azure``): scripts/test runs the whole suite on the file store, then
+tests/integration and tests/interop again on S3, GCS and Azure (real servers or emulators). There, a
+test that inspects the file store's files is skipped. A module about some stores only lists them in
+``STORES`` (e.g. ``STORES = ("file",)``); it is skipped on the others.
 """
 
 from __future__ import annotations

@@ -29,11 +29,12 @@ from pytusd.network import NETWORK_FLAGS, check_network_settings, uses_tls, uvic
 from pytusd.page import UploadPage, page_paths
 from pytusd.protocol.cors import CORS_FLAGS, cors_settings
 from pytusd.stores.azure.flags import AZURE_FLAGS
-from pytusd.stores.azure.flags import store_from_settings as azure_store_from_settings
 from pytusd.stores.base import DataStore
+from pytusd.stores.choice import data_location, object_store_from_settings
 from pytusd.stores.file import FileStore
+from pytusd.stores.gcs.flags import GCS_FLAGS
 from pytusd.stores.perms import PERM_FLAGS, makedirs, perms_from_settings
-from pytusd.stores.s3.flags import S3_FLAGS, store_from_settings
+from pytusd.stores.s3.flags import S3_FLAGS
 
 FLAGS: tuple[Flag, ...] = (
     Flag("host", "str", "0.0.0.0", "address to listen on"),
@@ -76,6 +77,7 @@ FLAGS: tuple[Flag, ...] = (
     *PERM_FLAGS,
     *HOOK_FLAGS,
     *S3_FLAGS,
+    *GCS_FLAGS,
     *AZURE_FLAGS,
     *METRICS_FLAGS,
     *NETWORK_FLAGS,
@@ -128,10 +130,8 @@ def app_from_settings(settings: dict[str, Any]) -> TusApp:
     directory = settings["upload_dir"]
     dir_perms, file_perms = perms_from_settings(settings)
     makedirs(directory, dir_perms)
-    store: DataStore = (
-        store_from_settings(settings)
-        or azure_store_from_settings(settings)
-        or FileStore(directory, fsync=settings["fsync"], dir_perms=dir_perms, file_perms=file_perms)
+    store: DataStore = object_store_from_settings(settings) or FileStore(
+        directory, fsync=settings["fsync"], dir_perms=dir_perms, file_perms=file_perms
     )
     metrics, metrics_path = metrics_from_settings(settings)
     return TusApp(
@@ -217,9 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         hooks_from_settings(settings)
         cors_settings(settings)
         perms_from_settings(settings)
-        if store_from_settings(settings) and args.azure_storage:
-            raise ValueError("--s3-bucket and --azure-storage exclude each other")
-        azure_store_from_settings(settings)
+        object_store_from_settings(settings)
         locker_from_settings(settings)
         check_metrics_settings(settings)
         check_network_settings(settings)
@@ -239,10 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
         where = f"{'https' if uses_tls(settings) else 'http'}://{shown}:{args.port}{base}"
-    data = f"s3://{args.s3_bucket}/{args.s3_object_prefix}" if args.s3_bucket else os.path.abspath(args.upload_dir)
-    if args.azure_storage:
-        data = f"azure://{args.azure_storage}/{args.azure_object_prefix}"
-    print(f"pytusd {__version__} serving uploads on {where} (data in {data})", flush=True)
+    print(f"pytusd {__version__} serving uploads on {where} (data in {data_location(settings)})", flush=True)
     if args.upload_page:
         print(f"upload page at {' and '.join(page_paths(base))} (--no-upload-page: none)", flush=True)
     # uvicorn re-raises the stop signal once it has shut down gracefully; by then the work is done,

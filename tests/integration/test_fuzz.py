@@ -50,7 +50,7 @@ from tests.support.server import ServerProcess, current_backend
 SEEDS = (1, 2, 3)
 #: Rounds (a valid step, mutated one time in three) per seed: ~3 requests each. A seed takes about 6 s
 #: on the file store on a two-core machine; on S3 (Swift) 200 rounds take about 15 s.
-ROUNDS = {"file": 2500, "s3": 200, "azure": 200}
+ROUNDS = {"file": 2500, "s3": 200, "gcs": 200, "azure": 200}
 MAX_SIZE = 256 * 1024
 BASE = "/files/"
 OCTET = "application/offset+octet-stream"

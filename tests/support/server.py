@@ -22,12 +22,11 @@ import httpx
 
 from tests.support.wait import WaitTimeout, wait_until
 
-#: The store every server of this test session uses: "file" (default), "s3" or "azure" (see tests/conftest.py).
+#: The store every server of this test session uses: "file" (default), "s3", "gcs" or "azure"
+#: (see tests/conftest.py).
 _backend = os.environ.get("PYTUSD_TEST_STORE", "file")
-
-
 #: The ``Storage.Type`` a server of each store reports to hooks (tusd's names).
-STORE_TYPES = {"file": "filestore", "s3": "s3store", "azure": "azurestore"}
+STORE_TYPES = {"file": "filestore", "s3": "s3store", "gcs": "gcsstore", "azure": "azurestore"}
 
 
 def current_backend() -> str:
@@ -38,6 +37,10 @@ def _backend_args_and_env() -> tuple[list[str], dict[str, str]]:
     """Flags and environment that put a new server's uploads on the current store."""
     if _backend == "file":
         return [], {}
+    if _backend == "gcs":
+        from tests.integration.gcs_helpers import backend_args_and_env
+
+        return backend_args_and_env()
     if _backend == "azure":
         from tests.integration.azure_helpers import azure_env, azure_flags, shared_azurite, unique_prefix
 

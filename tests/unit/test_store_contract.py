@@ -1,12 +1,12 @@
 """The DataStore contract (pytusd.stores.base), one suite for every store.
 
-Each case is a scenario on a fresh, started store; it runs here on MemoryStore, FileStore,
-S3Store on the in-memory bucket (tests/support/fake_s3.py) and AzureStore on the in-memory
-container (tests/support/fake_azure.py), and in the S3 and Azure passes on S3Store with a real
-Swift and AzureStore with a real Azurite (tests/integration/test_store_contract_{s3,azure}.py
-import :data:`CASES`). Where stores may differ the contract says so, and :class:`Kind` says how
-each store chose: nothing else may differ. What a store does beyond the contract is in its own
-tests (test_file_store.py, test_s3_writer.py, tests/integration/test_s3_store.py).
+Each case is a scenario on a fresh, started store; it runs here on MemoryStore, FileStore, and
+S3Store, GCSStore and AzureStore on in-memory fakes (tests/support/fake_{s3,gcs,azure}.py), and in
+the object-store passes on a real Swift, a GCS emulator and Azurite
+(tests/integration/test_store_contract_{s3,gcs,azure}.py import :data:`CASES`). Where stores may
+differ the contract says so, and :class:`Kind` says how each store chose: nothing else may differ.
+What a store does beyond the contract is in its own tests (test_file_store.py, test_s3_writer.py,
+test_gcs_store.py, test_azure_store.py, tests/integration/test_s3_store.py).
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ from pytusd.stores.azure.layout import MAX_BLOB_SIZE
 from pytusd.stores.azure.store import AzureStore
 from pytusd.stores.base import DataStore, DirectSource, UploadExists, UploadNotFound, UploadTooLarge
 from pytusd.stores.file import FileStore
+from pytusd.stores.gcs import GCSStore
+from pytusd.stores.gcs.layout import MAX_OBJECT_SIZE as GCS_MAX_OBJECT_SIZE
 from pytusd.stores.memory import MemoryStore
 from pytusd.stores.s3 import S3Store
 from pytusd.stores.s3.parts import MAX_OBJECT_SIZE
 from tests.support.fake_azure import FakeAzure
+from tests.support.fake_gcs import FakeGCS
 from tests.support.fake_s3 import FakeS3
 
 
@@ -46,6 +49,7 @@ class Kind:
 MEMORY = Kind("memory")
 FILE = Kind("file", direct=True)
 S3 = Kind("s3", direct=True, max_size=MAX_OBJECT_SIZE)
+GCS = Kind("gcs", max_size=GCS_MAX_OBJECT_SIZE)
 AZURE = Kind("azure", max_size=MAX_BLOB_SIZE)
 
 Case = Callable[[DataStore, Kind], Awaitable[None]]
@@ -419,13 +423,15 @@ def make_store(name: str, tmp_path: Path) -> tuple[DataStore, Kind]:
         return MemoryStore(), MEMORY
     if name == "file":
         return FileStore(tmp_path / "uploads"), FILE
+    if name == "gcs-fake":
+        return GCSStore("bucket", client=FakeGCS(), object_prefix="tus/", spool_dir=str(tmp_path / "spool")), GCS
     if name == "azure-fake":
         return AzureStore("container", FakeAzure(), object_prefix="tus/", block_size=4096), AZURE
     return S3Store("bucket", client=FakeS3(), object_prefix="tus/", temp_dir=str(tmp_path)), S3
 
 
 @pytest.mark.parametrize("scenario", CASES, ids=case_id)
-@pytest.mark.parametrize("name", ["memory", "file", "s3-fake", "azure-fake"])
+@pytest.mark.parametrize("name", ["memory", "file", "s3-fake", "gcs-fake", "azure-fake"])
 def test_contract(name: str, scenario: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     store, kind = make_store(name, tmp_path)
     mark_breach(request, kind, scenario)
