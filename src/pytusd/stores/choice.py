@@ -15,7 +15,7 @@ from pytusd.stores.base import DataStore
 from pytusd.stores.gcs.flags import store_from_settings as gcs_store
 from pytusd.stores.s3.flags import store_from_settings as s3_store
 
-#: (setting, flag, URL scheme) of each object store, in the order they are tried.
+#: (setting, flag, URL scheme, prefix setting) of each object store.
 OBJECT_STORES = (
     ("s3_bucket", "--s3-bucket", "s3", "s3_object_prefix"),
     ("gcs_bucket", "--gcs-bucket", "gs", "gcs_object_prefix"),
@@ -43,4 +43,4 @@ def data_location(settings: dict[str, Any]) -> str:
     """Where uploads are kept, for the start-up line: ``s3://bucket/prefix``, ``gs://…``, or a directory."""
     for setting, _flag, scheme, prefix in _named(settings):
         return f"{scheme}://{str(settings[setting]).strip()}/{settings.get(prefix) or ''}"
-    return os.path.abspath(settings["upload_dir"])
+    return os.path.abspath(str(settings["upload_dir"]))
