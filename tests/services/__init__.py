@@ -8,11 +8,11 @@ depend on (or disturb) system-wide daemons.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.ports import free_port
 from tests.support.server import port_open, wait_for_start
 
 __all__ = [
@@ -33,15 +33,11 @@ class ServiceError(RuntimeError):
 
 
 def find_free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now.
+    """A TCP port on 127.0.0.1 that is free right now, from this test run's band (tests/support/ports.py).
 
-    The port is released before returning, so another process could grab it in
-    between; callers retry startup when the service fails to bind.
+    Another process could still bind it first; callers retry startup when the service fails to bind.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port()
 
 
 def is_port_clash(message: str) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from tests.support.ports import free_port
 from tests.support.wait import WaitTimeout, wait_until
 
 #: The store every server of this test session uses: "file" (default), "s3", "gcs" or "azure"
@@ -50,12 +51,6 @@ def _backend_args_and_env() -> tuple[list[str], dict[str, str]]:
 
     swift = shared_swift()
     return s3_flags(swift, unique_prefix()), aws_env(swift)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerStartError(RuntimeError):
