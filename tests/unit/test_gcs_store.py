@@ -8,6 +8,7 @@ killed at that point would leave them, then a fresh store (as after a restart) r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -70,26 +71,43 @@ def spool_files(tmp_path: Path) -> list[str]:
     return [f for _, _, files in os.walk(tmp_path / "spool") for f in files]
 
 
-def test_layout_is_data_info_and_nothing_else_after_a_write(tmp_path: Path) -> None:
+def test_layout_is_data_info_and_nothing_else_once_complete(tmp_path: Path) -> None:
     async def scenario(store: GCSStore, fake: FakeGCS, tmp: Path) -> None:
-        created = await store.create(new(metadata={"filetype": "text/plain"}))
+        created = await store.create(new(size=10, metadata={"filetype": "text/plain"}))
         assert created.storage == {"Type": "gcsstore", "Bucket": "b", "Key": "p/up"}
         assert names(fake) == ["p/up.info"]  # no data object before the first byte
         await store.write_chunk("up", 0, body(b"hello"))
+        # Incomplete: the chunk counts as it is; composing now would only copy bytes again.
+        assert names(fake) == ["p/up.info", "p/up.part/0000000000000000"]
+        await store.write_chunk("up", 5, body(b"world"))
         assert names(fake) == ["p/up", "p/up.info"]
         assert fake.objects["p/up"].content_type == "text/plain"
+        assert await content(store, "up") == b"helloworld"
         assert spool_files(tmp) == []
 
     run(scenario, tmp_path)
 
 
+def test_declaring_a_length_already_reached_composes(tmp_path: Path) -> None:
+    async def scenario(store: GCSStore, fake: FakeGCS, tmp: Path) -> None:
+        await store.create(new(size=None))
+        await store.write_chunk("up", 0, body(b"abc"))
+        await store.write_chunk("up", 3, body(b"def"))
+        assert len([n for n in names(fake) if ".part/" in n]) == 2
+        await store.declare_length("up", 6)
+        assert names(fake) == ["p/up", "p/up.info"]
+        assert (await store.get_info("up")).offset == 6
+
+    run(scenario, tmp_path)
+
+
 def test_a_chunk_counts_before_it_is_composed(tmp_path: Path) -> None:
-    """Crash window: chunk uploaded, compose not done (here: compose fails)."""
+    """Crash window: chunks uploaded, compose not done (an incomplete upload composes only once 31
+    chunks wait)."""
 
     async def scenario(store: GCSStore, fake: FakeGCS, tmp: Path) -> None:
-        await store.create(new())
+        await store.create(new(size=7))
         await store.write_chunk("up", 0, body(b"abc"))
-        fake.fail("ComposeObject", 503)
         assert await store.write_chunk("up", 3, body(b"def")) == 3  # acknowledged: the chunk is stored
         assert "p/up.part/0000000000000003" in fake.objects
         other = restarted(fake, tmp)
@@ -97,8 +115,8 @@ def test_a_chunk_counts_before_it_is_composed(tmp_path: Path) -> None:
         try:
             assert (await other.get_info("up")).offset == 6
             assert await content(other, "up") == b"abcdef"
-            assert await content(other, "up", 2, 5) == b"cde"  # across the data object and the chunk
-            await other.write_chunk("up", 6, body(b"g"))  # the next write composes all
+            assert await content(other, "up", 2, 5) == b"cde"  # across two chunks
+            await other.write_chunk("up", 6, body(b"g"))  # the write that completes it composes all
         finally:
             await other.close()
         assert names(fake) == ["p/up", "p/up.info"]
@@ -111,11 +129,16 @@ def test_a_composed_chunk_left_behind_is_not_counted_twice(tmp_path: Path) -> No
     """Crash window: compose done, the chunk not deleted yet."""
 
     async def scenario(store: GCSStore, fake: FakeGCS, tmp: Path) -> None:
-        await store.create(new())
+        from pytusd.stores.gcs.compose import compact
+
+        await store.create(new(size=7))
         await store.write_chunk("up", 0, body(b"abc"))
-        fake.fail("DeleteObject", 503)
         await store.write_chunk("up", 3, body(b"def"))
-        assert "p/up.part/0000000000000003" in fake.objects
+        fake.fail("DeleteObject", 503)
+        with contextlib.suppress(StoreError):
+            await compact(fake, store.names, await store._state("up"), "application/octet-stream")
+        assert fake.objects["p/up"].data == b"abcdef"
+        assert [n for n in fake.objects if ".part/" in n]  # a composed chunk left behind
         assert (await store.get_info("up")).offset == 6
         assert await content(store, "up") == b"abcdef"
         await store.write_chunk("up", 6, body(b"g"))
@@ -150,14 +173,15 @@ def test_compose_into_a_changed_data_object_is_deferred(tmp_path: Path) -> None:
     """ifGenerationMatch on compose: another compose in between makes this one fail, not overwrite."""
 
     async def scenario(store: GCSStore, fake: FakeGCS, tmp: Path) -> None:
+        from pytusd.stores.gcs.compose import compact
+
         await store.create(new())
         await store.write_chunk("up", 0, body(b"abc"))
-        fake.fail("ComposeObject", 503)
-        await store.write_chunk("up", 3, body(b"def"))
+        await compact(fake, store.names, await store._state("up"), "application/octet-stream")
+        await store.write_chunk("up", 3, body(b"def"))  # incomplete: stays a chunk
         state = await store._state("up")
         assert len(state.chunks) == 1
         fake.objects["p/up"].generation += 1000  # someone wrote the data object since
-        from pytusd.stores.gcs.compose import compact
 
         with pytest.raises(StoreError, match="412"):
             await compact(fake, store.names, state, "application/octet-stream")
@@ -169,8 +193,7 @@ def test_compose_into_a_changed_data_object_is_deferred(tmp_path: Path) -> None:
 def test_more_than_31_chunks_are_composed_in_steps(tmp_path: Path) -> None:
     async def scenario(store: GCSStore, fake: FakeGCS, tmp: Path) -> None:
         await store.create(new(size=None))
-        fake.fail("ComposeObject", 503)  # the first write leaves its chunk
-        await store.write_chunk("up", 0, body(b"0"))
+        await store.write_chunk("up", 0, body(b"0"))  # incomplete: leaves its chunk
         for i in range(1, 70):  # 69 more chunks, as if every compose had failed
             fake.objects[f"p/up.part/{i:016d}"] = fake.objects["p/up.part/0000000000000000"].__class__(
                 str(i % 10).encode(), 10_000 + i, 1.0, "application/octet-stream"
@@ -180,7 +203,7 @@ def test_more_than_31_chunks_are_composed_in_steps(tmp_path: Path) -> None:
         expected = "".join(str(i % 10) for i in range(70)).encode() + b"!"
         assert fake.objects["p/up"].data == expected
         assert names(fake) == ["p/up", "p/up.info"]
-        assert fake.calls["ComposeObject"] >= 4
+        assert fake.calls["ComposeObject"] == 3  # 31 + 31 + 9 chunks
 
     run(scenario, tmp_path)
 
@@ -229,7 +252,7 @@ def test_a_failing_body_keeps_what_arrived_and_removes_its_spool(tmp_path: Path)
         with pytest.raises(ConnectionResetError):
             await store.write_chunk("up", 4, body(b"ef", fail=True), all_or_nothing=True)
         assert (await store.get_info("up")).offset == 4
-        assert not [n for n in fake.objects if ".part/" in n]
+        assert [n for n in fake.objects if ".part/" in n] == ["p/up.part/0000000000000000"]  # the first write's
         assert spool_files(tmp) == []
 
     run(scenario, tmp_path)

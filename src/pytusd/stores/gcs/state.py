@@ -51,6 +51,11 @@ class State:
         return self.chunks[-1].end if self.chunks else self.stored
 
     @property
+    def complete(self) -> bool:
+        """Every byte of a known length is held."""
+        return self.info.size is not None and self.offset == self.info.size
+
+    @property
     def generation(self) -> int:
         """The data object's generation for a precondition (0: must not exist)."""
         return 0 if self.data is None else self.data.generation

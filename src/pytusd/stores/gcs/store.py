@@ -7,6 +7,7 @@ chunk commits and compose in :mod:`.compose`.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from pytusd.stores.base import (
     UploadTooLarge,
 )
 from pytusd.stores.gcs.client import Bucket, GCSError
-from pytusd.stores.gcs.compose import compose_into, delete_all
+from pytusd.stores.gcs.compose import compact, compose_into, delete_all
 from pytusd.stores.gcs.google import GoogleBucket
 from pytusd.stores.gcs.layout import (
     MAX_OBJECT_SIZE,
@@ -42,6 +43,8 @@ __all__ = ["GCSStore"]
 #: A PATCH body is committed (uploaded as a chunk) at the latest when this many bytes wait (see
 #: writer.py for the commits by time).
 DEFAULT_COMMIT_SIZE = 16 * 1024 * 1024
+
+log = logging.getLogger("pytusd.stores.gcs")
 
 
 class GCSStore(DataStore):
@@ -147,6 +150,12 @@ class GCSStore(DataStore):
             raise UploadNotFound(upload_id)
         info.size = length
         await put_info(self.client, self.names, info)
+        state = await self._state(upload_id)
+        if state.chunks and state.complete:  # complete by this declaration: make <id> whole
+            try:
+                await compact(self.client, self.names, state, content_type(info))
+            except StoreError as exc:
+                log.warning("upload %s: compose deferred: %s", upload_id, exc)
 
     async def add_pending_final(self, partial_id: str, final_id: str) -> None:
         """One empty object per waiting final: a single atomic write that touches no other object,
@@ -185,11 +194,11 @@ class GCSStore(DataStore):
                 except Exception:
                     if not all_or_nothing:
                         # The bytes that arrived before the source failed are kept.
-                        await writer.commit(compose=True)
+                        await writer.finish()
                     raise
                 if data:
                     writer.feed(data)
-            await writer.commit(compose=True)
+            await writer.finish()
             return writer.written
         finally:
             await writer.close()

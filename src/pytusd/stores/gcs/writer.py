@@ -4,9 +4,9 @@ A tus client may take minutes over one PATCH. So that HEAD, progress responses, 
 hooks and a crash see what already reached the server (as with a file store), the bytes spooled
 so far are committed as a chunk every :data:`COMMIT_EVERY` seconds, and whenever
 ``commit_size`` bytes wait. Each commit is a new chunk object (GCS cannot append to an object),
-so nothing is uploaded twice; every :data:`COMPOSE_AFTER` chunks they are composed into the
-data object, which keeps the chain short and the data object's writes rare (GCS allows about one
-write per second per object name).
+so nothing is uploaded twice; every :data:`COMPOSE_AFTER` chunks, and once the upload is
+complete, they are composed into the data object, which keeps the chain short and the data
+object's writes rare (GCS allows about one write per second per object name).
 
 Commits run one at a time and in order: a spool whose upload failed stays first in line, and no
 later bytes are committed before it, so the chunks never leave a gap. An ``all_or_nothing``
@@ -75,8 +75,10 @@ class ChunkWriter:
             except StoreError as exc:
                 log.warning("upload %s: could not commit the bytes so far: %s", self.state.info.id, exc)
 
-    async def commit(self, *, compose: bool = False) -> None:
-        """Commit every byte spooled so far (raises if GCS refuses; what it took stays taken)."""
+    async def commit(self, *, compose: bool | None = False) -> None:
+        """Commit every byte spooled so far (raises if GCS refuses; what it took stays taken).
+
+        ``compose`` None: compose if the upload is now complete or 31 chunks wait."""
         async with self._lock:
             if self.spools[-1].size:
                 self.spools.append(self.new_spool())
@@ -88,8 +90,16 @@ class ChunkWriter:
                         raise StoreError(f"upload {self.state.info.id}: bytes beyond its length")
                     await commit_chunk(self.bucket, self.names, self.state, spool)
                 self.spools.popleft().remove()
+            if compose is None:
+                compose = self.state.complete or len(self.state.chunks) >= COMPOSE_AFTER
             if compose:
                 await self.compose()
+
+    async def finish(self) -> None:
+        """Commit the rest. Compose only once the upload is complete or chunks pile up: the chunks
+        count as they are, and composing after every request would copy the growing object each
+        time (and GCS allows about one write per second to an object name)."""
+        await self.commit(compose=None)
 
     async def compose(self) -> None:
         """Compose the chunks into the data object; a failure only defers it (the chunks count)."""
