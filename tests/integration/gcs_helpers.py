@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -82,3 +86,38 @@ async def open_store(emulator: GCSEmulator, prefix: str | None = None, **kwargs:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def _media(emulator: GCSEmulator, name: str) -> bytes | None:
+    """An object's bytes through the JSON API (None: no such object)."""
+    url = f"{emulator.endpoint}/download/storage/v1/b/{BUCKET}/o/{urllib.parse.quote(name, safe='')}?alt=media"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def stored_upload(server_args: list[str], upload_id: str) -> tuple[bytes, dict[str, Any]]:
+    """What the bucket holds of an upload of a server started with ``server_args``: the data
+    object's bytes followed by the chunks that continue it, and the parsed ``.info``. Read through
+    the emulator's JSON API after the layout in docs/gcs.md, not through the store, so a test
+    checks the store against the bucket itself."""
+    emulator = shared_emulator()
+    # The last one counts, as for the command line (a test may override the pass's own prefix).
+    at = len(server_args) - 1 - server_args[::-1].index("--gcs-object-prefix")
+    base = f"{server_args[at + 1]}{upload_id}"
+    info = _media(emulator, f"{base}.info")
+    assert info is not None, f"no {base}.info in the bucket"
+    data = _media(emulator, base) or b""
+    # Chunks are named by the offset they start at; one starting below the data's end is composed.
+    chunks = {
+        int(start): name
+        for name in emulator.objects(BUCKET, f"{base}.part/")
+        if (start := name.rsplit("/", 1)[1]).isdigit()
+    }
+    while len(data) in chunks:
+        data += _media(emulator, chunks[len(data)]) or b""
+    return data, json.loads(info)

@@ -6,10 +6,10 @@ and tus-js-client (a Node process; replaced by a third raw client when Node is n
 Once every client has had some bytes acknowledged the server is killed (SIGKILL: nothing is saved
 on the way out) and then restarted on the same port and upload directory. Checked:
 
-* no offset the server acknowledged before the kill is beyond what is stored (on disk, or in the
-  Azure container: the committed blob), and what is stored is exactly a prefix of the file (no
-  garbage from the bodies cut by the kill); S3 cannot read an unfinished upload back, so there
-  the test is skipped;
+* no offset the server acknowledged before the kill is beyond what is stored (on disk, in the
+  GCS bucket: the data object and the chunks continuing it, or in the Azure container: the
+  committed blob), and what is stored is exactly a prefix of the file (no garbage from the bodies
+  cut by the kill); S3 cannot read an unfinished upload back, so there the test is skipped;
 * after the restart HEAD reports exactly what is stored, and every client resumes from there
   (HEAD, then PATCH from the reported offset) to a byte-exact upload.
 """
@@ -191,6 +191,10 @@ def _stored(server: ServerProcess, uid: str) -> tuple[bytes, dict[str, Any]]:
         from tests.integration.azure_helpers import stored_upload
 
         return stored_upload(server.args, uid)
+    if server.backend == "gcs":
+        from tests.integration.gcs_helpers import stored_upload as stored_in_gcs
+
+        return stored_in_gcs(server.args, uid)
     path = server.upload_dir / uid  # skips on S3: the parts of an unfinished upload cannot be read
     return path.read_bytes(), json.loads(Path(f"{path}.info").read_text())
 
