@@ -136,9 +136,7 @@ def test_server_restart_mid_upload_resumes(
     assert list(stored_uploads(server.upload_dir).values()) == [a.read_bytes()]
 
 
-def test_page_above_a_custom_base_path(
-    page: Any, server_factory: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
+def test_page_above_a_custom_base_path(page: Any, server_factory: Callable[..., ServerProcess], tmp_path: Path) -> None:
     """``--base-path /prefix/files/``: the page at /prefix/ (what a proxy that passes /prefix/ on reaches)
     uploads to /prefix/files/ through relative URLs."""
     server = server_factory(["--base-path", "/prefix/files/"])
@@ -154,9 +152,7 @@ def test_page_above_a_custom_base_path(
     assert list(stored_uploads(server.upload_dir).values()) == [a.read_bytes()]
 
 
-def test_behind_nginx_under_a_prefix(
-    page: Any, server_factory: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
+def test_behind_nginx_under_a_prefix(page: Any, server_factory: Callable[..., ServerProcess], tmp_path: Path) -> None:
     """A real reverse proxy in front: nginx passes /tools/ on to pytusd (``--base-path /tools/uploads/``,
     ``--behind-proxy``); the page, its assets, its uploads and their links all go through nginx."""
     server = server_factory(["--base-path", "/tools/uploads/", "--behind-proxy"])
