@@ -60,7 +60,7 @@ class OtherSite:
                 self.wfile.write(site.html)
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass
+                """No access log: it would only clutter the test output."""
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

@@ -125,8 +125,7 @@ class GCSEmulator:
             headers={"Content-Type": "application/json"},
         )  # fmt: skip
         try:
-            with urllib.request.urlopen(request, timeout=10):
-                pass
+            urllib.request.urlopen(request, timeout=10).close()
         except urllib.error.HTTPError as exc:
             if exc.code != 409:  # exists already
                 raise ServiceError(f"cannot create bucket {name}: {exc}") from None

@@ -58,10 +58,10 @@ class FakeGCS:
         self._check(operation, before=True)
 
     async def open(self) -> None:
-        pass
+        """Nothing to connect to: the bucket lives in this object."""
 
     async def close(self) -> None:
-        pass
+        """Nothing to release."""
 
     async def check_bucket(self) -> None:
         await self._op("GetBucket")

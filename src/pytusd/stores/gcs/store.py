@@ -194,11 +194,11 @@ class GCSStore(DataStore):
                 except Exception:
                     if not all_or_nothing:
                         # The bytes that arrived before the source failed are kept.
-                        await writer.finish()
+                        await writer.commit()
                     raise
                 if data:
                     writer.feed(data)
-            await writer.finish()
+            await writer.commit()
             return writer.written
         finally:
             await writer.close()

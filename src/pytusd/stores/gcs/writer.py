@@ -71,14 +71,16 @@ class ChunkWriter:
         while True:
             await asyncio.sleep(COMMIT_EVERY)
             try:
-                await self.commit(compose=len(self.state.chunks) >= COMPOSE_AFTER)
+                await self.commit()
             except StoreError as exc:
                 log.warning("upload %s: could not commit the bytes so far: %s", self.state.info.id, exc)
 
-    async def commit(self, *, compose: bool | None = False) -> None:
+    async def commit(self) -> None:
         """Commit every byte spooled so far (raises if GCS refuses; what it took stays taken).
 
-        ``compose`` None: compose if the upload is now complete or 31 chunks wait."""
+        Then compose, but only once the upload is complete or :data:`COMPOSE_AFTER` chunks wait:
+        the chunks count as they are, and composing after every commit would copy the growing
+        object each time (and GCS allows about one write per second to an object name)."""
         async with self._lock:
             if self.spools[-1].size:
                 self.spools.append(self.new_spool())
@@ -90,16 +92,8 @@ class ChunkWriter:
                         raise StoreError(f"upload {self.state.info.id}: bytes beyond its length")
                     await commit_chunk(self.bucket, self.names, self.state, spool)
                 self.spools.popleft().remove()
-            if compose is None:
-                compose = self.state.complete or len(self.state.chunks) >= COMPOSE_AFTER
-            if compose:
+            if self.state.complete or len(self.state.chunks) >= COMPOSE_AFTER:
                 await self.compose()
-
-    async def finish(self) -> None:
-        """Commit the rest. Compose only once the upload is complete or chunks pile up: the chunks
-        count as they are, and composing after every request would copy the growing object each
-        time (and GCS allows about one write per second to an object name)."""
-        await self.commit(compose=None)
 
     async def compose(self) -> None:
         """Compose the chunks into the data object; a failure only defers it (the chunks count)."""
