@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from pytusd.info import UploadInfo
 from pytusd.stores.base import StoreError
 from pytusd.stores.s3 import S3Error, S3Store
-from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, STORAGE_MULTIPART
+from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, STORAGE_MULTIPART, pending_part
 from tests.support.fake_s3 import FakeS3
 
 MiB = 1024 * 1024
@@ -84,9 +85,19 @@ async def fresh_offset(fake: FakeS3, tmp_path: Path, upload_id: str = "up") -> i
 
 
 def incomplete_part(fake: FakeS3, upload_id: str = "up") -> tuple[int, int]:
-    """(committed parts, bytes of the incomplete part), as the incomplete-part object says."""
+    """(parts that count, bytes of the incomplete part), as the incomplete-part object says: the
+    committed parts, and the pending part it names once that has landed with its size and MD5."""
     obj = fake.objects[f"{upload_id}.part"]
-    return int(obj.metadata[META_PARTS]), len(obj.data)
+    count = int(obj.metadata[META_PARTS])
+    pending = pending_part(obj.metadata, count)
+    landed = fake.upload_of(upload_id).parts.get(count + 1)
+    if pending is not None and landed is not None and (len(landed[0]), md5_hex(landed[0])) == pending:
+        count += 1
+    return count, len(obj.data)
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def uploaded_parts(fake: FakeS3, upload_id: str = "up") -> dict[int, int]:
@@ -134,8 +145,7 @@ def test_parts_are_committed_as_they_finish(fake: FakeS3, tmp_path: Path) -> Non
 
 
 async def _parts_committed(fake: FakeS3, count: int) -> bool:
-    obj = fake.objects.get("up.part")
-    return obj is not None and obj.metadata.get(META_PARTS) == str(count)
+    return "up.part" in fake.objects and incomplete_part(fake)[0] == count
 
 
 async def _fresh_offset_is(fake: FakeS3, tmp_path: Path, offset: int) -> bool:

@@ -12,7 +12,6 @@ store the writer would have to call back into.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import tempfile
 import time
@@ -28,15 +27,16 @@ from pytusd.stores.s3.layout import (
     META_COMPLETE,
     META_MULTIPART,
     META_PARTS,
+    META_PENDING,
     META_WRITTEN,
     KeyLayout,
+    etag_md5,
     object_headers,
+    pending_value,
 )
 from pytusd.stores.s3.parts import PartLimitError, plan_concatenation
 from pytusd.stores.s3.spool import Spool, TailCache, unlink
 from pytusd.stores.s3.state import KnownParts, State
-
-_MD5_ETAG = re.compile(r'"?([0-9a-f]{32})"?')
 
 
 class Committer:
@@ -162,11 +162,23 @@ class Committer:
         return Part(number, length, etag)
 
     async def commit_tail(
-        self, state: State, parts: list[Part], spool: Spool | None, size: int = 0, md5: str | None = None
-    ) -> None:
+        self,
+        state: State,
+        parts: list[Part],
+        spool: Spool | None,
+        size: int = 0,
+        md5: str | None = None,
+        *,
+        pending: Part | None = None,
+    ) -> str:
         """Commit a write: the incomplete part (the first ``size`` bytes of ``spool``, of MD5
         ``md5``; or empty), with the committed parts counted beside it. A spool committed whole
-        (``size`` is all of it) moves into the tail cache; the caller keeps any other."""
+        (``size`` is all of it) moves into the tail cache; the caller keeps any other.
+
+        ``pending`` (its ``etag`` the MD5 in hex) names the next part before it lands, beside an
+        empty incomplete part: readers count it once S3 lists it with that size and MD5, so the
+        commit may run while the part still uploads. Returns the commit's name.
+        """
         upload_id = state.info.id
         commit = uuid.uuid4().hex
         metadata = {
@@ -175,6 +187,10 @@ class Committer:
             META_WRITTEN: f"{time.time():.6f}",
             META_COMMIT: commit,
         }
+        if pending is not None:
+            if pending.number != len(parts) + 1 or (spool is not None and size):
+                raise ValueError("a pending part follows the committed ones, beside an empty incomplete part")
+            metadata[META_PENDING] = pending_value(pending.number, pending.size, pending.etag)
         key = self.keys.part_key(upload_id)
         self.cache.drop(upload_id)
         self.known.drop(upload_id)
@@ -184,7 +200,10 @@ class Committer:
             etag = await self.client.put(key, spool.stream(size), size, md5, metadata=metadata)
             if spool.closed and size == spool.size:
                 self.cache.keep(upload_id, spool, etag)
-        self.known.put(upload_id, commit, parts)
+        if pending is None:
+            # A pending part's list is remembered once it has landed (see state.data_state).
+            self.known.put(upload_id, commit, parts)
+        return commit
 
     async def concatenate(self, target: State, sources: list[str], sizes: list[int]) -> None:
         """Fill the multipart upload of ``target`` with the finished objects ``sources`` (of
@@ -223,8 +242,8 @@ class Committer:
 
 def _etag_matches(etag: str, md5_hex: str | None) -> bool:
     """Whether an ETag is the MD5 we computed, or not an MD5 at all (then S3 cannot tell us)."""
-    found = _MD5_ETAG.fullmatch(etag.strip().lower())
-    return found is None or md5_hex is None or found.group(1) == md5_hex
+    stated = etag_md5(etag)
+    return stated is None or md5_hex is None or stated == md5_hex
 
 
 async def _all(jobs: Sequence[Any]) -> list[Any]:

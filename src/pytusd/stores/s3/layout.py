@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
+from collections.abc import Mapping
 
 from pytusd.info import UploadInfo
 from pytusd.protocol.download import content_headers
@@ -26,6 +28,9 @@ META_MULTIPART = "tus-multipart"  # the multipart upload it belongs to (guards a
 META_WRITTEN = "tus-written"  # Unix time of the commit, sub-second (LastModified has whole seconds)
 META_COMPLETE = "tus-complete"  # the marker that replaces the incomplete part of a finished upload
 META_COMMIT = "tus-commit"  # a random name of the commit: its part list may be remembered (state.py)
+#: ``<number>:<size>:<md5 hex>``: the part after the committed ones, named before it lands; it
+#: counts once S3 lists it with that size and MD5 (see pending_part and the package docs).
+META_PENDING = "tus-pending"
 
 #: Keys of UploadInfo.storage that this store owns.
 STORAGE_TYPE = "s3store"
@@ -34,6 +39,32 @@ OWN_STORAGE_KEYS = ("Type", "Bucket", "Key", "InfoKey", "PartKey", STORAGE_MULTI
 
 #: Content-MD5 of an empty body (empty objects: markers, 0-byte uploads, an empty incomplete part).
 EMPTY_MD5 = base64.b64encode(hashlib.md5(b"", usedforsecurity=False).digest()).decode()
+
+
+_MD5_ETAG = re.compile(r'"?([0-9a-f]{32})"?')
+
+
+def etag_md5(etag: str) -> str | None:
+    """The MD5 an ETag states (S3's and Swift's for parts and plain objects), or None if it is not one."""
+    found = _MD5_ETAG.fullmatch(etag.strip().lower())
+    return found.group(1) if found else None
+
+
+def pending_value(number: int, size: int, md5_hex: str) -> str:
+    return f"{number}:{size}:{md5_hex}"
+
+
+def pending_part(metadata: Mapping[str, str], count: int) -> tuple[int, str] | None:
+    """The size and MD5 of part ``count + 1`` if the incomplete part names it as pending.
+
+    Anything unreadable, or naming another part, is no pending part: the commit then counts only
+    ``count`` parts, which is always a state the upload was in.
+    """
+    number, _, rest = metadata.get(META_PENDING, "").partition(":")
+    size, _, md5_hex = rest.partition(":")
+    if not (number.isdigit() and size.isdigit() and int(number) == count + 1 and etag_md5(md5_hex) == md5_hex):
+        return None
+    return int(size), md5_hex
 
 
 class KeyLayout:

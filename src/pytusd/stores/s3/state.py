@@ -28,6 +28,8 @@ from pytusd.stores.s3.layout import (
     META_PARTS,
     STORAGE_MULTIPART,
     KeyLayout,
+    etag_md5,
+    pending_part,
 )
 
 logger = logging.getLogger("pytusd.s3")
@@ -181,14 +183,17 @@ async def data_state(
     if tail is not None and tail.metadata.get(META_MULTIPART) != multipart:
         tail = None  # left over from something else under the same key
     count = parse_count(tail, upload_id)
-    if count == 0 or not multipart:
+    pending = pending_part(tail.metadata, count) if tail is not None else None
+    if (count == 0 and pending is None) or not multipart:
         return await _unless_completed(client, key, State(info, multipart, None, [], tail))
     commit = tail.metadata.get(META_COMMIT, "") if tail is not None else ""
-    remembered = known.get(upload_id, commit, count) if known is not None else None
-    if remembered is not None:
-        return await _unless_completed(client, key, State(info, multipart, None, remembered, tail))
+    if known is not None:
+        # A pending part is remembered only once it has landed: then the list is one longer.
+        remembered = known.get(upload_id, commit, count + 1 if pending is not None else count)
+        if remembered is not None:
+            return await _unless_completed(client, key, State(info, multipart, None, remembered, tail))
     try:
-        listed = await client.list_parts(key, multipart, count)
+        listed = await client.list_parts(key, multipart, count + 1 if pending is not None else count)
     except S3Error as exc:
         if not exc.not_found:
             raise
@@ -202,6 +207,13 @@ async def data_state(
             return State(info, multipart, finished, [], None)
         raise StoreError(f"upload {upload_id}: committed parts are missing from its multipart upload")
     found = [p for p in parts if p is not None]
+    if pending is not None:
+        landed = by_number.get(count + 1)
+        if landed is None or landed.size != pending[0] or etag_md5(landed.etag) != pending[1]:
+            # Not (yet) there, or something else under its number: the part does not count,
+            # and no list is remembered (it may still land under this commit).
+            return await _unless_completed(client, key, State(info, multipart, None, found, tail))
+        found.append(landed)
     if known is not None:
         known.put(upload_id, commit, found)
     return await _unless_completed(client, key, State(info, multipart, None, found, tail))

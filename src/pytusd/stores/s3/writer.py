@@ -21,6 +21,7 @@ import os
 from pytusd.stores.base import DirectSource, StoreError
 from pytusd.stores.s3.client import Part
 from pytusd.stores.s3.commit import Committer
+from pytusd.stores.s3.layout import etag_md5
 from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
 from pytusd.stores.s3.spool import Spool, SpoolCut, catch_up_hashing
 from pytusd.stores.s3.state import State
@@ -145,6 +146,7 @@ class ChunkWriter:
     async def _piece_with_room(self) -> Spool:
         """The piece more bytes go into: the current one, or a new one once it is full."""
         while True:
+            self._raise_failure()  # a part failed: the body goes no further
             if self.piece is None:
                 await self._open_piece()
             piece = self.piece
@@ -245,7 +247,9 @@ class ChunkWriter:
             return  # taken back
         del self.active[number]
         spool = self.spools.pop(number, None)
-        if spool is not None:
+        if spool is not None and spool is not self.piece:
+            # A piece still being filled (its part failed while the body arrives) keeps its file
+            # open until discard(): the body may be moving into it right now (pour).
             spool.discard()
         if task.cancelled():
             self.failure = self.failure or StoreError("part upload cancelled")
@@ -363,7 +367,11 @@ class ChunkWriter:
             return 0
         rest = self._end_piece()
         try:
-            await self._settle()
+            lone = self._lone_part() if rest is None else None
+            if lone is not None:
+                await self._commit_while_landing(*lone)
+            else:
+                await self._settle()
             self._raise_failure()
             parts = self._parts(self.count)
             if self.size is not None and self.stored == self.size and rest is None:
@@ -376,6 +384,69 @@ class ChunkWriter:
             if rest is not None and rest.fd >= 0:
                 rest.discard()
         return self.received
+
+    def _lone_part(self) -> tuple[int, int, Spool] | None:
+        """The one part this write adds, still uploading, if the final commit may name it first.
+
+        That is the common chunked PATCH (one body, one part, nothing left over) and it saves the
+        commit's round trip after the part: see :meth:`_commit_while_landing`. Only with content
+        hashes (a reader must tell the part from anything else under its number), only beside an
+        empty incomplete part, and not for the part that completes the upload (completing it is
+        that write's commit).
+        """
+        number = len(self.state.parts) + 1
+        length = self.stored - self.state.stored
+        spool = self.spools.get(number)
+        if (
+            not self.progressive
+            or self.count != number
+            or set(self.active) != {number}
+            or self.pointer != (number - 1, 0)
+            or (self.size is not None and self.stored == self.size)
+            or spool is None
+            or spool.md5 is None
+            or not spool.closed
+            or spool.size != length
+        ):
+            return None
+        return number, length, spool
+
+    async def _commit_while_landing(self, number: int, length: int, spool: Spool) -> None:
+        """Commit part ``number`` as pending while it uploads, and let it count once it has landed.
+
+        The incomplete part names the part's number, size and MD5; readers count it once S3 lists
+        it so (state.data_state). Both orders are states the upload was in: before the part
+        lands, the offset is the committed parts'; after, theirs and this part's. The answer still
+        waits for both. If the part's ETag is not its MD5 (some S3 encryption settings), readers
+        could never count it, so an ordinary commit follows.
+        """
+        md5_hex = await spool.md5_hex()
+        assert md5_hex is not None
+        marker: asyncio.Task[str] | None = None
+        async with self.pointer_lock:
+            if self.pointer == (number - 1, 0):
+                before = self._parts(number - 1)
+                marker = asyncio.get_running_loop().create_task(
+                    self.io.commit_tail(self.state, before, None, pending=Part(number, length, md5_hex))
+                )
+        try:
+            await self._settle()
+        finally:
+            if marker is not None and not marker.done():
+                await asyncio.wait([marker])
+        if marker is None or marker.cancelled() or marker.exception() is not None:
+            if marker is not None and not marker.cancelled():
+                logger.warning("upload %s: could not name part %d before it landed: %s",
+                               self.state.info.id, number, marker.exception())  # fmt: skip
+            return  # the ordinary commit follows
+        landed = self.results.get(number)
+        if landed is None or etag_md5(landed.etag) != md5_hex:
+            return
+        async with self.pointer_lock:
+            if self.pointer == (number - 1, 0):
+                self.io.known.put(self.state.info.id, marker.result(), self._parts(number))
+                self.pointer = (number, 0)
+                self.last_commit = asyncio.get_running_loop().time()
 
     async def discard(self) -> None:
         """Drop what was not committed: cancel uploads in flight, delete spool files."""

@@ -1,0 +1,199 @@
+"""A write of one part commits it as *pending* while it uploads (writer._commit_while_landing).
+
+The incomplete part names the part's number, size and MD5 before the part lands; readers count
+it once S3 lists it so. These tests hold the part's upload until the commit is in S3 (a commit
+that waited for the part would hang them, bounded by ``run``), and check what readers beside the
+writer, after it, and after failures count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pytusd.stores.base import StoreError
+from pytusd.stores.s3 import S3Store
+from pytusd.stores.s3.client import Body
+from pytusd.stores.s3.layout import META_PARTS, META_PENDING
+from tests.support.fake_s3 import FakeS3
+from tests.unit.test_s3_writer import (
+    PART,
+    body,
+    content,
+    create,
+    fresh_offset,
+    incomplete_part,
+    md5_hex,
+    opened,
+    run,
+    until,
+)
+
+DATA = bytes(range(256)) * (3 * PART // 256)
+
+
+class HeldParts(FakeS3):
+    """Holds every part upload, once its body is in, until :attr:`release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        await self.release.wait()
+        return await super().upload_part(key, upload_id, number, body, size, md5)
+
+
+class OpaqueEtags(FakeS3):
+    """Part ETags that are not MD5s (as with some S3 encryption settings)."""
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        await super().upload_part(key, upload_id, number, body, size, md5)
+        data, _ = self.upload_of(key).parts[number]
+        self.upload_of(key).parts[number] = (data, f'"opaque-{number}"')
+        return f'"opaque-{number}"'
+
+
+async def names_a_pending_part(fake: FakeS3) -> bool:
+    return "up.part" in fake.objects and META_PENDING in fake.objects["up.part"].metadata
+
+
+def part_object_puts(fake: FakeS3) -> int:
+    return sum(1 for operation, key in fake.log if operation == "put_object" and key == "up.part")
+
+
+def test_a_lone_part_is_committed_while_it_uploads(tmp_path: Path) -> None:
+    fake = HeldParts()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            fake.release.clear()
+            write = asyncio.create_task(store.write_chunk("up", 0, body(DATA[:PART]), length=PART))
+            # The commit names the part before it lands: readers still count none of it.
+            await until(lambda: names_a_pending_part(fake))
+            assert fake.objects["up.part"].metadata[META_PARTS] == "0"
+            assert await fresh_offset(fake, tmp_path) == 0
+            puts = part_object_puts(fake)
+            fake.release.set()
+            assert await write == PART
+            # Landed: it counts, for a restarted server too, and no commit came after it.
+            assert part_object_puts(fake) == puts
+            assert incomplete_part(fake) == (1, 0)
+            assert await fresh_offset(fake, tmp_path) == PART
+            assert (await store.get_info("up")).offset == PART
+            assert await store.write_chunk("up", PART, body(DATA[PART:]), length=len(DATA) - PART) == len(DATA) - PART
+            assert await content(store) == DATA
+
+    run(scenario)
+
+
+def test_the_writer_remembers_the_landed_part(tmp_path: Path) -> None:
+    """The part list of a pending commit is remembered once the part landed: no listing."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
+            listed = fake.calls.get("list_parts", 0)
+            assert (await store.get_info("up")).offset == PART
+            assert fake.calls.get("list_parts", 0) == listed
+        # Another store lists it once, then remembers it too.
+        assert await fresh_offset(fake, tmp_path) == PART
+        assert fake.calls["list_parts"] == listed + 1
+
+    run(scenario)
+
+
+def test_a_pending_part_that_never_lands_does_not_count(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
+            fake.fail("upload_part")
+            try:
+                await store.write_chunk("up", PART, body(DATA[PART : 2 * PART]), length=PART)
+            except StoreError:
+                pass
+            else:
+                raise AssertionError("the failed part upload was not reported")
+            assert incomplete_part(fake) == (1, 0)
+            assert (await store.get_info("up")).offset == PART
+            assert await fresh_offset(fake, tmp_path) == PART
+            # The client resumes at the offset it is told; the upload ends whole.
+            assert await store.write_chunk("up", PART, body(DATA[PART:]), length=len(DATA) - PART) == len(DATA) - PART
+            assert await content(store) == DATA
+
+    run(scenario)
+
+
+def test_another_part_under_the_pending_number_does_not_count(tmp_path: Path) -> None:
+    """A part left over from an earlier try, or a different one, is not the part the commit named."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
+        parts = fake.upload_of("up").parts
+        data, etag = parts[1]
+        other = data[:-1] + bytes([data[-1] ^ 1])  # same size, other bytes
+        parts[1] = (other, f'"{md5_hex(other)}"')
+        assert await fresh_offset(fake, tmp_path) == 0
+        parts[1] = (data[:-1], f'"{md5_hex(data[:-1])}"')  # shorter
+        assert await fresh_offset(fake, tmp_path) == 0
+        parts[1] = (data, etag)
+        assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+def test_a_part_whose_etag_is_no_md5_gets_an_ordinary_commit(tmp_path: Path) -> None:
+    fake = OpaqueEtags()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
+        metadata = fake.objects["up.part"].metadata
+        assert metadata[META_PARTS] == "1" and META_PENDING not in metadata
+        assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+def test_without_content_hashes_the_commit_follows_the_part(tmp_path: Path) -> None:
+    """Without an MD5 a reader could not tell the part from another under its number."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        store = S3Store("bucket", client=fake, part_size=PART, temp_dir=str(tmp_path), content_hashes=False)
+        await store.start()
+        try:
+            await create(store, size=len(DATA))
+            await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
+        finally:
+            await store.close()
+        metadata = fake.objects["up.part"].metadata
+        assert metadata[META_PARTS] == "1" and META_PENDING not in metadata
+        assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+def test_a_checksummed_chunk_is_never_pending(tmp_path: Path) -> None:
+    """All or nothing: its part must not count before the chunk is verified, so no early naming."""
+    fake = HeldParts()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await store.write_chunk("up", 0, body(DATA[:PART]), length=PART, all_or_nothing=True)
+        metadata = fake.objects["up.part"].metadata
+        assert metadata[META_PARTS] == "1" and META_PENDING not in metadata
+
+    run(scenario)
