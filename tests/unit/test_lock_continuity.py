@@ -9,10 +9,21 @@ worker processes (flock locks belong to open file descriptions); a few tests use
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pytusd.locks.base import Lock, Locker
+from pytusd.locks.file import JOINED, LOCK_DIR, FileLocker
 from pytusd.locks.memory import MemoryLocker
 
 
@@ -91,5 +102,247 @@ def test_memory_another_locker_is_another_process() -> None:
         a, b = MemoryLocker(), MemoryLocker()
         await cycle(a)
         assert await cycle(b) is False
+
+    run(main())
+
+
+# -- FileLocker: one locker ----------------------------------------------------------------------
+
+
+def test_file_first_take_is_false_then_true(tmp_path: Path) -> None:
+    async def main() -> None:
+        locker = FileLocker(tmp_path)
+        assert await cycle(locker) is False
+        assert await cycle(locker) is True
+        assert await cycle(locker, "other") is False
+        assert await cycle(locker) is True
+        await locker.close()
+
+    run(main())
+
+
+def test_file_forget_while_held_drops_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        locker = FileLocker(tmp_path)
+        await cycle(locker)
+        lock = await take(locker)
+        assert lock.held_here_last is True
+        await locker.forget("up")
+        await lock.release()
+        assert await cycle(locker) is False, "a terminated upload's lock was remembered"
+        assert await cycle(locker) is True
+        await locker.close()
+
+    run(main())
+
+
+def test_file_closed_locker_starts_over(tmp_path: Path) -> None:
+    async def main() -> None:
+        locker = FileLocker(tmp_path)
+        await cycle(locker)
+        await locker.close()
+        assert await cycle(locker) is False, "a closed locker vouched for what it held before"
+        assert await cycle(locker) is True
+        await locker.close()
+
+    run(main())
+
+
+def test_file_concurrent_first_takes_join_once(tmp_path: Path) -> None:
+    """Requests of one locker that join at the same time must not leave a second membership behind
+    (an extra open file description on .members would keep the locker from ever being alone)."""
+
+    async def main() -> None:
+        locker = FileLocker(tmp_path)
+        (tmp_path / LOCK_DIR).mkdir()
+        counter = os.open(tmp_path / LOCK_DIR / JOINED, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(counter, fcntl.LOCK_EX)  # the joiners wait for the counter together
+        takes = [asyncio.create_task(cycle(locker, f"u{n}")) for n in range(5)]
+        await asyncio.sleep(0.05)
+        os.close(counter)
+        await asyncio.gather(*takes)
+        await cycle(locker)
+        assert await cycle(locker) is True
+        await locker.close()
+
+    run(main())
+
+
+def test_file_data_file_mode_cannot_tell(tmp_path: Path) -> None:
+    async def main() -> None:
+        (tmp_path / "up").write_bytes(b"x")
+        locker = FileLocker(tmp_path, lock_target=lambda uid: str(tmp_path / uid))
+        assert await cycle(locker) is False
+        assert await cycle(locker) is False
+        await locker.close()
+
+    run(main())
+
+
+# -- FileLocker: other lockers on the directory ------------------------------------------------------
+
+
+def test_file_other_instance_held_it_in_between(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = FileLocker(tmp_path), FileLocker(tmp_path)
+        await cycle(a)
+        await cycle(b)
+        assert await cycle(a) is False
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+def test_file_other_instance_that_held_it_and_left_is_still_seen(tmp_path: Path) -> None:
+    """B joins after A's release, holds the lock, and is gone again before A takes it: the join
+    counter moved, so A cannot be sure (being alone now proves nothing)."""
+
+    async def main() -> None:
+        a = FileLocker(tmp_path)
+        await cycle(a)
+        assert await cycle(a) is True  # released alone: A would vouch for it now
+        b = FileLocker(tmp_path)
+        await cycle(b)
+        await b.close()
+        assert await cycle(a) is False
+        assert await cycle(a) is True, "alone again, and A released it last"
+        await a.close()
+
+    run(main())
+
+
+def test_file_another_member_makes_every_answer_false(tmp_path: Path) -> None:
+    async def main() -> None:
+        a, b = FileLocker(tmp_path), FileLocker(tmp_path)
+        await cycle(a)
+        await cycle(b, "elsewhere")  # B joined, never touching "up"
+        assert await cycle(a) is False, "not alone: B could have taken the lock"
+        # Released while B was alive: still no, even once B has gone.
+        await b.close()
+        assert await cycle(a) is False
+        # Released alone this time.
+        assert await cycle(a) is True
+        await a.close()
+
+    run(main())
+
+
+def test_file_lock_directory_replaced_under_a_member(tmp_path: Path) -> None:
+    async def main() -> None:
+        a = FileLocker(tmp_path)
+        await cycle(a)
+        shutil.rmtree(tmp_path / LOCK_DIR)
+        b = FileLocker(tmp_path)  # meets in new membership files A has never seen
+        await cycle(b)
+        await b.close()
+        assert await cycle(a) is False
+        await a.close()
+
+    run(main())
+
+
+def test_file_locker_that_could_not_join_still_moves_the_counter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        a, b = FileLocker(tmp_path), FileLocker(tmp_path)
+        await cycle(a)
+        assert await cycle(a) is True
+
+        async def cannot_join() -> None:
+            """Joining failed (an error, or the membership files stayed busy)."""
+
+        monkeypatch.setattr(b, "_join", cannot_join)
+        assert await cycle(b) is False
+        assert await cycle(a) is False, "an unjoined locker held the lock unnoticed"
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+# -- FileLocker: real processes ------------------------------------------------------------------
+
+_OTHER_PROCESS = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from pytusd.locks.file import FileLocker
+
+    async def main():
+        locker = FileLocker(sys.argv[1])
+        lock = await locker.acquire("up", lambda: None, 10.0)
+        print("held", flush=True)
+        if sys.argv[2] == "hang":
+            time.sleep(3600)
+        await lock.release()
+        await locker.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+def _other_process(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _OTHER_PROCESS, str(tmp_path), mode], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("other", ["none", "releases", "is killed"])
+def test_file_another_process_in_between(tmp_path: Path, other: str) -> None:
+    async def main() -> bool:
+        locker = FileLocker(tmp_path)
+        await cycle(locker)
+        await cycle(locker)  # released alone
+        if other != "none":
+            proc = _other_process(tmp_path, "release" if other == "releases" else "hang")
+            try:
+                if other == "is killed":
+                    proc.send_signal(signal.SIGKILL)
+                assert await asyncio.to_thread(proc.wait, 20) in (0, -signal.SIGKILL)
+            finally:
+                proc.kill()
+                proc.wait()
+        answer = await cycle(locker)
+        await locker.close()
+        return answer
+
+    assert run(main()) is (other == "none")
+
+
+def test_file_joiner_is_a_member_before_it_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B is caught halfway through joining (between its two steps) while A releases. Joining takes
+    LOCK_SH on .members before bumping the counter, so A is not alone then; the other order would
+    leave B neither seen (no LOCK_SH yet) nor counted later (its bump already in A's record)."""
+    from pytusd.locks import file as file_locks
+
+    async def main() -> None:
+        a, b = FileLocker(tmp_path), FileLocker(tmp_path)
+        await cycle(a)
+        real = file_locks._flock_soon
+        steps = 0
+        halfway, go_on = asyncio.Event(), asyncio.Event()
+
+        async def pausing(fd: int, operation: int) -> None:
+            nonlocal steps
+            steps += 1
+            if steps == 2:  # B's first step is done
+                halfway.set()
+                await go_on.wait()
+            await real(fd, operation)
+
+        monkeypatch.setattr(file_locks, "_flock_soon", pausing)
+        joining = asyncio.create_task(cycle(b))
+        await halfway.wait()
+        await cycle(a)  # A releases while B is halfway
+        go_on.set()
+        await joining  # B holds and releases the lock
+        await b.close()
+        assert await cycle(a) is False
+        await a.close()
 
     run(main())
