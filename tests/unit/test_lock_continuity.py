@@ -4,6 +4,7 @@ A store trusts the state it remembers from its own last write when this is True,
 matter most are the ones that must answer False: another locker (instance, process, a process that
 was killed) held the lock in between. Two FileLocker instances on one directory behave like two
 worker processes (flock locks belong to open file descriptions); a few tests use a real process.
+Each RedisLocker stands for one pytusd instance, against a real redis-server.
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 
 from pytusd.locks.base import Lock, Locker
 from pytusd.locks.file import JOINED, LOCK_DIR, FileLocker
 from pytusd.locks.memory import MemoryLocker
+from pytusd.locks.redis import RedisLocker
+from tests.services.redis_server import RedisServer
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -344,5 +349,114 @@ def test_file_joiner_is_a_member_before_it_is_counted(tmp_path: Path, monkeypatc
         await b.close()
         assert await cycle(a) is False
         await a.close()
+
+    run(main())
+
+
+# -- RedisLocker ------------------------------------------------------------------------------------
+
+
+def test_redis_take_release_take(redis_server: RedisServer, redis_prefix: str) -> None:
+    async def main() -> None:
+        locker = RedisLocker(redis_server.url, prefix=redis_prefix)
+        assert await cycle(locker) is False
+        assert await cycle(locker) is True
+        assert await cycle(locker, "other") is False
+        assert await cycle(locker) is True
+        await locker.close()
+
+    run(main())
+
+
+def test_redis_other_instance_held_it_in_between(redis_server: RedisServer, redis_prefix: str) -> None:
+    async def main() -> None:
+        a, b = RedisLocker(redis_server.url, prefix=redis_prefix), RedisLocker(redis_server.url, prefix=redis_prefix)
+        await cycle(a)
+        await cycle(a)
+        assert await cycle(b) is False
+        assert await cycle(a) is False
+        assert await cycle(a) is True
+        await a.close()
+        await b.close()
+
+    run(main())
+
+
+def test_redis_other_instance_whose_lock_expired_in_between(redis_server: RedisServer, redis_prefix: str) -> None:
+    """B takes the lock and dies holding it (it stops renewing, never releases): the key lapses."""
+
+    async def main() -> None:
+        a = RedisLocker(redis_server.url, prefix=redis_prefix, ttl=1.0)
+        b = RedisLocker(redis_server.url, prefix=redis_prefix, ttl=1.0)
+        await cycle(a)
+        await cycle(a)
+        await take(b)
+        await b.close()  # no more renewals, no release
+        lock = await a.acquire("up", lambda: None, 20.0)  # once the key has lapsed
+        assert lock.held_here_last is False
+        await lock.release()
+        assert await cycle(a) is True
+        await a.close()
+
+    run(main())
+
+
+def test_redis_forget(redis_server: RedisServer, redis_prefix: str) -> None:
+    async def main() -> None:
+        locker = RedisLocker(redis_server.url, prefix=redis_prefix)
+        await cycle(locker)
+        lock = await take(locker)
+        assert lock.held_here_last is True
+        await locker.forget("up")
+        await lock.release()
+        assert await cycle(locker) is False
+        assert await cycle(locker) is True
+        await locker.close()
+
+    run(main())
+
+
+def test_redis_key_set_back_by_a_renewal_leaves_no_last(redis_server: RedisServer, redis_prefix: str) -> None:
+    """The key vanished while held (a partition, a failover) and the renewal set it back: someone
+    may have held the lock meanwhile, so the next take cannot vouch for it."""
+
+    async def main() -> None:
+        locker = RedisLocker(redis_server.url, prefix=redis_prefix, ttl=1.0)
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        await cycle(locker)
+        lock = await take(locker)
+        key = f"{redis_prefix}lock:up"
+        await client.delete(key)
+        deadline = time.monotonic() + 10  # a bound for "did not hang"
+        while await client.get(key) is None:  # the renewal takes it back
+            assert time.monotonic() < deadline, "the holder did not take its lock back"
+            await asyncio.sleep(0.05)
+        await lock.release()
+        assert await cycle(locker) is False
+        assert await cycle(locker) is True
+        await client.aclose()
+        await locker.close()
+
+    run(main())
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which it may flush."""
+    with RedisServer() as server:
+        yield server
+
+
+def test_redis_flushed_in_between(own_redis: RedisServer) -> None:
+    async def main() -> None:
+        locker = RedisLocker(own_redis.url, prefix="t:")
+        client = redis.asyncio.Redis.from_url(own_redis.url)
+        await cycle(locker)
+        await cycle(locker)
+        await client.flushall()  # as a Redis that restarted empty
+        assert await cycle(locker) is False
+        assert await cycle(locker) is True
+        await client.aclose()
+        await locker.close()
 
     run(main())
