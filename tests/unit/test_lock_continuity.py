@@ -409,6 +409,9 @@ def test_redis_forget(redis_server: RedisServer, redis_prefix: str) -> None:
         assert lock.held_here_last is True
         await locker.forget("up")
         await lock.release()
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        assert await client.exists(f"{redis_prefix}last:up") == 0, "a terminated upload left its last token"
+        await client.aclose()
         assert await cycle(locker) is False
         assert await cycle(locker) is True
         await locker.close()

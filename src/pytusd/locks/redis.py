@@ -116,6 +116,7 @@ class _RedisLock(Lock):
         "_last",
         "_locker",
         "confirmed",
+        "forgotten",
         "on_lost",
         "on_stop_request",
         "token",
@@ -137,6 +138,8 @@ class _RedisLock(Lock):
         self._key = locker.key("lock", upload_id)
         self.on_stop_request, self.on_lost, self.confirmed = on_stop_request, on_lost, confirmed
         self._last = last
+        #: the upload was terminated while held: its release leaves no ``last``
+        self.forgotten = False
 
     @property
     def held_here_last(self) -> bool:
@@ -316,7 +319,7 @@ class RedisLocker(Locker):
         held = self._held.get(lock.upload_id) is lock
         if held:
             del self._held[lock.upload_id]
-        await self._release_key(lock.upload_id, lock.token, record=held)
+        await self._release_key(lock.upload_id, lock.token, record=held and not lock.forgotten)
 
     async def lead(self, task: str, period: float) -> bool:
         try:
@@ -328,6 +331,9 @@ class RedisLocker(Locker):
 
     async def forget(self, upload_id: str) -> None:
         self._last_tokens.pop(upload_id, None)
+        lock = self._held.get(upload_id)
+        if lock is not None:  # no ``last`` key left behind for a terminated upload
+            lock.forgotten = True
 
     async def close(self) -> None:
         self._closed = True  # the loops end even if redis-py turns their cancellation into an error
