@@ -263,6 +263,7 @@ class FileLocker(Locker):
                 _write_counter(joined, _read_counter(joined) + 1)
             finally:
                 fcntl.flock(joined, fcntl.LOCK_UN)
+            identity = [_identity(os.fstat(fd)) for fd in (members, joined)]
         except BaseException as exc:
             for fd in (members, joined):
                 if fd is not None:
@@ -277,8 +278,7 @@ class FileLocker(Locker):
             os.close(members)
             os.close(joined)
             return
-        self._members_fd, self._joined_fd, self._pid = members, joined, os.getpid()
-        self._identity = [_identity(os.fstat(fd)) for fd in (members, joined)]
+        self._members_fd, self._joined_fd, self._pid, self._identity = members, joined, os.getpid(), identity
 
     def _leave(self) -> None:
         """No longer a member (closed, forked, or the membership broke): forget what it vouched for."""
