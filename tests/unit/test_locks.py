@@ -378,7 +378,8 @@ def test_lock_files_do_not_pile_up(tmp_path: Path) -> None:
             lock = await locker.acquire(f"u{n}", lambda: None, 0.0)
             assert (tmp_path / LOCK_DIR / f"u{n}.lock").exists(), "the held lock has no lock file"
             await lock.release()
-        assert list((tmp_path / LOCK_DIR).iterdir()) == []
+        # Only the two fixed membership files of held_here_last stay (pytusd.locks.file: MEMBERS, JOINED).
+        assert {p.name for p in (tmp_path / LOCK_DIR).iterdir()} <= {".members", ".joined"}
         await locker.close()
 
     run(main())

@@ -29,6 +29,16 @@ class Lock(abc.ABC):
     @abc.abstractmethod
     async def release(self) -> None: ...
 
+    @property
+    def held_here_last(self) -> bool:
+        """Was this upload's lock, before we took it, last held and released by this same locker
+        (this process), with no holder from any other process in between (not even one that crashed
+        or lost its lock)? A store may then trust the state it remembers from its own last write
+        instead of reading it again. A wrong True would make it act on stale state, so any doubt
+        answers False (the default: the locker cannot tell).
+        """
+        return False
+
 
 class Locker(abc.ABC):
     @abc.abstractmethod

@@ -3,31 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 
 from pytusd.locks.base import Lock, Locker, LockTimeout, StopCallback
 
+#: How many released upload IDs a locker remembers for :attr:`Lock.held_here_last` (least recent dropped).
+REMEMBER = 100_000
+
 
 class _Holder:
-    __slots__ = ("on_stop_request", "released")
+    __slots__ = ("forgotten", "on_stop_request", "released")
 
     def __init__(self, on_stop_request: StopCallback) -> None:
         self.on_stop_request = on_stop_request
         self.released = asyncio.Event()
+        self.forgotten = False
 
 
 class _MemoryLock(Lock):
-    __slots__ = ("_holder", "_id", "_locker")
+    __slots__ = ("_holder", "_id", "_last", "_locker")
 
-    def __init__(self, locker: MemoryLocker, upload_id: str, holder: _Holder) -> None:
-        self._locker, self._id, self._holder = locker, upload_id, holder
+    def __init__(self, locker: MemoryLocker, upload_id: str, holder: _Holder, last: bool) -> None:
+        self._locker, self._id, self._holder, self._last = locker, upload_id, holder, last
 
     async def release(self) -> None:
         self._locker.release_now(self._id, self._holder)
 
+    @property
+    def held_here_last(self) -> bool:
+        return self._last
+
 
 class MemoryLocker(Locker):
-    def __init__(self) -> None:
+    """``remember``: how many released IDs to keep for ``held_here_last`` (0: none; the file and
+    Redis lockers, which use one inside for waiting, tell continuity their own way)."""
+
+    def __init__(self, *, remember: int = REMEMBER) -> None:
         self._held: dict[str, _Holder] = {}
+        self._remember = remember
+        #: IDs whose lock this locker released (and so held last: no other process shares these
+        #: locks), least recently released first
+        self._released: OrderedDict[str, None] = OrderedDict()
 
     async def acquire(
         self,
@@ -52,12 +68,23 @@ class MemoryLocker(Locker):
                 raise LockTimeout(upload_id) from None
         holder = _Holder(on_stop_request)
         self._held[upload_id] = holder
-        return _MemoryLock(self, upload_id, holder)
+        return _MemoryLock(self, upload_id, holder, upload_id in self._released)
 
     def release_now(self, upload_id: str, holder: _Holder) -> None:
         if self._held.get(upload_id) is holder:
             del self._held[upload_id]
+            if self._remember and not holder.forgotten:
+                self._released[upload_id] = None
+                self._released.move_to_end(upload_id)
+                if len(self._released) > self._remember:
+                    self._released.popitem(last=False)
         holder.released.set()
 
     def is_held(self, upload_id: str) -> bool:
         return upload_id in self._held
+
+    async def forget(self, upload_id: str) -> None:
+        self._released.pop(upload_id, None)
+        holder = self._held.get(upload_id)
+        if holder is not None:  # its release must not remember the terminated upload again
+            holder.forgotten = True

@@ -25,6 +25,15 @@ Redis unreachable: acquiring raises :class:`~pytusd.locks.base.LockUnavailable` 
 503 and retries). A held lock whose renewal finds it taken by someone else, or that could not be
 confirmed for longer than its TTL, is lost: its holder is told to stop writing at once. When Redis
 restarts empty, renewal takes each held lock back (no one else holds it) and work goes on.
+
+Continuity (:attr:`~pytusd.locks.base.Lock.held_here_last`): a release that deletes its own key
+leaves its token in ``<prefix>last:<upload id>`` (for a day), and a take that sets the key reads
+and deletes it in the same script. The locker remembers the token of its own last lock per upload:
+the take was preceded by our own release, with no holder in between, exactly when the two match.
+A holder that died or lost its lock leaves no ``last``, and our next take's GETDEL already removed
+ours; so does a Redis that restarted empty. A renewal that finds the key gone sets it back marked
+(see ``_RENEW``), and the release of a key set back leaves no ``last``: someone may have held the
+lock while it was gone.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import contextlib
 import itertools
 import logging
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -47,21 +57,48 @@ from pytusd.protocol.urls import is_valid_upload_id
 
 logger = logging.getLogger("pytusd")
 
-#: Take or renew: the key is ours unless another token holds it. 1: it was ours (extended), 2: set now,
-#: 0: someone else's. Taking this way is idempotent (a retried take whose first reply was lost finds
-#: its own token), and renewing takes a lock back if Redis lost it (restarted empty).
-_CLAIM = """
+#: Renew: the key is ours unless another token holds it. 1: it was ours (extended), 2: set now,
+#: 0: someone else's. Renewing takes a lock back if Redis lost it (restarted empty); a key set back
+#: so holds our token marked with '~' (someone may have held the lock while it was gone: its release
+#: leaves no ``last``).
+_RENEW = """
 local v = redis.call('get', KEYS[1])
-if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
-if not v then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 2 end
+if v == ARGV[1] or v == ARGV[1] .. '~' then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('set', KEYS[1], ARGV[1] .. '~', 'px', ARGV[2]) return 2 end
 return 0
 """
-#: Release only our own lock; announce it when someone waits.
+#: Take: the key is ours unless another token holds it; idempotent (a retried take whose first reply
+#: was lost finds its own token). When it sets the key, it also reads and deletes the ``last`` token
+#: (a holder that never releases must not leave an older one standing). {0}: someone else's, {1}: it
+#: was ours (extended), {2[, last]}: set now.
+_TAKE = """
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return {1} end
+if v then return {0} end
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+local last = redis.call('get', KEYS[2])
+if last then redis.call('del', KEYS[2]) return {2, last} end
+return {2}
+"""
+#: Release only our own lock, leaving our token as ``last`` (ARGV[3] = '1', and never set back by a
+#: renewal) or none; announce it when someone waits.
 _RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] or v == ARGV[1] .. '~' then
+  redis.call('del', KEYS[1])
+  if v == ARGV[1] and ARGV[3] == '1' then
+    redis.call('set', KEYS[4], ARGV[1], 'px', ARGV[4])
+  else
+    redis.call('del', KEYS[4])
+  end
+end
 if redis.call('del', KEYS[2]) == 1 then redis.call('publish', KEYS[3], ARGV[2]) end
 return 1
 """
+#: How long a released lock's token stays as ``last`` (after that, the next take answers False).
+LAST_TTL_MS = 24 * 3600 * 1000
+#: Uploads whose last token a locker remembers (least recently taken dropped first).
+REMEMBER = 100_000
 #: A leader keeps its turn while it lives (it asks again before the turn lapses); another instance
 #: takes it once it lapses.
 _LEAD = """
@@ -73,7 +110,18 @@ return 0
 
 
 class _RedisLock(Lock):
-    __slots__ = ("_inner", "_key", "_locker", "confirmed", "on_lost", "on_stop_request", "token", "upload_id")
+    __slots__ = (
+        "_inner",
+        "_key",
+        "_last",
+        "_locker",
+        "confirmed",
+        "forgotten",
+        "on_lost",
+        "on_stop_request",
+        "token",
+        "upload_id",
+    )
 
     def __init__(
         self,
@@ -84,10 +132,18 @@ class _RedisLock(Lock):
         on_lost: StopCallback | None,
         inner: Lock,
         confirmed: float,
+        last: bool,
     ) -> None:
         self._locker, self.upload_id, self.token, self._inner = locker, upload_id, token, inner
         self._key = locker.key("lock", upload_id)
         self.on_stop_request, self.on_lost, self.confirmed = on_stop_request, on_lost, confirmed
+        self._last = last
+        #: the upload was terminated while held: its release leaves no ``last``
+        self.forgotten = False
+
+    @property
+    def held_here_last(self) -> bool:
+        return self._last
 
     async def release(self) -> None:
         try:
@@ -130,7 +186,9 @@ class RedisLocker(Locker):
         self._lead = self._redis.register_script(_LEAD)
         self.instance = uuid.uuid4().hex
         self._tokens = itertools.count()
-        self._local = MemoryLocker()
+        self._local = MemoryLocker(remember=0)
+        #: upload ID -> the token of our last lock of it (least recently taken first)
+        self._last_tokens: OrderedDict[str, str] = OrderedDict()
         #: upload ID -> the lock this process holds on it (one at most: see the memory locker)
         self._held: dict[str, _RedisLock] = {}
         #: upload ID -> set when Redis announces its release (a waiter of this process wants it)
@@ -175,15 +233,21 @@ class RedisLocker(Locker):
         try:
             self._start_background()
             token = f"{self.instance}:{next(self._tokens)}"
-            await self._take(upload_id, token, deadline, stop_holder)
+            previous = await self._take(upload_id, token, deadline, stop_holder)
         except BaseException:
             await inner.release()
             raise
-        lock = _RedisLock(self, upload_id, token, on_stop_request, on_lost, inner, loop.time())
+        last = previous is not None and self._last_tokens.get(upload_id) == previous
+        self._last_tokens[upload_id] = token
+        self._last_tokens.move_to_end(upload_id)
+        if len(self._last_tokens) > REMEMBER:
+            self._last_tokens.popitem(last=False)
+        lock = _RedisLock(self, upload_id, token, on_stop_request, on_lost, inner, loop.time(), last)
         self._held[upload_id] = lock
         return lock
 
-    async def _take(self, upload_id: str, token: str, deadline: float, stop_holder: bool) -> None:
+    async def _take(self, upload_id: str, token: str, deadline: float, stop_holder: bool) -> str | None:
+        """Take the key; the ``last`` token it held before, if the take set the key and read one."""
         loop = asyncio.get_running_loop()
         key, wait_key = self.key("lock", upload_id), self.key("wait", upload_id)
         asked_at = float("-inf")
@@ -191,8 +255,9 @@ class RedisLocker(Locker):
         try:
             while True:
                 try:
-                    if await self._claim_or_undo(key, token, upload_id):
-                        return
+                    taken = await self._claim_or_undo(key, token, upload_id)
+                    if taken:
+                        return taken if isinstance(taken, str) else None
                     now = loop.time()
                     ask = stop_holder and now - asked_at >= self.ask_interval
                     async with self._redis.pipeline(transaction=False) as pipe:
@@ -215,33 +280,46 @@ class RedisLocker(Locker):
             if wakeup is not None and self._wakeups.get(upload_id) is wakeup:
                 del self._wakeups[upload_id]
 
-    async def _claim_or_undo(self, key: str, token: str, upload_id: str) -> bool:
-        """Take the key if it is free; if we are cancelled or Redis fails meanwhile, the key may be
+    async def _claim_or_undo(self, key: str, token: str, upload_id: str) -> bool | str:
+        """Take the key if it is free: False if someone else holds it, else the ``last`` token the
+        take consumed or True (none). If we are cancelled or Redis fails meanwhile, the key may be
         ours all the same: remove it (in the background), so no request of ours waits a TTL for it."""
         try:
-            return bool(await self._pipeline.script(_CLAIM, [key], [token, self._ttl_ms]))
+            reply = await self._pipeline.script(_TAKE, [key, self.key("last", upload_id)], [token, self._ttl_ms])
         except (asyncio.CancelledError, *UNAVAILABLE):
             self._release_later(upload_id, token)
             raise
+        code = int(reply[0])
+        if code == 2 and len(reply) > 1:
+            return as_text(reply[1]) or True  # tokens are never empty
+        # {1}: a retried take whose first reply was lost; what that consumed is unknown (no last).
+        return code != 0
 
     def _release_later(self, upload_id: str, token: str) -> None:
         task = asyncio.get_running_loop().create_task(self._release_key(upload_id, token))
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
 
-    async def _release_key(self, upload_id: str, token: str) -> None:
-        keys = [self.key("lock", upload_id), self.key("wait", upload_id), self._released_channel]
+    async def _release_key(self, upload_id: str, token: str, *, record: bool = False) -> None:
+        """Release; ``record``: leave our token as ``last`` (only for a lock held without doubt)."""
+        keys = [
+            self.key("lock", upload_id),
+            self.key("wait", upload_id),
+            self._released_channel,
+            self.key("last", upload_id),
+        ]
         try:
-            await self._pipeline.script(_RELEASE, keys, [token, upload_id])
+            await self._pipeline.script(_RELEASE, keys, [token, upload_id, "1" if record else "0", LAST_TTL_MS])
         except UNAVAILABLE as exc:
             # The key lapses within the TTL by itself; the request's work is done and saved.
             logger.warning("could not release the Redis lock of %s (it expires by itself): %s", upload_id, exc)
 
     async def release_remote(self, lock: _RedisLock) -> None:
         """Drop ``lock``'s key in Redis (if it is still ours) and wake a waiter, if any."""
-        if self._held.get(lock.upload_id) is lock:
+        held = self._held.get(lock.upload_id) is lock
+        if held:
             del self._held[lock.upload_id]
-        await self._release_key(lock.upload_id, lock.token)
+        await self._release_key(lock.upload_id, lock.token, record=held and not lock.forgotten)
 
     async def lead(self, task: str, period: float) -> bool:
         try:
@@ -250,6 +328,12 @@ class RedisLocker(Locker):
             logger.warning("Redis unreachable, skipping %s this time: %s", task, exc)
             return False
         return bool(taken)
+
+    async def forget(self, upload_id: str) -> None:
+        self._last_tokens.pop(upload_id, None)
+        lock = self._held.get(upload_id)
+        if lock is not None:  # no ``last`` key left behind for a terminated upload
+            lock.forgotten = True
 
     async def close(self) -> None:
         self._closed = True  # the loops end even if redis-py turns their cancellation into an error
@@ -336,7 +420,7 @@ class RedisLocker(Locker):
             try:
                 async with asyncio.timeout(interval):
                     results = await asyncio.gather(
-                        *(self._pipeline.script(_CLAIM, [self.key("lock", lock.upload_id)], [lock.token, self._ttl_ms])
+                        *(self._pipeline.script(_RENEW, [self.key("lock", lock.upload_id)], [lock.token, self._ttl_ms])
                           for lock in held),
                         return_exceptions=True,
                     )  # fmt: skip
