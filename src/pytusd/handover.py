@@ -80,6 +80,10 @@ class _HeldLock(Lock):
     def __init__(self, lock: Lock, handover: Handover) -> None:
         self._lock, self._handover = lock, handover
 
+    @property
+    def held_here_last(self) -> bool:
+        return self._lock.held_here_last
+
     async def release(self) -> None:
         self._handover.close()
         await self._lock.release()

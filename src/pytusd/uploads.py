@@ -201,7 +201,7 @@ class UploadService:
         """The upload locked for writing ``body``, authorized and not expired; unlocked on exit."""
         lock = await self.lock(upload_id, body)
         try:
-            info = await self.store.get_info(upload_id)
+            info = await self.store.get_info_to_write(upload_id, held_here_last=lock.held_here_last)
             await self.authorize(info, hook_request)
             await self.check_expired(info)
             yield info

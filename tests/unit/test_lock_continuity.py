@@ -27,7 +27,7 @@ import redis.asyncio
 
 from pytusd.locks.base import Lock, Locker
 from pytusd.locks.file import JOINED, LOCK_DIR, FileLocker
-from pytusd.locks.memory import MemoryLocker
+from pytusd.locks.memory import REMEMBER, MemoryLocker
 from pytusd.locks.redis import RedisLocker
 from tests.services.redis_server import RedisServer
 
@@ -64,9 +64,20 @@ def test_a_lock_that_cannot_tell_answers_false() -> None:
 # -- MemoryLocker ------------------------------------------------------------------------------------
 
 
-def test_memory_first_take_is_false_then_true() -> None:
+def test_memory_remembers_nothing_unless_asked() -> None:
+    """By default it cannot know whether other processes share the store."""
+
     async def main() -> None:
         locker = MemoryLocker()
+        assert await cycle(locker) is False
+        assert await cycle(locker) is False
+
+    run(main())
+
+
+def test_memory_first_take_is_false_then_true() -> None:
+    async def main() -> None:
+        locker = MemoryLocker(remember=REMEMBER)
         assert await cycle(locker) is False
         assert await cycle(locker) is True
         assert await cycle(locker, "other") is False, "another upload's release does not count"
@@ -77,7 +88,7 @@ def test_memory_first_take_is_false_then_true() -> None:
 
 def test_memory_forget_while_held_drops_it() -> None:
     async def main() -> None:
-        locker = MemoryLocker()
+        locker = MemoryLocker(remember=REMEMBER)
         await cycle(locker)
         lock = await take(locker)
         assert lock.held_here_last is True
@@ -104,7 +115,7 @@ def test_memory_remembers_a_bounded_number_of_uploads() -> None:
 
 def test_memory_another_locker_is_another_process() -> None:
     async def main() -> None:
-        a, b = MemoryLocker(), MemoryLocker()
+        a, b = MemoryLocker(remember=REMEMBER), MemoryLocker(remember=REMEMBER)
         await cycle(a)
         assert await cycle(b) is False
 

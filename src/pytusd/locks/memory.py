@@ -35,10 +35,13 @@ class _MemoryLock(Lock):
 
 
 class MemoryLocker(Locker):
-    """``remember``: how many released IDs to keep for ``held_here_last`` (0: none; the file and
-    Redis lockers, which use one inside for waiting, tell continuity their own way)."""
+    """``remember``: how many released IDs to keep for ``held_here_last``. None by default: a
+    memory locker cannot know whether other processes (an embedded app's workers) share the
+    store, and a wrong True would let a store start a write from an outdated state. An
+    application that serves its uploads from one process may pass ``remember=REMEMBER``. (The
+    file and Redis lockers use one inside for waiting and tell continuity their own way.)"""
 
-    def __init__(self, *, remember: int = REMEMBER) -> None:
+    def __init__(self, *, remember: int = 0) -> None:
         self._held: dict[str, _Holder] = {}
         self._remember = remember
         #: IDs whose lock this locker released (and so held last: no other process shares these

@@ -27,7 +27,7 @@ confirmed for longer than its TTL, is lost: its holder is told to stop writing a
 restarts empty, renewal takes each held lock back (no one else holds it) and work goes on.
 
 Continuity (:attr:`~pytusd.locks.base.Lock.held_here_last`): a release that deletes its own key
-leaves its token in ``<prefix>last:<upload id>`` (for a day), and a take that sets the key reads
+leaves its token in ``<prefix>last:<upload id>`` (for an hour), and a take that sets the key reads
 and deletes it in the same script. The locker remembers the token of its own last lock per upload:
 the take was preceded by our own release, with no holder in between, exactly when the two match.
 A holder that died or lost its lock leaves no ``last``, and our next take's GETDEL already removed
@@ -96,7 +96,7 @@ if redis.call('del', KEYS[2]) == 1 then redis.call('publish', KEYS[3], ARGV[2]) 
 return 1
 """
 #: How long a released lock's token stays as ``last`` (after that, the next take answers False).
-LAST_TTL_MS = 24 * 3600 * 1000
+LAST_TTL_MS = 3600 * 1000
 #: Uploads whose last token a locker remembers (least recently taken dropped first).
 REMEMBER = 100_000
 #: A leader keeps its turn while it lives (it asks again before the turn lapses); another instance

@@ -94,6 +94,16 @@ class DataStore(abc.ABC):
     async def get_info(self, upload_id: str) -> UploadInfo:
         """The upload's info with ``offset`` taken from the data held. Raises UploadNotFound."""
 
+    async def get_info_to_write(self, upload_id: str, *, held_here_last: bool = False) -> UploadInfo:
+        """:meth:`get_info` for a request that holds the upload's lock and writes next.
+
+        ``held_here_last``: the lock says that no other process held it since this process last
+        released it, so whatever this store's own last write of the upload left is still what
+        its storage holds. A store that remembers that may answer without asking its storage
+        (S3: two requests less per PATCH); the default asks, as :meth:`get_info` does.
+        """
+        return await self.get_info(upload_id)
+
     @abc.abstractmethod
     async def write_chunk(
         self,

@@ -20,6 +20,8 @@ Objects per upload ``<id>`` (see docs/s3.md for the whole story):
 Nothing lives only in memory: the offset is recomputed from S3 on every :meth:`get_info`, as
 the sizes of the committed parts (ListParts) plus the size of the incomplete part, or the size of
 the finished object. A restarted server, or another instance, sees exactly what this one did.
+(A write that follows this process's own write of the upload starts from what that one left,
+when the lock says no other process held it since: :meth:`S3Store.get_info_to_write`.)
 
 **Commit point.** Parts of a request are uploaded while its body still arrives, but they count
 only once they are *committed*: by writing the incomplete-part object with the new part count
@@ -34,7 +36,10 @@ copy of any data:
   bytes spooled for the next part whenever the body pauses (so HEAD, IETF progress responses and
   a crash see what reached the server, as with a file store), and once more at its end;
 * ``all_or_nothing`` (a chunk with a checksum) costs nothing extra: it commits only at its end,
-  so a chunk that fails is never counted, however many of its parts already went up.
+  so a chunk that fails is never counted, however many of its parts already went up;
+* a request of one part commits it as *pending* (its number, size and MD5) while it uploads,
+  and readers count it once S3 lists it so: the commit's round trip is off the request's path,
+  and a part left over from an earlier try under that number, whose MD5 differs, never counts.
 
 A reader running beside a writer (HEAD needs no lock) reads the info, the incomplete part and
 the finished object at once, then the part list; whatever order S3 answers in, it sees a state

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytusd.stores.base import StoreError
-from pytusd.stores.s3.client import ObjectStorage, Part
+from pytusd.stores.s3.client import ObjectHead, ObjectStorage, Part
 from pytusd.stores.s3.layout import (
     EMPTY_MD5,
     META_COMMIT,
@@ -170,7 +170,7 @@ class Committer:
         md5: str | None = None,
         *,
         pending: Part | None = None,
-    ) -> str:
+    ) -> ObjectHead:
         """Commit a write: the incomplete part (the first ``size`` bytes of ``spool``, of MD5
         ``md5``; or empty), with the committed parts counted beside it. A spool committed whole
         (``size`` is all of it) moves into the tail cache; the caller keeps any other.
@@ -195,7 +195,8 @@ class Committer:
         self.cache.drop(upload_id)
         self.known.drop(upload_id)
         if spool is None or size == 0:
-            await self.client.put(key, b"", 0, EMPTY_MD5, metadata=metadata)
+            size = 0
+            etag = await self.client.put(key, b"", 0, EMPTY_MD5, metadata=metadata)
         else:
             etag = await self.client.put(key, spool.stream(size), size, md5, metadata=metadata)
             if spool.closed and size == spool.size:
@@ -203,7 +204,7 @@ class Committer:
         if pending is None:
             # A pending part's list is remembered once it has landed (see state.data_state).
             self.known.put(upload_id, commit, parts)
-        return commit
+        return ObjectHead(size, etag, metadata, time.time())
 
     async def concatenate(self, target: State, sources: list[str], sizes: list[int]) -> None:
         """Fill the multipart upload of ``target`` with the finished objects ``sources`` (of

@@ -19,9 +19,9 @@ import logging
 import os
 
 from pytusd.stores.base import DirectSource, StoreError
-from pytusd.stores.s3.client import Part
+from pytusd.stores.s3.client import ObjectHead, Part
 from pytusd.stores.s3.commit import Committer
-from pytusd.stores.s3.layout import etag_md5
+from pytusd.stores.s3.layout import META_COMMIT, etag_md5
 from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
 from pytusd.stores.s3.spool import Spool, SpoolCut, catch_up_hashing
 from pytusd.stores.s3.state import State
@@ -86,6 +86,9 @@ class ChunkWriter:
         self.done_run = len(state.parts)
         #: What S3's incomplete-part object says now: (committed parts, bytes of the incomplete part).
         self.pointer = (len(state.parts), state.tail.size if state.tail is not None else 0)
+        #: The incomplete-part object the pointer describes, and whether the upload was completed.
+        self.tail_head = state.tail
+        self.completed = False
         self.pointer_lock = asyncio.Lock()
         self.progressive = progressive
         self.helpers: list[asyncio.Task[None]] = []
@@ -325,7 +328,7 @@ class ChunkWriter:
         async with self.pointer_lock:
             if (count, size) <= self.pointer:
                 return
-            await self.io.commit_tail(self.state, self._parts(count), tail, size, md5)
+            self.tail_head = await self.io.commit_tail(self.state, self._parts(count), tail, size, md5)
             self.pointer = (count, size)
             self.last_commit = asyncio.get_running_loop().time()
 
@@ -376,6 +379,7 @@ class ChunkWriter:
             parts = self._parts(self.count)
             if self.size is not None and self.stored == self.size and rest is None:
                 await io.complete(state, parts)
+                self.completed = True
             elif rest is not None:
                 await self._advance(len(parts), rest, rest.size, await rest.content_md5())
             else:
@@ -384,6 +388,14 @@ class ChunkWriter:
             if rest is not None and rest.fd >= 0:
                 rest.discard()
         return self.received
+
+    def left_behind(self) -> State | None:
+        """After :meth:`commit`: the upload as S3 now holds it, for the next write of this process
+        to start from (see S3Store.get_info_to_write); None once the upload is complete."""
+        if self.completed or (self.received == 0 and self.state.full):
+            return None
+        parts = self._parts(self.pointer[0])
+        return State(self.state.info, self.state.multipart, None, parts, self.tail_head)
 
     def _lone_part(self) -> tuple[int, int, Spool] | None:
         """The one part this write adds, still uploading, if the final commit may name it first.
@@ -422,7 +434,7 @@ class ChunkWriter:
         """
         md5_hex = await spool.md5_hex()
         assert md5_hex is not None
-        marker: asyncio.Task[str] | None = None
+        marker: asyncio.Task[ObjectHead] | None = None
         async with self.pointer_lock:
             if self.pointer == (number - 1, 0):
                 before = self._parts(number - 1)
@@ -444,7 +456,8 @@ class ChunkWriter:
             return
         async with self.pointer_lock:
             if self.pointer == (number - 1, 0):
-                self.io.known.put(self.state.info.id, marker.result(), self._parts(number))
+                self.tail_head = marker.result()
+                self.io.known.put(self.state.info.id, self.tail_head.metadata[META_COMMIT], self._parts(number))
                 self.pointer = (number, 0)
                 self.last_commit = asyncio.get_running_loop().time()
 

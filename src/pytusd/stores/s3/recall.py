@@ -1,0 +1,105 @@
+"""What an S3Store remembers of its uploads between calls: only ever a way to skip S3 requests.
+
+Two memories, each used under rules that make it as good as a read:
+
+* **the last read** (:meth:`Recall.read`): the handler reads an upload under its lock right
+  before it writes, so the write may start from that state instead of reading again
+  (:meth:`Recall.handoff`), if it is recent and at the write's offset;
+* **the last write** (:meth:`Recall.wrote`): what this process's last write of an upload left in
+  S3. A write that follows may start from it when the lock says no other process held it since
+  (``held_here_last``); every other change the store makes forgets it (:meth:`Recall.forget`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+from pytusd.info import UploadInfo
+from pytusd.stores.s3.state import State
+
+#: How old a state read by get_info may be to stand in for write_chunk's own read (see handoff).
+HANDOFF_FOR = 1.0
+#: Reads kept before the old ones are swept.
+MAX_READS = 1000
+#: Uploads whose last write here is remembered; older ones are read again.
+MAX_WRITES = 10_000
+
+
+class Recall:
+    """The two memories of one store; ``now`` is always the event loop's clock."""
+
+    def __init__(self) -> None:
+        #: upload ID -> (when the read started, the state it found)
+        self._reads: dict[str, tuple[float, State]] = {}
+        #: upload ID -> what this process's last write of it left in S3
+        self._writes: OrderedDict[str, State] = OrderedDict()
+
+    def read(self, upload_id: str, started: float, state: State) -> None:
+        """Keep the state of the read that started last (a HEAD that started earlier and ends
+        later never replaces a PATCH's own read)."""
+        known = self._reads.get(upload_id)
+        if known is not None and known[0] > started:
+            return
+        if len(self._reads) > MAX_READS:
+            cutoff = started - HANDOFF_FOR
+            self._reads = {k: v for k, v in self._reads.items() if v[0] >= cutoff}
+        self._reads[upload_id] = (started, _copy(state))
+
+    def recent_info(self, upload_id: str, now: float) -> UploadInfo | None:
+        """The info of a read made just now (a GET reads the upload before the data)."""
+        fresh = self._reads.get(upload_id)
+        if fresh is not None and now - fresh[0] <= HANDOFF_FOR:
+            return fresh[1].info
+        return None
+
+    def handoff(self, upload_id: str, offset: int, now: float) -> State | None:
+        """The state a write at ``offset`` may start from without reading, used once: the last
+        read, if it is recent, of an upload in progress, and at that offset."""
+        fresh = self._reads.pop(upload_id, None)
+        if fresh is None:
+            return None
+        started, state = fresh
+        if now - started <= HANDOFF_FOR and state.completed is None and not state.full and state.offset == offset:
+            return state
+        return None
+
+    def last_write(self, upload_id: str) -> State | None:
+        """What this process's last write of the upload left, if remembered (never a partial's:
+        finals are added to partials without their lock)."""
+        state = self._writes.get(upload_id)
+        if state is not None:
+            self._writes.move_to_end(upload_id)
+        return state
+
+    def wrote(self, upload_id: str, state: State | None) -> None:
+        """A write ended: remember what it left (None: nothing worth remembering)."""
+        self._writes.pop(upload_id, None)
+        if state is None or state.info.is_partial:
+            return
+        self._writes[upload_id] = _copy(state)
+        while len(self._writes) > MAX_WRITES:
+            self._writes.popitem(last=False)
+
+    def forget(self, upload_id: str) -> None:
+        """The upload is about to change: both memories of it go."""
+        self._reads.pop(upload_id, None)
+        self._writes.pop(upload_id, None)
+
+    def forget_read(self, upload_id: str) -> None:
+        self._reads.pop(upload_id, None)
+
+    def forget_write(self, upload_id: str) -> None:
+        self._writes.pop(upload_id, None)
+
+
+def _copy(state: State) -> State:
+    """A copy callers may change (the upload service changes the infos it is given)."""
+    info = dataclasses.replace(
+        state.info,
+        metadata=dict(state.info.metadata),
+        storage=dict(state.info.storage),
+        partial_uploads=list(state.info.partial_uploads),
+        pending_finals=list(state.info.pending_finals),
+    )
+    return dataclasses.replace(state, info=info, parts=list(state.parts))

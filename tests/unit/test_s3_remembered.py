@@ -1,0 +1,139 @@
+"""S3Store.get_info_to_write: a PATCH that follows this process's own write reads nothing from S3.
+
+Only when the lock says no other process held it since (``held_here_last``), and only what this
+store's last completed write left: anything else that changes the upload makes it read again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytusd.stores.base import StoreError
+from pytusd.stores.s3 import S3Store
+from tests.support.fake_s3 import FakeS3
+from tests.unit.test_s3_writer import PART, body, content, create, opened, run
+
+DATA = bytes(range(256)) * (3 * PART // 256)
+READS = {"get_object", "head_object", "list_parts"}
+
+
+def reads(fake: FakeS3, since: int) -> list[str]:
+    return [operation for operation, _ in fake.log[since:] if operation in READS]
+
+
+async def patch(store: S3Store, start: int, end: int, *, held_here_last: bool = True) -> int:
+    """What the upload service does for a PATCH: look (under the lock), then write."""
+    info = await store.get_info_to_write("up", held_here_last=held_here_last)
+    assert info.offset == start
+    return await store.write_chunk("up", start, body(DATA[start:end]), length=end - start)
+
+
+def test_a_write_after_a_write_here_reads_nothing(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await patch(store, 0, PART)
+            since = len(fake.log)
+            await patch(store, PART, 2 * PART + 100)  # a part and a rest in the incomplete part
+            await patch(store, 2 * PART + 100, 2 * PART + 200)  # the rest grows
+            assert reads(fake, since) == []
+            await patch(store, 2 * PART + 200, len(DATA))
+            assert await content(store) == DATA
+
+    run(scenario)
+
+
+def test_without_the_locks_word_it_reads(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await patch(store, 0, PART)
+            since = len(fake.log)
+            await patch(store, PART, 2 * PART, held_here_last=False)
+            assert "get_object" in reads(fake, since) and "head_object" in reads(fake, since)
+
+    run(scenario)
+
+
+def test_changes_other_than_writes_make_it_read_again(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=None)
+            await patch(store, 0, PART)
+            await store.declare_length("up", len(DATA))
+            since = len(fake.log)
+            info = await store.get_info_to_write("up", held_here_last=True)
+            assert info.size == len(DATA) and info.offset == PART
+            assert reads(fake, since)
+            await store.write_chunk("up", PART, body(DATA[PART : 2 * PART]), length=PART)
+            info.metadata["name"] = "x"
+            info.offset = 2 * PART
+            await store.update_info(info)
+            since = len(fake.log)
+            assert (await store.get_info_to_write("up", held_here_last=True)).metadata == {"name": "x"}
+            assert reads(fake, since)
+
+    run(scenario)
+
+
+def test_a_failed_write_is_not_remembered(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await patch(store, 0, PART)
+            fake.fail("put_object", key="up.part")
+            try:
+                await patch(store, PART, PART + 100)
+            except StoreError:
+                pass
+            else:
+                raise AssertionError("the failed commit was not reported")
+            since = len(fake.log)
+            assert (await store.get_info_to_write("up", held_here_last=True)).offset == PART
+            assert reads(fake, since)
+
+    run(scenario)
+
+
+def test_another_store_on_the_bucket_is_seen_only_through_the_lock(tmp_path: Path) -> None:
+    """Two processes: the lock tells the first that the second wrote (held_here_last False)."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path / "a") as first, opened(fake, tmp_path / "b") as second:
+            await create(first, size=len(DATA))
+            await patch(first, 0, PART)
+            await patch(second, PART, 2 * PART, held_here_last=False)
+            await patch(first, 2 * PART, len(DATA), held_here_last=False)
+            assert await content(first) == DATA
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run(scenario)
+
+
+def test_partial_and_completed_uploads_are_read(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, "up", size=len(DATA), is_partial=True)
+            await patch(store, 0, PART)
+            since = len(fake.log)
+            await store.get_info_to_write("up", held_here_last=True)
+            assert reads(fake, since)
+            await create(store, "whole", size=PART)
+            await store.write_chunk("whole", 0, body(DATA[:PART]), length=PART)
+            since = len(fake.log)
+            info = await store.get_info_to_write("whole", held_here_last=True)
+            assert info.offset == PART and reads(fake, since)
+
+    run(scenario)
