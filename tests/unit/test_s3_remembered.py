@@ -137,3 +137,28 @@ def test_partial_and_completed_uploads_are_read(tmp_path: Path) -> None:
             assert info.offset == PART and reads(fake, since)
 
     run(scenario)
+
+
+def test_what_is_remembered_is_bounded() -> None:
+    """By uploads and by the parts their states hold: a huge upload does not pin memory."""
+    from pytusd.info import UploadInfo
+    from pytusd.stores.s3 import recall
+    from pytusd.stores.s3.client import Part
+    from pytusd.stores.s3.state import State
+
+    def state(upload_id: str, parts: int) -> State:
+        return State(UploadInfo(id=upload_id, size=None), "mp", None, [Part(n, PART, "e") for n in range(parts)], None)
+
+    memory = recall.Recall()
+    for n in range(recall.MAX_WRITES + 5):
+        memory.wrote(f"u{n}", state(f"u{n}", 1))
+    assert memory.last_write("u0") is None and memory.last_write(f"u{recall.MAX_WRITES + 4}") is not None
+    memory = recall.Recall()
+    memory.wrote("big", state("big", recall.MAX_WRITTEN_PARTS - 10))
+    memory.wrote("small", state("small", 5))
+    assert memory.last_write("big") is not None
+    memory.wrote("more", state("more", 20))
+    assert memory.last_write("big") is None and memory.last_write("more") is not None
+    memory.forget("small")
+    memory.wrote("big", state("big", recall.MAX_WRITTEN_PARTS - 20))
+    assert memory.last_write("big") is not None and memory.last_write("more") is not None

@@ -22,8 +22,10 @@ from pytusd.stores.s3.state import State
 HANDOFF_FOR = 1.0
 #: Reads kept before the old ones are swept.
 MAX_READS = 1000
-#: Uploads whose last write here is remembered; older ones are read again.
+#: Uploads whose last write here is remembered, and the parts their states may hold in all
+#: (10,000 parts each at most); beyond either, the least recently written are read again.
 MAX_WRITES = 10_000
+MAX_WRITTEN_PARTS = 200_000
 
 
 class Recall:
@@ -34,6 +36,7 @@ class Recall:
         self._reads: dict[str, tuple[float, State]] = {}
         #: upload ID -> what this process's last write of it left in S3
         self._writes: OrderedDict[str, State] = OrderedDict()
+        self._parts_held = 0
 
     def read(self, upload_id: str, started: float, state: State) -> None:
         """Keep the state of the read that started last (a HEAD that started earlier and ends
@@ -74,23 +77,27 @@ class Recall:
 
     def wrote(self, upload_id: str, state: State | None) -> None:
         """A write ended: remember what it left (None: nothing worth remembering)."""
-        self._writes.pop(upload_id, None)
+        self.forget_write(upload_id)
         if state is None or state.info.is_partial:
             return
         self._writes[upload_id] = _copy(state)
-        while len(self._writes) > MAX_WRITES:
-            self._writes.popitem(last=False)
+        self._parts_held += len(state.parts)
+        while len(self._writes) > MAX_WRITES or self._parts_held > MAX_WRITTEN_PARTS:
+            _, old = self._writes.popitem(last=False)
+            self._parts_held -= len(old.parts)
 
     def forget(self, upload_id: str) -> None:
         """The upload is about to change: both memories of it go."""
         self._reads.pop(upload_id, None)
-        self._writes.pop(upload_id, None)
+        self.forget_write(upload_id)
 
     def forget_read(self, upload_id: str) -> None:
         self._reads.pop(upload_id, None)
 
     def forget_write(self, upload_id: str) -> None:
-        self._writes.pop(upload_id, None)
+        old = self._writes.pop(upload_id, None)
+        if old is not None:
+            self._parts_held -= len(old.parts)
 
 
 def _copy(state: State) -> State:
