@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pytusd.config import Config
 from pytusd.dispatch import Dispatcher
 from pytusd.hooks.base import Hooks
+from pytusd.locks.base import Locker
 from pytusd.messages import Request, Response
 from pytusd.stores.base import DataStore
 from pytusd.stores.memory import MemoryStore
@@ -118,11 +119,12 @@ class Server:
         *,
         clock: Clock | None = None,
         hooks: Hooks | None = None,
+        locker: Locker | None = None,
         **config: object,
     ) -> None:
         self.clock = clock or Clock()
         self.store = store if store is not None else MemoryStore(clock=self.clock)
-        self.service = UploadService(self.store, Config(**config), hooks=hooks, clock=self.clock)  # type: ignore[arg-type]
+        self.service = UploadService(self.store, Config(**config), locker=locker, hooks=hooks, clock=self.clock)  # type: ignore[arg-type]
         self.dispatcher = Dispatcher(self.service)
 
     async def call(

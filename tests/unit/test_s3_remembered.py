@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from pytusd.locks.file import FileLocker
+from pytusd.locks.memory import REMEMBER, MemoryLocker
 from pytusd.stores.base import StoreError
 from pytusd.stores.s3 import S3Store
 from tests.support.fake_s3 import FakeS3
+from tests.support.inprocess import Server, header
 from tests.unit.test_s3_writer import PART, body, content, create, opened, run
 
 DATA = bytes(range(256)) * (3 * PART // 256)
@@ -162,3 +167,38 @@ def test_what_is_remembered_is_bounded() -> None:
     memory.forget("small")
     memory.wrote("big", state("big", recall.MAX_WRITTEN_PARTS - 20))
     assert memory.last_write("big") is not None and memory.last_write("more") is not None
+
+
+# -- through the upload service: the lock's word reaches the store -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("locker", "reads_again"),
+    [("file", False), ("memory", True), ("memory-remembering", False)],
+)
+def test_a_patch_after_a_patch_reads_what_the_lock_allows(tmp_path: Path, locker: str, reads_again: bool) -> None:
+    """The file locker knows no other process shares its directory; a plain memory locker cannot
+    know whether other processes share the bucket, so its PATCHes read S3 each time."""
+    fake = FakeS3()
+    lockers = {
+        "file": lambda: FileLocker(tmp_path / "locks"),
+        "memory": MemoryLocker,
+        "memory-remembering": lambda: MemoryLocker(remember=REMEMBER),
+    }
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            server = Server(store, locker=lockers[locker]())
+            path = await server.create(len(DATA))
+            first = await server.patch(path, DATA[:PART], 0)
+            assert first.status == 204, first.body
+            since = len(fake.log)
+            second = await server.patch(path, DATA[PART : 2 * PART], PART)
+            assert second.status == 204 and header(second, "upload-offset") == str(2 * PART)
+            assert bool(reads(fake, since)) is reads_again
+            head = await server.call("HEAD", path)  # a HEAD always reads
+            assert header(head, "upload-offset") == str(2 * PART)
+            await server.service.locker.close()
+
+    (tmp_path / "locks").mkdir()
+    run(scenario)
