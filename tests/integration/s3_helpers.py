@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -17,11 +19,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 from tests.services import ServiceError
 from tests.services.swift import SwiftS3Server
 from tests.support.server import answers, free_port, kill_tree, launch, read_tail, track, untrack
+
+from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, META_PENDING
 
 MiB = 1024 * 1024
 BUCKET = "pytusd-s3-tests"
@@ -139,6 +145,187 @@ def parts_in_s3(swift: SwiftS3Server, key: str) -> list[int]:
         (upload,) = [u for u in listing.get("Uploads") or [] if u["Key"] == key]
         parts = client.list_parts(Bucket=BUCKET, Key=key, UploadId=upload["UploadId"])
         return [int(p["PartNumber"]) for p in parts.get("Parts") or []]
+    finally:
+        client.close()
+
+
+# -- what the bucket holds of an upload, read around the store ------------------------------------
+
+
+def _last_flag(args: Sequence[str], name: str) -> str | None:
+    """The value of the last ``name`` flag (the last one counts, as on the command line)."""
+    at = [i for i, arg in enumerate(args) if arg == name]
+    return args[at[-1] + 1] if at else None
+
+
+def _as_prefix(prefix: str) -> str:
+    prefix = prefix.lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def _get_object(client: Any, key: str) -> tuple[bytes, dict[str, str]] | None:
+    """An object's bytes and user metadata through the S3 API (None: no such object)."""
+    try:
+        response = client.get_object(Bucket=BUCKET, Key=key)
+    except client.exceptions.NoSuchKey:
+        return None
+    with contextlib.closing(response["Body"]) as body:
+        return body.read(), {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
+
+
+def _listed_parts(client: Any, key: str, multipart: str) -> dict[int, dict[str, Any]] | None:
+    """ListParts of the multipart upload, by part number (None: no such multipart upload)."""
+    parts: dict[int, dict[str, Any]] = {}
+    marker = 0
+    while True:
+        try:
+            page = client.list_parts(Bucket=BUCKET, Key=key, UploadId=multipart, PartNumberMarker=marker)
+        except client.exceptions.NoSuchUpload:
+            return None
+        for part in page.get("Parts") or []:
+            parts[int(part["PartNumber"])] = part
+        if not page.get("IsTruncated"):
+            return parts
+        marker = int(page["NextPartNumberMarker"])
+
+
+def _md5_of_etag(etag: str) -> str:
+    return etag.strip().strip('"').lower()
+
+
+class _SwiftReader:
+    """Objects read through Swift's own API (tempauth), which S3's cannot: the parts of an
+    unfinished multipart upload, kept by s3api as ``<key>/<upload-id>/<n>`` in ``<bucket>+segments``."""
+
+    def __init__(self, swift: SwiftS3Server) -> None:
+        self.http = httpx.Client(timeout=30.0)
+        auth = self.http.get(
+            f"{swift.endpoint_url}/auth/v1.0", headers={"X-Auth-User": swift.access_key, "X-Auth-Key": swift.secret_key}
+        )
+        assert auth.status_code in (200, 204), f"Swift tempauth refused the test user: {auth.status_code} {auth.text}"
+        self.storage_url = auth.headers["x-storage-url"]
+        self.http.headers["X-Auth-Token"] = auth.headers["x-auth-token"]
+
+    def close(self) -> None:
+        self.http.close()
+
+    def listing(self, container: str, prefix: str) -> dict[str, dict[str, Any]]:
+        """The container's objects under ``prefix``, by name (name, bytes, hash...)."""
+        found: dict[str, dict[str, Any]] = {}
+        marker = ""
+        while True:
+            params = {"format": "json", "prefix": prefix, "marker": marker}
+            response = self.http.get(f"{self.storage_url}/{quote(container, safe='')}", params=params)
+            if response.status_code == 404:
+                return found
+            assert response.status_code in (200, 204), f"listing {container}: {response.status_code} {response.text}"
+            page = response.json() if response.status_code == 200 else []
+            if not page:
+                return found
+            for item in page:
+                found[item["name"]] = item
+            marker = page[-1]["name"]
+
+    def read(self, container: str, name: str) -> bytes:
+        response = self.http.get(f"{self.storage_url}/{quote(container, safe='')}/{quote(name, safe='/')}")
+        assert response.status_code == 200, f"GET {container}/{name}: {response.status_code} {response.text}"
+        return response.content
+
+
+def _read_parts(
+    swift: SwiftS3Server, key: str, multipart: str, numbers: Sequence[int], listed: dict[int, dict[str, Any]]
+) -> bytes:
+    """Parts ``numbers`` of the multipart upload, each checked against its ListParts size and ETag."""
+    container = f"{BUCKET}+segments"
+    reader = _SwiftReader(swift)
+    try:
+        objects = reader.listing(container, f"{key}/{multipart}/")
+        data = bytearray()
+        for number in numbers:
+            name = f"{key}/{multipart}/{number}"
+            part = listed[number]
+            assert name in objects, (
+                f"part {number} of {key} ({multipart}) is listed by S3 but not in {container}: {sorted(objects)}"
+            )
+            body = reader.read(container, name)
+            md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+            assert len(body) == int(part["Size"]) and md5 == _md5_of_etag(part["ETag"]), (
+                f"{container}/{name} is not part {number} as S3 lists it: {len(body)} bytes, MD5 {md5}; listed: {part}"
+            )
+            data += body
+        return bytes(data)
+    finally:
+        reader.close()
+
+
+def stored_upload(server_args: Sequence[str], upload_id: str) -> tuple[bytes, dict[str, Any]]:
+    """What the bucket holds of an upload of a server started with ``server_args``: the bytes a
+    restarted server would count, and the parsed ``.info``.
+
+    Read after the layout in the S3 store's package docs, not through the store, so a test checks
+    the store against the bucket itself: the parts the incomplete part (``<id>.part``) counts
+    (``tus-parts``, and the ``tus-pending`` one if S3 lists it with that size and MD5), then the
+    incomplete part's own bytes; or the finished object. S3 cannot read the parts of an unfinished
+    multipart upload, so they are read through Swift's API from the container s3api keeps them in.
+    """
+    swift = shared_swift()
+    object_prefix = _as_prefix(_last_flag(server_args, "--s3-object-prefix") or "")
+    info_prefix = _as_prefix(_last_flag(server_args, "--s3-info-prefix") or object_prefix)
+    client = swift.client()
+    try:
+        found = _get_object(client, f"{info_prefix}{upload_id}.info")
+        assert found is not None, f"no {info_prefix}{upload_id}.info in the bucket"
+        info = json.loads(found[0])
+        storage = info.get("Storage") or {}
+        key = storage.get("Key") or f"{object_prefix}{upload_id}"
+        multipart = storage.get("MultipartUploadId") or ""
+
+        def finished(why: str) -> bytes:
+            obj = _get_object(client, key)
+            assert obj is not None, f"upload {upload_id}: {why}, and there is no object at {key}"
+            return obj[0]
+
+        tail = _get_object(client, f"{info_prefix}{upload_id}.part")
+        if tail is not None and tail[1].get(META_MULTIPART) != multipart:
+            tail = None  # left over from another multipart upload under the same key
+        if tail is None:
+            # Nothing written yet, or a finished upload (a 0-byte one has no multipart upload).
+            obj = _get_object(client, key)
+            return (obj[0] if obj is not None else b""), info
+        data, metadata = tail
+        if metadata.get(META_COMPLETE):
+            return finished("its incomplete part marks it complete"), info
+        count = int(metadata.get(META_PARTS, "0"))
+        # tus-pending = <number>:<size>:<md5 hex>, the part after the committed ones.
+        number, _, rest = metadata.get(META_PENDING, "").partition(":")
+        size, _, md5 = rest.partition(":")
+        named = number.isdigit() and size.isdigit() and int(number) == count + 1
+        pending = (int(size), md5.lower()) if named else None
+        if count == 0 and pending is None:
+            return data, info
+        listed = _listed_parts(client, key, multipart)
+        if listed is None:
+            # Completed (CompleteMultipartUpload) just before the marker replaced the incomplete part.
+            return finished(f"its multipart upload {multipart} is gone"), info
+        missing = [n for n in range(1, count + 1) if n not in listed]
+        if missing:
+            obj = _get_object(client, key)
+            assert obj is not None, (
+                f"upload {upload_id}: committed parts {missing} are not in its multipart upload; "
+                f".part metadata {metadata}, ListParts {sorted(listed.values(), key=lambda p: p['PartNumber'])}"
+            )
+            return obj[0], info
+        numbers = list(range(1, count + 1))
+        landed = listed.get(count + 1)
+        if (
+            pending is not None
+            and landed is not None
+            and int(landed["Size"]) == pending[0]
+            and _md5_of_etag(landed["ETag"]) == pending[1]
+        ):
+            numbers.append(count + 1)
+            assert not data, f"upload {upload_id}: a pending part beside a non-empty incomplete part ({metadata})"
+        return _read_parts(swift, key, multipart, numbers, listed) + data, info
     finally:
         client.close()
 
