@@ -2,8 +2,9 @@
 
 Four slow clients upload concurrently: two raw streaming clients (httpx; one with Content-Length,
 one with chunked transfer encoding, so the kill lands in the middle of request bodies), tuspy,
-and tus-js-client (a Node process; replaced by a third raw client when Node is not installed).
-Once every client has had some bytes acknowledged (on S3, and one upload more than its first 5 MiB
+and tus-js-client (a Node process; replaced by a third raw client when Node is not installed);
+on S3 a fifth sends 6 MiB PATCHes, each one part whose commit names it while it uploads. Once
+every client has had some bytes acknowledged (on S3, and one upload more than its first 5 MiB
 part, so that committed parts are left behind as well as incomplete parts) the server is killed
 (SIGKILL: nothing is saved on the way out) and then restarted on the same port and upload
 directory. Checked:
@@ -47,7 +48,7 @@ class Tracked:
     """One upload and what the server acknowledged for it."""
 
     name: str
-    kind: str  # "httpx", "httpx-chunked", "tuspy", "tusjs"
+    kind: str  # "httpx", "httpx-chunked", "httpx-parts", "tuspy", "tusjs"
     path: Path
     data: bytes
     url: str | None = None
@@ -220,13 +221,17 @@ def test_sigkill_mid_upload_then_resume(
     files.mkdir()
     plan = [("A", "httpx", 16 * MIB), ("B", "httpx-chunked", 20 * MIB), ("C", "tuspy", 12 * MIB),
             ("D", "tusjs" if node else "httpx", 10 * MIB)]  # fmt: skip
+    if server.backend == "s3":
+        # PATCHes of one part each: their commits name the part while it uploads (a pending
+        # part), so what the kill leaves of this upload is counted through that rule.
+        plan.append(("E", "httpx-parts", 24 * MIB))
     uploads = []
     for seed, (name, kind, size) in enumerate(plan, start=100 + 10 * workers):
         path, data = write_random_file(files, size, seed=seed, name=f"{name}.bin")
         uploads.append(Tracked(name, kind, path, data))
 
     # tus-js-client first (a Node process starts slowest), the others once it is under way, so
-    # that all four are in the middle of their uploads when the server dies.
+    # that all are in the middle of their uploads when the server dies.
     threads: list[threading.Thread] = []
     js_run: _TusJsRun | None = None
     storage = tmp_path / "tusjs-urls.json"
@@ -243,6 +248,8 @@ def test_sigkill_mid_upload_then_resume(
             target: Callable[[], None] = partial(_tuspy_upload, server, upload)
         elif upload.kind == "httpx":
             target = partial(_httpx_upload, server, upload, chunked=False, chunk=1 * MIB)
+        elif upload.kind == "httpx-parts":
+            target = partial(_httpx_upload, server, upload, chunked=False, chunk=6 * MIB)
         elif upload.kind == "httpx-chunked":
             target = partial(_httpx_upload, server, upload, chunked=True, chunk=2 * MIB)
         else:
