@@ -131,7 +131,7 @@ class IetfProtocol:
         complete = ietf.require_complete(headers, version)
         hooked = hook_request(request)
 
-        async with service.open(upload_id, request.body, hooked) as info:
+        async with service.open(upload_id, request.body, hooked, offset=offset) as info:
             try:
                 service.expect_offset(info, offset)
             except HTTPError as exc:

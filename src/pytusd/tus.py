@@ -151,7 +151,7 @@ class TusProtocol:
         declared = content_length(headers)
         hooked = hook_request(request)
 
-        async with service.open(upload_id, request.body, hooked) as info:
+        async with service.open(upload_id, request.body, hooked, offset=offset) as info:
             if info.is_final:
                 raise HTTPError(403, "a final upload cannot be modified")
             service.expect_offset(info, offset)

@@ -197,11 +197,18 @@ class UploadService:
             await lock.release()
 
     @contextlib.asynccontextmanager
-    async def open(self, upload_id: str, body: Body, hook_request: HookRequest) -> AsyncIterator[UploadInfo]:
-        """The upload locked for writing ``body``, authorized and not expired; unlocked on exit."""
+    async def open(
+        self, upload_id: str, body: Body, hook_request: HookRequest, *, offset: int | None = None
+    ) -> AsyncIterator[UploadInfo]:
+        """The upload locked for writing ``body`` at ``offset``, authorized and not expired;
+        unlocked on exit."""
         lock = await self.lock(upload_id, body)
         try:
-            info = await self.store.get_info_to_write(upload_id, held_here_last=lock.held_here_last)
+            remembered = lock.held_here_last
+            info = await self.store.get_info_to_write(upload_id, held_here_last=remembered)
+            if remembered and offset is not None and info.offset != offset:
+                # A store may have answered from memory: a 409 comes only from what it holds.
+                info = await self.store.get_info(upload_id)
             await self.authorize(info, hook_request)
             await self.check_expired(info)
             yield info

@@ -9,6 +9,7 @@ writer, after it, and after failures count.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from pytusd.stores.base import StoreError
@@ -16,6 +17,7 @@ from pytusd.stores.s3 import S3Store
 from pytusd.stores.s3.client import Body
 from pytusd.stores.s3.layout import META_PARTS, META_PENDING
 from tests.support.fake_s3 import FakeS3
+from tests.unit.test_s3_streaming import Spliced
 from tests.unit.test_s3_writer import (
     PART,
     body,
@@ -197,3 +199,51 @@ def test_a_checksummed_chunk_is_never_pending(tmp_path: Path) -> None:
         assert metadata[META_PARTS] == "1" and META_PENDING not in metadata
 
     run(scenario)
+
+
+def test_a_part_that_fails_while_its_body_is_spliced_in_leaves_no_spool(tmp_path: Path) -> None:
+    """The part fails at once; the serving layer still moves the body into its spool until the
+    piece is full (the writer learns of the failure between pieces): that file goes too."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            fake.fail("upload_part")
+            try:
+                await store.write_chunk("up", 0, Spliced(DATA), length=len(DATA))
+            except StoreError:
+                pass
+            else:
+                raise AssertionError("the failed part was not reported")
+            assert os.listdir(store._temp_dir) == []
+            assert (await store.get_info("up")).offset == 0
+
+    run(scenario)
+
+
+def test_a_part_that_failed_before_its_body_broke_is_a_store_error(tmp_path: Path) -> None:
+    """Nothing to take back: the write fails with S3's error (not an internal one)."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            fake.fail("upload_part")
+
+            async def failed() -> None:
+                await until(lambda: _failed(fake))
+
+            try:
+                await store.write_chunk("up", 0, body(DATA[:1000], failed, OSError("client gone")), length=PART)
+            except StoreError:
+                pass
+            else:
+                raise AssertionError("the write did not fail")
+            assert (await store.get_info("up")).offset == 0
+
+    run(scenario)
+
+
+async def _failed(fake: FakeS3) -> bool:
+    return all(fault.fired for fault in fake.faults)

@@ -202,3 +202,72 @@ def test_a_patch_after_a_patch_reads_what_the_lock_allows(tmp_path: Path, locker
 
     (tmp_path / "locks").mkdir()
     run(scenario)
+
+
+def test_a_read_that_finds_another_write_forgets_the_remembered_one(tmp_path: Path) -> None:
+    """P writes, Q writes, P only reads (a 409, a HEAD): P's next take is vouched for by the lock
+    (P released it last), so what P remembers must not be its own old write."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path / "p") as p, opened(fake, tmp_path / "q") as q:
+            await create(p, size=len(DATA))
+            await patch(p, 0, PART)
+            await patch(q, PART, 2 * PART, held_here_last=False)
+            assert (await p.get_info_to_write("up", held_here_last=False)).offset == 2 * PART
+            since = len(fake.log)
+            assert (await p.get_info_to_write("up", held_here_last=True)).offset == 2 * PART
+            assert reads(fake, since), "the remembered write of P answered"
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "q").mkdir()
+    run(scenario)
+
+
+def test_two_processes_taking_turns_through_the_service(tmp_path: Path) -> None:
+    """The sequence of a lost answer: P writes, Q writes and exits, the client retries its
+    PATCH through P (409 with Q's offset), then goes on from there through P."""
+    fake = FakeS3()
+    locks = tmp_path / "locks"
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path / "p") as p_store, opened(fake, tmp_path / "q") as q_store:
+            p = Server(p_store, locker=FileLocker(locks))
+            q = Server(q_store, locker=FileLocker(locks))
+            path = await p.create(len(DATA))
+            assert (await p.patch(path, DATA[:PART], 0)).status == 204
+            assert (await q.patch(path, DATA[PART : 2 * PART], PART)).status == 204
+            await q.service.locker.close()
+            retried = await p.patch(path, DATA[PART : 2 * PART], PART)
+            assert retried.status == 409 and header(retried, "upload-offset") == str(2 * PART)
+            going_on = await p.patch(path, DATA[2 * PART :], 2 * PART)
+            assert going_on.status == 204, going_on.body
+            assert await content(p_store, path.rsplit("/", 1)[1]) == DATA
+            await p.service.locker.close()
+
+    for name in ("p", "q", "locks"):
+        (tmp_path / name).mkdir()
+    run(scenario)
+
+
+def test_a_remembered_offset_never_answers_409_alone(tmp_path: Path) -> None:
+    """A writer the lock cannot see (another lock directory: unsupported, but it must not wedge
+    the upload): the PATCH at the true offset is checked against S3 before a 409."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path / "p") as p_store, opened(fake, tmp_path / "q") as q_store:
+            p = Server(p_store, locker=FileLocker(tmp_path / "p-locks"))
+            q = Server(q_store, locker=FileLocker(tmp_path / "q-locks"))
+            path = await p.create(len(DATA))
+            assert (await p.patch(path, DATA[:PART], 0)).status == 204
+            assert (await q.patch(path, DATA[PART : 2 * PART], PART)).status == 204
+            going_on = await p.patch(path, DATA[2 * PART :], 2 * PART)
+            assert going_on.status == 204, going_on.body
+            assert await content(p_store, path.rsplit("/", 1)[1]) == DATA
+            for server in (p, q):
+                await server.service.locker.close()
+
+    for name in ("p", "q", "p-locks", "q-locks"):
+        (tmp_path / name).mkdir()
+    run(scenario)

@@ -16,6 +16,7 @@ import dataclasses
 from collections import OrderedDict
 
 from pytusd.info import UploadInfo
+from pytusd.stores.s3.layout import META_COMMIT
 from pytusd.stores.s3.state import State
 
 #: How old a state read by get_info may be to stand in for write_chunk's own read (see handoff).
@@ -40,7 +41,12 @@ class Recall:
 
     def read(self, upload_id: str, started: float, state: State) -> None:
         """Keep the state of the read that started last (a HEAD that started earlier and ends
-        later never replaces a PATCH's own read)."""
+        later never replaces a PATCH's own read). A read from S3 that finds anything but what
+        this process's last write left forgets that write: another process wrote since (and the
+        lock will vouch for us again after our next release), or a write of ours is under way."""
+        last = self._writes.get(upload_id)
+        if last is not None and not _same(last, state):
+            self.forget_write(upload_id)
         known = self._reads.get(upload_id)
         if known is not None and known[0] > started:
             return
@@ -98,6 +104,18 @@ class Recall:
         old = self._writes.pop(upload_id, None)
         if old is not None:
             self._parts_held -= len(old.parts)
+
+
+def _same(remembered: State, read: State) -> bool:
+    """Whether a read found the upload exactly as a remembered write left it: the same commit of
+    the incomplete part (each commit has a random name) and the same offset, unfinished."""
+    return (
+        read.completed is None
+        and read.offset == remembered.offset
+        and read.tail is not None
+        and remembered.tail is not None
+        and read.tail.metadata.get(META_COMMIT) == remembered.tail.metadata.get(META_COMMIT)
+    )
 
 
 def _copy(state: State) -> State:

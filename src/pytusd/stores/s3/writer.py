@@ -80,6 +80,8 @@ class ChunkWriter:
         self.tail_loaded = False
         self.active: dict[int, asyncio.Task[Part]] = {}
         self.spools: dict[int, Spool] = {}
+        #: Spools of failed parts the body was still moving into: discarded at the end.
+        self.leftovers: list[Spool] = []
         self.results: dict[int, Part] = {}
         self.failure: BaseException | None = None
         #: Parts 1..done_run are in S3.
@@ -250,9 +252,11 @@ class ChunkWriter:
             return  # taken back
         del self.active[number]
         spool = self.spools.pop(number, None)
-        if spool is not None and spool is not self.piece:
-            # A piece still being filled (its part failed while the body arrives) keeps its file
-            # open until discard(): the body may be moving into it right now (pour).
+        if spool is not None and spool is self.piece:
+            # Its part failed while the body arrives: the body may be moving into it right now
+            # (pour), so its file stays open until discard().
+            self.leftovers.append(spool)
+        elif spool is not None:
             spool.discard()
         if task.cancelled():
             self.failure = self.failure or StoreError("part upload cancelled")
@@ -278,7 +282,7 @@ class ChunkWriter:
     async def _commit_parts(self) -> None:
         while not self.closing.is_set() and self.failure is None and self.done_run > self.pointer[0]:
             try:
-                await self._advance(self.done_run, None)
+                await self._advance(self.done_run, None, early=True)
             except StoreError as exc:
                 # Only an early commit failed: the final one decides (and reports S3's trouble).
                 logger.warning("upload %s: could not commit parts so far: %s", self.state.info.id, exc)
@@ -318,15 +322,19 @@ class ChunkWriter:
             try:
                 # Asked right after reading the size: the digest covers exactly those bytes.
                 md5 = await piece.content_md5()
-                await self._advance(count, piece, size, md5)
+                await self._advance(count, piece, size, md5, early=True)
             except StoreError as exc:
                 logger.warning("upload %s: could not commit the bytes so far: %s", self.state.info.id, exc)
 
-    async def _advance(self, count: int, tail: Spool | None, size: int = 0, md5: str | None = None) -> None:
+    async def _advance(
+        self, count: int, tail: Spool | None, size: int = 0, md5: str | None = None, *, early: bool = False
+    ) -> None:
         """Point S3's incomplete part at ``count`` parts and the first ``size`` bytes of ``tail``,
-        if that is further than it points now. A tail committed whole moves into the tail cache."""
+        if that is further than it points now. A tail committed whole moves into the tail cache.
+        ``early`` (a commit while the body arrives) is dropped once the write closes: the final
+        commit follows, and may already be under way beside a part (_commit_while_landing)."""
         async with self.pointer_lock:
-            if (count, size) <= self.pointer:
+            if (count, size) <= self.pointer or (early and self.closing.is_set()):
                 return
             self.tail_head = await self.io.commit_tail(self.state, self._parts(count), tail, size, md5)
             self.pointer = (count, size)
@@ -355,6 +363,7 @@ class ChunkWriter:
         if self.streaming:
             if piece.size == self.plan:
                 return None  # it is going up whole
+            self._raise_failure()  # its part failed already: nothing to take back, the write fails
             piece = self._take_back(self.count)  # cut short: it goes up below, or stays behind
         if self._is_part(piece.size):
             self._start_part(piece, piece.size)
@@ -444,8 +453,10 @@ class ChunkWriter:
         try:
             await self._settle()
         finally:
-            if marker is not None and not marker.done():
-                await asyncio.wait([marker])
+            if marker is not None:
+                # Even when cancelled: a commit that landed after the lock moved on could undo a
+                # later one.
+                await _outlast(marker)
         if marker is None or marker.cancelled() or marker.exception() is not None:
             if marker is not None and not marker.cancelled():
                 logger.warning("upload %s: could not name part %d before it landed: %s",
@@ -467,12 +478,25 @@ class ChunkWriter:
         for task in list(self.active.values()):
             task.cancel()
         await self._settle()
-        for spool in list(self.spools.values()):
+        for spool in [*self.spools.values(), *self.leftovers]:
             spool.discard()
         self.spools.clear()
+        self.leftovers.clear()
         if self.piece is not None:
             self.piece.discard()
             self.piece = None
+
+
+async def _outlast(task: asyncio.Task[ObjectHead]) -> None:
+    """Wait until ``task`` is done, even if this task is cancelled meanwhile (then re-raised)."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 __all__ = ["ChunkWriter", "SpoolCut"]
