@@ -435,7 +435,8 @@ def test_redis_key_set_back_by_a_renewal_leaves_no_last(redis_server: RedisServe
     may have held the lock meanwhile, so the next take cannot vouch for it."""
 
     async def main() -> None:
-        locker = RedisLocker(redis_server.url, prefix=redis_prefix, ttl=1.0)
+        # Renewals every second, given up after two unconfirmed: a slow machine does not lose it.
+        locker = RedisLocker(redis_server.url, prefix=redis_prefix, ttl=3.0)
         client = redis.asyncio.Redis.from_url(redis_server.url)
         await cycle(locker)
         lock = await take(locker)
