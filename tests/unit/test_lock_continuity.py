@@ -174,7 +174,7 @@ def test_file_concurrent_first_takes_join_once(tmp_path: Path) -> None:
         counter = os.open(tmp_path / LOCK_DIR / JOINED, os.O_RDWR | os.O_CREAT)
         fcntl.flock(counter, fcntl.LOCK_EX)  # the joiners wait for the counter together
         takes = [asyncio.create_task(cycle(locker, f"u{n}")) for n in range(5)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)  # well inside the joiners' 100 tries of >= 1 ms
         os.close(counter)
         await asyncio.gather(*takes)
         await cycle(locker)
