@@ -834,6 +834,7 @@ def main() -> int:
         return 0
     command = shlex.join(["python", "bench/s3.py", *sys.argv[1:]])
     started = datetime.now(UTC)
+    revision = git_rev()  # the code the servers start from, not what the tree holds once the run ends
     src = source(args.size)
     warm = source(32 * MiB)
     mem_src = source(args.mem_size) if args.memory else None
@@ -883,7 +884,7 @@ def main() -> int:
     raw = {
         "command": command,
         "started": started.isoformat(timespec="seconds"),
-        "git": git_rev(),
+        "git": revision,
         "rounds": args.rounds,
         "params": {"size": args.size, "chunk": args.chunk, "mem_n": args.mem_n, "mem_size": args.mem_size},
         "noise_cores": run.NOISE_CORES,
