@@ -22,6 +22,7 @@ from pytusd.idle import watch_bodies
 from pytusd.locks.base import Locker
 from pytusd.messages import Headers, InterimSender, Request, Response
 from pytusd.metrics.recorder import NO_METRICS, Recorder
+from pytusd.protocol.errors import HTTPError
 from pytusd.stores.base import DataStore
 from pytusd.sweep import sweep_expired
 from pytusd.uploads import UploadService
@@ -303,9 +304,13 @@ class TusApp:
         raw = scope["headers"]
         headers = _join_headers(raw)
         if "host" not in headers and scope.get("http_version") == "1.1":
-            # RFC 9112 3.2: an HTTP/1.1 request without Host gets a 400.
+            # RFC 9112 3.2: an HTTP/1.1 request without Host gets a 400 (counted as every answer).
+            started = time.perf_counter()
+            self.metrics.request(scope["method"])
+            self.metrics.failed(HTTPError(400, "missing Host header"))
             await _send_response(send, Response(400, [("content-type", "text/plain; charset=utf-8")],
                                                 b"missing Host header\n"), head=False)  # fmt: skip
+            self.metrics.responded(scope["method"], time.perf_counter() - started)
             return
         server = scope.get("server")
         client = scope.get("client")
@@ -326,7 +331,7 @@ class TusApp:
             raw_headers=raw,
         )
         response = await self.dispatcher.handle(request)
-        await _send_response(send, response, head=scope["method"] == "HEAD")
+        await _send_response(send, response, head=scope["method"] == "HEAD", receive=receive)
 
 
 def _interim_sender(raw_send: Callable[[int, list[tuple[bytes, bytes]]], Awaitable[None]]) -> InterimSender:
@@ -336,7 +341,7 @@ def _interim_sender(raw_send: Callable[[int, list[tuple[bytes, bytes]]], Awaitab
     return send_interim
 
 
-async def _send_response(send: Send, response: Response, *, head: bool) -> None:
+async def _send_response(send: Send, response: Response, *, head: bool, receive: Receive | None = None) -> None:
     body = response.body
     headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
     if isinstance(body, bytes):
@@ -348,9 +353,47 @@ async def _send_response(send: Send, response: Response, *, head: bool) -> None:
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     try:
         if not head:
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await _stream(send, body, receive)
     finally:
         if hasattr(body, "aclose"):
             await body.aclose()
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _stream(send: Send, body: AsyncIterator[bytes], receive: Receive | None) -> None:
+    """Send ``body`` chunk by chunk until it ends or the client has gone.
+
+    A server drops what is sent after the client has gone without saying so (uvicorn does), so
+    a download would go on reading the store to its end: a whole object from S3 for a video
+    player that seeks away. ``receive`` says ``http.disconnect`` then (ASGI), so it is watched
+    beside the sending, and at most the chunk being read is read after the client went.
+    """
+    watcher = asyncio.ensure_future(_until_disconnect(receive)) if receive is not None else None
+    try:
+        async for chunk in body:
+            if watcher is not None and _gone(watcher):
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> bool:
+    """True once the client has gone; False if ``receive`` cannot tell.
+
+    A request body nobody read (a GET may have one) is dropped. After the body, ASGI's
+    ``receive`` waits until the client disconnects; one that answers at once again instead
+    cannot be watched without spinning, so it is not.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return True
+        if not message.get("more_body", False):
+            break
+    return bool((await receive())["type"] == "http.disconnect")
+
+
+def _gone(watcher: asyncio.Future[bool]) -> bool:
+    return watcher.done() and not watcher.cancelled() and watcher.exception() is None and watcher.result()

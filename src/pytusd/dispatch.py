@@ -77,6 +77,11 @@ class Dispatcher:
             error = HTTPError(status, f"hook failed: {_one_line(str(exc))}")
         except (StoreError, OSError) as exc:
             error = answer_storage_failure(exc)
+        except Exception:
+            # A bug of ours or of a store. Answered here rather than by the web server: counted,
+            # plain text, and with the CORS headers a browser needs to read even a 500.
+            logger.exception("unexpected error answering %r %r", method[:20], request.path[:200])
+            error = HTTPError(500, "internal server error")
         if error is not None:
             metrics.failed(error)
             if draft_version is not None and error.problem_type and ietf.uses_problem_types(draft_version):

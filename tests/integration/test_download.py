@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import time
 from collections.abc import Iterator
-from urllib.parse import unquote
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
@@ -18,6 +22,7 @@ from tests.integration.tus_helpers import (
     upload,
 )
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 INLINE = [
     "text/plain",
@@ -342,3 +347,51 @@ def test_disable_download(no_download: ServerProcess) -> None:
         assert b"private" not in response.content
         # Uploading still works.
         assert c.head(url).headers["upload-offset"] == "7"
+
+
+def _chars_read(server: ServerProcess) -> int:
+    """Bytes the server process has read so far, from files and sockets alike (its ``rchar``):
+    what it fetched from any store."""
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/PID/io")
+
+
+def _settled(server: ServerProcess, quiet: float = 0.5) -> int:
+    """The server's ``rchar`` once it has not grown for ``quiet`` seconds."""
+    last = [_chars_read(server), 0.0]
+
+    def still() -> int | None:
+        now, clock = _chars_read(server), time.monotonic()
+        if now != last[0] or not last[1]:
+            last[:] = [now, clock]
+            return None
+        return now if clock - last[1] >= quiet else None
+
+    return wait_until(still, interval=0.1, message="the server to stop reading", server=server)
+
+
+def test_abandoned_download_stops_reading(server: ServerProcess, client: httpx.Client) -> None:
+    """A client that goes away early (a video player seeking elsewhere) costs the store no more
+    reads: the server stops reading the upload, instead of reading it to the end for nobody."""
+    size = 64 * 1024 * 1024
+    data = os.urandom(size)
+    url = upload(client, data)
+    before = _settled(server)
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(f"GET {urlsplit(url).path} HTTP/1.1\r\nHost: {server.host}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            piece = sock.recv(4096)
+            assert piece, head
+            head += piece
+        assert head.startswith(b"HTTP/1.1 200"), head[:100]
+    read = _settled(server) - before
+    # Room for what the socket buffers took before the client left, and a store's read-ahead (a
+    # 4 MiB GET on Azure, whose SDK would otherwise fetch 32 MiB before sending a byte).
+    assert read < size // 4, f"the server read {read} bytes of a {size}-byte upload after the client left"
+    # The server is none the worse: the same upload downloads whole.
+    response = client.get(url)
+    assert response.status_code == 200 and response.content == data

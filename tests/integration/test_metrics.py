@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -124,6 +125,9 @@ def test_counts_after_a_known_sequence(server_factory: Factory, tmp_path: Path) 
         assert client.delete(location).status_code == 204
         assert client.options("/files/").status_code == 200
         assert httpx.post(server.url, headers={"Upload-Length": "1"}).status_code == 412  # no Tus-Resumable
+        with socket.create_connection((server.host, server.port)) as sock:  # HTTP/1.1 without Host
+            sock.sendall(b"HEAD /files/ HTTP/1.1\r\nTus-Resumable: 1.0.0\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 400")
 
     def post_hooks_ran() -> dict[str, float] | None:
         samples = scrape(server)
@@ -134,7 +138,7 @@ def test_counts_after_a_known_sequence(server_factory: Factory, tmp_path: Path) 
     for _ in range(2):  # scrapes change nothing
         assert requests_total(samples, since=first) == {
             "GET": 1,
-            "HEAD": 2,
+            "HEAD": 3,
             "POST": 2,
             "PATCH": 3,
             "DELETE": 1,
@@ -144,6 +148,7 @@ def test_counts_after_a_known_sequence(server_factory: Factory, tmp_path: Path) 
             ("409", "ERR_MISMATCHED_OFFSET"): 1,
             ("404", "ERR_UPLOAD_NOT_FOUND"): 1,
             ("412", "ERR_UNSUPPORTED_VERSION"): 1,
+            ("400", "ERR_BAD_REQUEST"): 1,
         }
         assert samples["tusd_bytes_received"] == 10
         assert samples["tusd_uploads_created"] == 1

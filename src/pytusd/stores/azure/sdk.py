@@ -29,6 +29,8 @@ from pytusd.stores.azure.client import AzureError, BlobHead, Block, Listed, azur
 
 T = TypeVar("T")
 
+#: Bytes per GET of a download.
+READ_SIZE = 4 * 1024 * 1024
 #: How long the SAS of a copy source is valid: one Put Block From URL uses it at once.
 SAS_LIFETIME = datetime.timedelta(hours=1)
 #: Clocks of this server and Azure may differ: the SAS is valid from a little before now.
@@ -88,6 +90,10 @@ class AzureClient:
             retry_policy=LinearRetry(backoff=1, retry_total=3, random_jitter_range=1),
             connection_timeout=10,
             read_timeout=120,
+            # A download's first GET is 32 MiB by default, read before its first byte is sent:
+            # 4 MiB, as every later one, so a client that goes away early costs little.
+            max_single_get_size=READ_SIZE,
+            max_chunk_get_size=READ_SIZE,
         )
         self._container = self._service.get_container_client(self.container)
 
