@@ -296,7 +296,8 @@ def stored_upload(server_args: Sequence[str], upload_id: str) -> tuple[bytes, di
         if metadata.get(META_COMPLETE):
             return finished("its incomplete part marks it complete"), info
         count = int(metadata.get(META_PARTS, "0"))
-        # tus-pending = <number>:<size>:<md5 hex>, the part after the committed ones.
+        # tus-pending = <number>:<size>:<md5 hex>, the part after the committed ones (the MD5 is
+        # empty without content hashes: then its size alone tells it).
         number, _, rest = metadata.get(META_PENDING, "").partition(":")
         size, _, md5 = rest.partition(":")
         named = number.isdigit() and size.isdigit() and int(number) == count + 1
@@ -321,7 +322,7 @@ def stored_upload(server_args: Sequence[str], upload_id: str) -> tuple[bytes, di
             pending is not None
             and landed is not None
             and int(landed["Size"]) == pending[0]
-            and _md5_of_etag(landed["ETag"]) == pending[1]
+            and (not pending[1] or _md5_of_etag(landed["ETag"]) == pending[1])
         ):
             numbers.append(count + 1)
             assert not data, f"upload {upload_id}: a pending part beside a non-empty incomplete part ({metadata})"

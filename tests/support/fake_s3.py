@@ -284,6 +284,11 @@ class FakeS3(ObjectStorage):
         upload = self._upload("list_parts", key, upload_id)
         return [Part(n, len(data), etag) for n, (data, etag) in sorted(upload.parts.items()) if n <= up_to]
 
+    async def part_after(self, key: str, upload_id: str, number: int) -> bool:
+        await self._enter("list_parts", key)
+        upload = self._upload("list_parts", key, upload_id)
+        return any(n > number for n in upload.parts)
+
     async def complete(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
         fault = await self._enter("complete_multipart_upload", key)
         upload = self._upload("complete_multipart_upload", key, upload_id)

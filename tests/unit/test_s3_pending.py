@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from pytusd.stores.base import StoreError
-from pytusd.stores.s3 import S3Store
 from pytusd.stores.s3.client import Body
 from pytusd.stores.s3.layout import META_PARTS, META_PENDING
 from tests.support.fake_s3 import FakeS3
@@ -159,25 +158,6 @@ def test_a_part_whose_etag_is_no_md5_gets_an_ordinary_commit(tmp_path: Path) -> 
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
             await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
-        metadata = fake.objects["up.part"].metadata
-        assert metadata[META_PARTS] == "1" and META_PENDING not in metadata
-        assert await fresh_offset(fake, tmp_path) == PART
-
-    run(scenario)
-
-
-def test_without_content_hashes_the_commit_follows_the_part(tmp_path: Path) -> None:
-    """Without an MD5 a reader could not tell the part from another under its number."""
-    fake = FakeS3()
-
-    async def scenario() -> None:
-        store = S3Store("bucket", client=fake, part_size=PART, temp_dir=str(tmp_path), content_hashes=False)
-        await store.start()
-        try:
-            await create(store, size=len(DATA))
-            await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
-        finally:
-            await store.close()
         metadata = fake.objects["up.part"].metadata
         assert metadata[META_PARTS] == "1" and META_PENDING not in metadata
         assert await fresh_offset(fake, tmp_path) == PART

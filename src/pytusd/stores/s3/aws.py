@@ -308,6 +308,13 @@ class S3Client(ObjectStorage):
             marker = next_marker
         return parts
 
+    async def part_after(self, key: str, upload_id: str, number: int) -> bool:
+        kwargs: dict[str, Any] = {"Key": key, "UploadId": upload_id, "MaxParts": 1}
+        if number:
+            kwargs["PartNumberMarker"] = number
+        r = await self._call("list_parts", **kwargs)
+        return any(int(item["PartNumber"]) > number for item in r.get("Parts") or [])
+
     async def complete(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
         layout = {"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]}
         await self._call("complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload=layout)

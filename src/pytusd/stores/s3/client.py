@@ -142,6 +142,10 @@ class ObjectStorage(Protocol):
         """Parts numbered 1..``up_to`` (fewer if some are missing). Raises S3Error if the
         multipart upload does not exist (``not_found``)."""
 
+    async def part_after(self, key: str, upload_id: str, number: int) -> bool:
+        """Whether the multipart upload holds a part numbered above ``number``. Raises S3Error
+        if it does not exist (``not_found``)."""
+
     async def complete(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
         """Turn the multipart upload into the object ``key``, made of ``parts`` in order."""
 

@@ -29,7 +29,8 @@ META_WRITTEN = "tus-written"  # Unix time of the commit, sub-second (LastModifie
 META_COMPLETE = "tus-complete"  # the marker that replaces the incomplete part of a finished upload
 META_COMMIT = "tus-commit"  # a random name of the commit: its part list may be remembered (state.py)
 #: ``<number>:<size>:<md5 hex>``: the part after the committed ones, named before it lands; it
-#: counts once S3 lists it with that size and MD5 (see pending_part and the package docs).
+#: counts once S3 lists it with that size and MD5 (see pending_part and the package docs). The MD5
+#: is empty without content hashes.
 META_PENDING = "tus-pending"
 
 #: Keys of UploadInfo.storage that this store owns.
@@ -57,12 +58,16 @@ def pending_value(number: int, size: int, md5_hex: str) -> str:
 def pending_part(metadata: Mapping[str, str], count: int) -> tuple[int, str] | None:
     """The size and MD5 of part ``count + 1`` if the incomplete part names it as pending.
 
-    Anything unreadable, or naming another part, is no pending part: the commit then counts only
-    ``count`` parts, which is always a state the upload was in.
+    The MD5 is empty where the writer had none (no content hashes): it named the part only where
+    S3 listed nothing above the counted parts (State.clean), so whatever lands under its number
+    with its size is that part. Anything unreadable, or naming another part, is no pending part:
+    the commit then counts only ``count`` parts, which is always a state the upload was in.
     """
     number, _, rest = metadata.get(META_PENDING, "").partition(":")
     size, _, md5_hex = rest.partition(":")
-    if not (number.isdigit() and size.isdigit() and int(number) == count + 1 and etag_md5(md5_hex) == md5_hex):
+    if not (number.isdigit() and size.isdigit() and int(number) == count + 1):
+        return None
+    if md5_hex and etag_md5(md5_hex) != md5_hex:
         return None
     return int(size), md5_hex
 

@@ -47,6 +47,10 @@ class State:
     parts: list[Part]
     #: The incomplete part, if one counts.
     tail: ObjectHead | None
+    #: S3 listed no part above the counted ones (none from a failed try, none still to land as far
+    #: as anyone can know): a write without MD5s may then name its part as pending (see
+    #: writer._lone_part). False where it was not looked for.
+    clean: bool = False
 
     @property
     def stored(self) -> int:
@@ -123,10 +127,16 @@ async def put_info(client: ObjectStorage, keys: KeyLayout, info: UploadInfo) -> 
 
 
 async def read_state(
-    client: ObjectStorage, keys: KeyLayout, upload_id: str, *, finals: bool = False, known: KnownParts | None = None
+    client: ObjectStorage,
+    keys: KeyLayout,
+    upload_id: str,
+    *,
+    finals: bool = False,
+    known: KnownParts | None = None,
+    look_above: bool = False,
 ) -> State:
     """The upload as S3 holds it; with ``finals``, a partial's pending finals included; ``known``
-    part lists spare a listing."""
+    part lists spare a listing; ``look_above`` finds out :attr:`State.clean` (a request more)."""
     part_key = keys.part_key(upload_id)
 
     info, tail = await asyncio.gather(load_info(client, keys, upload_id), client.head(part_key))
@@ -141,11 +151,12 @@ async def read_state(
         # there (see data_state), so most reads of an upload in progress cost one request less.
         finished = await client.head(key)
     if not (finals and info.is_partial):
-        return await data_state(client, keys, info, tail, finished, known)
+        return await data_state(client, keys, info, tail, finished, known, look_above=look_above)
     # Listed beside the data's state, not after it: a partial's HEAD costs one request more,
     # no extra round trip.
     state, waiting = await asyncio.gather(
-        data_state(client, keys, info, tail, finished, known), pending_finals(client, keys, upload_id)
+        data_state(client, keys, info, tail, finished, known, look_above=look_above),
+        pending_finals(client, keys, upload_id),
     )
     info.pending_finals += [f for f in waiting if f not in info.pending_finals]
     return state
@@ -172,6 +183,8 @@ async def data_state(
     tail: ObjectHead | None,
     finished: ObjectHead | None,
     known: KnownParts | None = None,
+    *,
+    look_above: bool = False,
 ) -> State:
     upload_id, key = info.id, keys.data_key(info)
     multipart = info.storage.get(STORAGE_MULTIPART, "")
@@ -184,16 +197,25 @@ async def data_state(
         tail = None  # left over from something else under the same key
     count = parse_count(tail, upload_id)
     pending = pending_part(tail.metadata, count) if tail is not None else None
-    if (count == 0 and pending is None) or not multipart:
-        return await _unless_completed(client, key, State(info, multipart, None, [], tail))
-    commit = tail.metadata.get(META_COMMIT, "") if tail is not None else ""
-    if known is not None:
-        # A pending part is remembered only once it has landed: then the list is one longer.
-        remembered = known.get(upload_id, commit, count + 1 if pending is not None else count)
-        if remembered is not None:
-            return await _unless_completed(client, key, State(info, multipart, None, remembered, tail))
+    # Parts above these were never counted: a look finds out whether there are any.
+    above = count + 1 if pending is not None else count
     try:
-        listed = await client.list_parts(key, multipart, count + 1 if pending is not None else count)
+        if not multipart:
+            return await _unless_completed(client, key, State(info, multipart, None, [], tail))
+        if count == 0 and pending is None:
+            clean = look_above and not await client.part_after(key, multipart, 0)
+            return await _unless_completed(client, key, State(info, multipart, None, [], tail, clean))
+        commit = tail.metadata.get(META_COMMIT, "") if tail is not None else ""
+        remembered = known.get(upload_id, commit, above) if known is not None else None
+        if remembered is not None:
+            # A pending part is remembered only once it has landed: then the list is one longer.
+            clean = look_above and not await client.part_after(key, multipart, above)
+            return await _unless_completed(client, key, State(info, multipart, None, remembered, tail, clean))
+        listing = client.list_parts(key, multipart, above)
+        if look_above:
+            listed, beyond = await asyncio.gather(listing, client.part_after(key, multipart, above))
+        else:
+            listed, beyond = await listing, True
     except S3Error as exc:
         if not exc.not_found:
             raise
@@ -209,14 +231,14 @@ async def data_state(
     found = [p for p in parts if p is not None]
     if pending is not None:
         landed = by_number.get(count + 1)
-        if landed is None or landed.size != pending[0] or etag_md5(landed.etag) != pending[1]:
+        if landed is None or landed.size != pending[0] or (pending[1] and etag_md5(landed.etag) != pending[1]):
             # Not (yet) there, or something else under its number: the part does not count,
-            # and no list is remembered (it may still land under this commit).
+            # and no list is remembered (it may still land under this commit; nor is it clean).
             return await _unless_completed(client, key, State(info, multipart, None, found, tail))
         found.append(landed)
     if known is not None:
         known.put(upload_id, commit, found)
-    return await _unless_completed(client, key, State(info, multipart, None, found, tail))
+    return await _unless_completed(client, key, State(info, multipart, None, found, tail, not beyond))
 
 
 async def _unless_completed(client: ObjectStorage, key: str, state: State) -> State:

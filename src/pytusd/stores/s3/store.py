@@ -165,9 +165,13 @@ class S3Store(DataStore):
     async def _put_info(self, info: UploadInfo) -> None:
         await put_info(self.client, self.keys, info)
 
-    async def _state(self, upload_id: str, *, finals: bool = False) -> State:
+    async def _state(self, upload_id: str, *, finals: bool = False, to_write: bool = False) -> State:
+        """``to_write``: a write follows; without content hashes it may need State.clean."""
         started = asyncio.get_running_loop().time()
-        state = await read_state(self.client, self.keys, upload_id, finals=finals, known=self._io.known)
+        look_above = to_write and not self._io.content_hashes
+        state = await read_state(
+            self.client, self.keys, upload_id, finals=finals, known=self._io.known, look_above=look_above
+        )
         self._recall.read(upload_id, started, state)
         return state
 
@@ -194,7 +198,7 @@ class S3Store(DataStore):
         state = self._recall.handoff(upload_id, offset, asyncio.get_running_loop().time())
         if state is not None:
             return state
-        state = await self._state(upload_id)
+        state = await self._state(upload_id, to_write=True)
         self._recall.forget_read(upload_id)  # used up here
         return state
 
@@ -228,8 +232,9 @@ class S3Store(DataStore):
         # The info object comes last: it is what makes the upload exist.
         await self._put_info(info)
         if multipart:
-            # Creation with upload writes next: it knows the state without reading it.
-            self._recall.read(info.id, started, State(info, multipart, None, [], None))
+            # Creation with upload writes next: it knows the state without reading it (a new
+            # multipart upload holds no part: clean).
+            self._recall.read(info.id, started, State(info, multipart, None, [], None, clean=True))
         return info
 
     async def get_info(self, upload_id: str) -> UploadInfo:
@@ -248,7 +253,9 @@ class S3Store(DataStore):
         """
         left = self._recall.last_write(upload_id) if held_here_last else None
         if left is None:
-            return await self.get_info(upload_id)
+            state = await self._state(upload_id, finals=True, to_write=True)
+            state.info.offset = state.offset
+            return state.info
         self._recall.read(upload_id, asyncio.get_running_loop().time(), left)
         info = dataclasses.replace(
             left.info, metadata=dict(left.info.metadata), storage=dict(left.info.storage), offset=left.offset

@@ -404,16 +404,17 @@ class ChunkWriter:
         if self.completed or (self.received == 0 and self.state.full):
             return None
         parts = self._parts(self.pointer[0])
-        return State(self.state.info, self.state.multipart, None, parts, self.tail_head)
+        # Every part this write started has landed and counts: what was clean stays so.
+        return State(self.state.info, self.state.multipart, None, parts, self.tail_head, self.state.clean)
 
     def _lone_part(self) -> tuple[int, int, Spool] | None:
         """The one part this write adds, still uploading, if the final commit may name it first.
 
         That is the common chunked PATCH (one body, one part, nothing left over) and it saves the
-        commit's round trip after the part: see :meth:`_commit_while_landing`. Only with content
-        hashes (a reader must tell the part from anything else under its number), only beside an
-        empty incomplete part, and not for the part that completes the upload (completing it is
-        that write's commit).
+        commit's round trip after the part: see :meth:`_commit_while_landing`. A reader must tell
+        the part from anything else under its number: by its MD5, or, without content hashes, by
+        there being nothing else (State.clean). Only beside an empty incomplete part, and not for
+        the part that completes the upload (completing it is that write's commit).
         """
         number = len(self.state.parts) + 1
         length = self.stored - self.state.stored
@@ -425,7 +426,7 @@ class ChunkWriter:
             or self.pointer != (number - 1, 0)
             or (self.size is not None and self.stored == self.size)
             or spool is None
-            or spool.md5 is None
+            or (spool.md5 is None and not self.state.clean)
             or not spool.closed
             or spool.size != length
         ):
@@ -441,8 +442,7 @@ class ChunkWriter:
         waits for both. If the part's ETag is not its MD5 (some S3 encryption settings), readers
         could never count it, so an ordinary commit follows.
         """
-        md5_hex = await spool.md5_hex()
-        assert md5_hex is not None
+        md5_hex = await spool.md5_hex() or ""  # none without content hashes: see _lone_part
         marker: asyncio.Task[ObjectHead] | None = None
         async with self.pointer_lock:
             if self.pointer == (number - 1, 0):
@@ -463,7 +463,7 @@ class ChunkWriter:
                                self.state.info.id, number, marker.exception())  # fmt: skip
             return  # the ordinary commit follows
         landed = self.results.get(number)
-        if landed is None or etag_md5(landed.etag) != md5_hex:
+        if landed is None or (md5_hex and etag_md5(landed.etag) != md5_hex):
             return
         async with self.pointer_lock:
             if self.pointer == (number - 1, 0):

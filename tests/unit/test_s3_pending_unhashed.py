@@ -1,0 +1,183 @@
+"""Without content hashes, a lone part is pending too, but only on a *clean* upload (State.clean).
+
+With no MD5 to tell the part by, a reader counts whatever S3 lists under the pending number with
+the pending size. So the writer names it only where S3 listed nothing above the counted parts: a
+new upload, one read with a look above them (a ListParts more, only before writes), or one whose
+every write here since landed whole. Anything else (a leftover, a try that failed, a pending
+part that never landed) gets the ordinary commit after the part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from pytusd.stores.base import StoreError
+from pytusd.stores.s3 import S3Store
+from pytusd.stores.s3.layout import META_PARTS, META_PENDING
+from tests.support.fake_s3 import FakeS3
+from tests.unit.test_s3_pending import DATA, HeldParts, names_a_pending_part, part_object_puts
+from tests.unit.test_s3_writer import PART, body, content, create, fresh_offset, run, until
+
+LONGER = DATA + DATA[: PART + 1]
+
+
+@asynccontextmanager
+async def unhashed(fake: FakeS3, tmp_path: Path) -> AsyncIterator[S3Store]:
+    store = S3Store("bucket", client=fake, part_size=PART, temp_dir=str(tmp_path), content_hashes=False)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def metadata(fake: FakeS3) -> dict[str, str]:
+    return dict(fake.objects["up.part"].metadata)
+
+
+async def write(store: S3Store, offset: int, end: int, *, held_here_last: bool = False, data: bytes = DATA) -> int:
+    """A PATCH as the upload service makes it: the state to write from, then the chunk."""
+    info = await store.get_info_to_write("up", held_here_last=held_here_last)
+    assert info.offset == offset
+    return await store.write_chunk("up", offset, body(data[offset:end]), length=end - offset)
+
+
+def test_a_lone_part_of_a_new_upload_is_pending_and_counts_once_landed(tmp_path: Path) -> None:
+    fake = HeldParts()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            fake.release.clear()
+            task = asyncio.create_task(write(store, 0, PART))
+            await until(lambda: names_a_pending_part(fake))
+            assert metadata(fake)[META_PARTS] == "0" and metadata(fake)[META_PENDING] == f"1:{PART}:"
+            assert await fresh_offset(fake, tmp_path) == 0  # not landed: not counted
+            puts = part_object_puts(fake)
+            fake.release.set()
+            assert await task == PART
+            assert part_object_puts(fake) == puts  # no commit after the part
+            assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+def test_own_writes_stay_clean_and_read_nothing(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(store, 0, PART)
+            listed = fake.calls.get("list_parts", 0)
+            await write(store, PART, 2 * PART, held_here_last=True)
+            assert metadata(fake)[META_PARTS] == "1" and metadata(fake)[META_PENDING] == f"2:{PART}:"
+            assert fake.calls.get("list_parts", 0) == listed  # the lock vouched: no reads at all
+            assert await fresh_offset(fake, tmp_path) == 2 * PART
+            await write(store, 2 * PART, len(DATA), held_here_last=True)  # completes it
+            assert await content(store) == DATA
+
+    run(scenario)
+
+
+def test_a_leftover_above_the_counted_parts_means_ordinary_commits(tmp_path: Path) -> None:
+    """A part from an earlier try under the next number, of the very size the next PATCH has."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(LONGER))
+        upload = fake.upload_of("up")
+        upload.parts[1] = (bytes(PART), '"leftover"')  # same size, other bytes
+        async with unhashed(fake, tmp_path) as store:  # another server: reads, and looks above
+            await write(store, 0, PART, data=LONGER)
+            assert metadata(fake)[META_PARTS] == "1" and META_PENDING not in metadata(fake)
+            assert upload.parts[1][0] == LONGER[:PART]  # the part replaced the leftover first
+            assert await fresh_offset(fake, tmp_path) == PART
+            # What this process remembers stays unclean: it did not look above again.
+            await write(store, PART, 2 * PART, held_here_last=True, data=LONGER)
+            assert metadata(fake)[META_PARTS] == "2" and META_PENDING not in metadata(fake)
+        async with unhashed(fake, tmp_path) as store:  # a fresh read looks, and finds it clean
+            await write(store, 2 * PART, 3 * PART, data=LONGER)
+            assert metadata(fake)[META_PARTS] == "2" and metadata(fake)[META_PENDING] == f"3:{PART}:"
+            await write(store, 3 * PART, len(LONGER), held_here_last=True, data=LONGER)
+            assert await content(store) == LONGER
+
+    run(scenario)
+
+
+def test_a_pending_part_that_never_landed_means_an_ordinary_commit(tmp_path: Path) -> None:
+    """It may still land (a try of a server that died): nothing is clean beside it."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(store, 0, PART)
+        fake.objects["up.part"].metadata.update({META_PARTS: "1", META_PENDING: f"2:{PART}:"})
+        async with unhashed(fake, tmp_path) as store:
+            await write(store, PART, 2 * PART)
+            assert metadata(fake)[META_PARTS] == "2" and META_PENDING not in metadata(fake)
+            assert await fresh_offset(fake, tmp_path) == 2 * PART
+
+    run(scenario)
+
+
+def test_a_failed_try_forgets_and_the_retry_reads(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(store, 0, PART)
+            fake.fail("upload_part")
+            with pytest.raises(StoreError):
+                await write(store, PART, 2 * PART, held_here_last=True)
+            listed = fake.calls.get("list_parts", 0)
+            await write(store, PART, 2 * PART, held_here_last=True)
+            assert fake.calls.get("list_parts", 0) > listed  # read again, and looked above
+            assert await fresh_offset(fake, tmp_path) == 2 * PART
+            await write(store, 2 * PART, len(DATA), held_here_last=True)
+            assert await content(store) == DATA
+
+    run(scenario)
+
+
+def test_a_read_before_a_write_looks_above_once_and_a_plain_read_never(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(store, 0, PART)
+        async with unhashed(fake, tmp_path) as store:
+            before = fake.calls.get("list_parts", 0)
+            assert (await store.get_info("up")).offset == PART  # a HEAD: no look above
+            assert fake.calls.get("list_parts", 0) == before + 1
+            await write(store, PART, 2 * PART)  # a PATCH on another server: one listing and one look
+            assert fake.calls.get("list_parts", 0) == before + 1 + 1
+            assert metadata(fake)[META_PENDING] == f"2:{PART}:"
+
+    run(scenario)
+
+
+def test_a_reader_counts_an_unhashed_pending_part_only_at_its_size(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(store, 0, PART)
+        upload = fake.upload_of("up")
+        data, etag = upload.parts[1]
+        upload.parts[1] = (data[:-1], etag)
+        assert await fresh_offset(fake, tmp_path) == 0
+        upload.parts[1] = (data, etag)
+        assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
