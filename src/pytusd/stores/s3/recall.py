@@ -27,6 +27,9 @@ MAX_READS = 1000
 #: (10,000 parts each at most); beyond either, the least recently written are read again.
 MAX_WRITES = 10_000
 MAX_WRITTEN_PARTS = 200_000
+#: How long after a failed write here its uploads are not taken as clean (State.clean): a part
+#: upload it cancelled after sending the whole body may still land, S3 taking its time.
+UNSETTLED_FOR = 60.0
 
 
 class Recall:
@@ -38,6 +41,8 @@ class Recall:
         #: upload ID -> what this process's last write of it left in S3
         self._writes: OrderedDict[str, State] = OrderedDict()
         self._parts_held = 0
+        #: upload ID -> when a write of it last failed here
+        self._failed: dict[str, float] = {}
 
     def read(self, upload_id: str, started: float, state: State) -> None:
         """Keep the state of the read that started last (a HEAD that started earlier and ends
@@ -91,6 +96,17 @@ class Recall:
         while len(self._writes) > MAX_WRITES or self._parts_held > MAX_WRITTEN_PARTS:
             _, old = self._writes.popitem(last=False)
             self._parts_held -= len(old.parts)
+
+    def failed(self, upload_id: str, now: float) -> None:
+        """A write failed: parts it started may land for a while yet (see :meth:`unsettled`)."""
+        if len(self._failed) > MAX_READS:
+            self._failed = {k: v for k, v in self._failed.items() if now - v < UNSETTLED_FOR}
+        self._failed[upload_id] = now
+
+    def unsettled(self, upload_id: str, now: float) -> bool:
+        """Whether a write of the upload failed here within :data:`UNSETTLED_FOR`."""
+        when = self._failed.get(upload_id)
+        return when is not None and now - when < UNSETTLED_FOR
 
     def forget(self, upload_id: str) -> None:
         """The upload is about to change: both memories of it go."""

@@ -172,6 +172,8 @@ class S3Store(DataStore):
         state = await read_state(
             self.client, self.keys, upload_id, finals=finals, known=self._io.known, look_above=look_above
         )
+        if state.clean and self._recall.unsettled(upload_id, started):
+            state.clean = False  # a part of a write that failed here may still land
         self._recall.read(upload_id, started, state)
         return state
 
@@ -318,14 +320,16 @@ class S3Store(DataStore):
         if offset != state.offset:
             raise StoreError(f"upload {upload_id}: write at {offset}, but S3 holds {state.offset} bytes")
         writer = ChunkWriter(self._io, state, progressive=not all_or_nothing, length=length)
+        done = False
         if isinstance(source, DirectSource) and not all_or_nothing:
             try:
                 await writer.pour(source)
                 written = await writer.commit()
                 self._recall.wrote(upload_id, writer.left_behind())
+                done = True
                 return written
             finally:
-                await writer.discard()
+                await self._end_write(upload_id, writer, done)
         iterator = aiter(source)
         try:
             while True:
@@ -344,10 +348,17 @@ class S3Store(DataStore):
                     await writer.feed(chunk)
             written = await writer.commit()
             self._recall.wrote(upload_id, writer.left_behind())
+            done = True
             return written
         finally:
-            # Whatever was not committed (a discarded chunk, a failure, a cancellation) goes.
-            await writer.discard()
+            await self._end_write(upload_id, writer, done)
+
+    async def _end_write(self, upload_id: str, writer: ChunkWriter, done: bool) -> None:
+        """Whatever was not committed (a discarded chunk, a failure, a cancellation) goes; a write
+        that did not end well may have started parts that land later (Recall.unsettled)."""
+        if not done:
+            self._recall.failed(upload_id, asyncio.get_running_loop().time())
+        await writer.discard()
 
     def read(self, upload_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return self._read(upload_id, start, end)
