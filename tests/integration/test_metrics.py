@@ -164,13 +164,23 @@ def test_counts_after_a_known_sequence(server_factory: Factory, tmp_path: Path) 
         assert samples['pytusd_request_duration_seconds_count{method="PATCH"}'] == 3
         assert samples['pytusd_request_duration_seconds_count{method="GET"}'] == 1
         samples = scrape(server)
-    s3_calls = {n: v for n, v in samples.items() if n.startswith("pytusd_s3_request_duration_seconds_count")}
-    if current_backend() == "s3":
-        # each S3 call timed by operation (the info object is written at creation, read at HEAD)
-        assert s3_calls['pytusd_s3_request_duration_seconds_count{operation="put_object"}'] >= 1
-        assert s3_calls['pytusd_s3_request_duration_seconds_count{operation="get_object"}'] >= 1
+    calls = {
+        n.split("{", 1)[1]: v for n, v in samples.items() if n.startswith("pytusd_store_request_duration_seconds_count")
+    }
+    # Each call to an object store timed, by store and operation: the info object is written at
+    # creation and read at HEAD; the data went up as a part, a block or an object.
+    written, read, data = {
+        "s3": ("put_object", "get_object", "upload_part"),
+        "gcs": ("put_object", "get_object", "put_object"),
+        "azure": ("upload_blob", "download_blob", "stage_block"),
+    }.get(current_backend(), ("", "", ""))
+    if written:
+        store = current_backend()
+        for operation in (written, read, data):
+            assert calls[f'operation="{operation}",store="{store}"}}'] >= 1, calls
+        assert all(name.endswith(f'store="{store}"}}') for name in calls), calls
     else:
-        assert s3_calls == {}
+        assert calls == {}  # local disk: no requests to time
     # Only the scrape's own connection is left open (the client's closed above).
     wait_until(lambda: scrape(server)["tusd_connections_open"] == 1, message="one open connection", server=server)
 

@@ -44,3 +44,14 @@ def test_metrics_off_records_and_shows_nothing() -> None:
     NO_METRICS.request("GET")
     NO_METRICS.received(5)
     assert NO_METRICS.exposition() is None
+
+
+def test_store_requests_are_timed_by_store_and_operation() -> None:
+    metrics = Metrics()
+    metrics.store_request("gcs", "get_object", 0.02)
+    metrics.store_request("gcs", "get_object", 0.5)
+    metrics.store_request("azure", "stage_block", 0.2)
+    found = samples(metrics)
+    assert found['pytusd_store_request_duration_seconds_count{operation="get_object",store="gcs"}'] == 2
+    assert found['pytusd_store_request_duration_seconds_bucket{le="0.025",operation="get_object",store="gcs"}'] == 1
+    assert found['pytusd_store_request_duration_seconds_count{operation="stage_block",store="azure"}'] == 1

@@ -18,17 +18,18 @@ import pytest
 
 from pytusd.stores.base import StoreError
 from pytusd.stores.s3 import S3Store, recall
+from pytusd.stores.s3.client import Body
 from pytusd.stores.s3.layout import META_PARTS, META_PENDING
 from tests.support.fake_s3 import FakeS3
 from tests.unit.test_s3_pending import DATA, HeldParts, names_a_pending_part, part_object_puts
-from tests.unit.test_s3_writer import PART, body, content, create, fresh_offset, run, until
+from tests.unit.test_s3_writer import PART, Boom, body, content, create, fresh_offset, run, until
 
 LONGER = DATA + DATA[: PART + 1]
 
 
 @asynccontextmanager
-async def unhashed(fake: FakeS3, tmp_path: Path) -> AsyncIterator[S3Store]:
-    store = S3Store("bucket", client=fake, part_size=PART, temp_dir=str(tmp_path), content_hashes=False)
+async def unhashed(fake: FakeS3, tmp_path: Path, *, hashes: bool = False) -> AsyncIterator[S3Store]:
+    store = S3Store("bucket", client=fake, part_size=PART, temp_dir=str(tmp_path), content_hashes=hashes)
     await store.start()
     try:
         yield store
@@ -169,5 +170,68 @@ def test_a_reader_counts_an_unhashed_pending_part_only_at_its_size(tmp_path: Pat
         assert await fresh_offset(fake, tmp_path) == 0
         upload.parts[1] = (data, etag)
         assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+def test_a_leftover_above_committed_parts_seen_by_another_server(tmp_path: Path) -> None:
+    """The look above in a read that lists parts (count > 0, no list remembered)."""
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path) as store:
+            await create(store, size=len(LONGER))
+            await write(store, 0, PART, data=LONGER)
+        fake.upload_of("up").parts[2] = (bytes(PART), '"leftover"')
+        async with unhashed(fake, tmp_path) as store:  # nothing remembered: lists, and looks above 1
+            await write(store, PART, 2 * PART, data=LONGER)
+            assert metadata(fake)[META_PARTS] == "2" and META_PENDING not in metadata(fake)
+            assert await fresh_offset(fake, tmp_path) == 2 * PART
+
+    run(scenario)
+
+
+class LosesFirstPart(FakeS3):
+    """The first UploadPart takes the whole body, then fails without storing it (a 500, a reset
+    connection, or the server killed while S3 still read the body)."""
+
+    lost = False
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        if not self.lost:
+            self.lost = True
+            async for _ in body:
+                pass
+            await asyncio.sleep(0.05)  # the pending commit is in S3 by now
+            raise StoreError("injected: UploadPart failed after its body")
+        return await super().upload_part(key, upload_id, number, body, size, md5)
+
+
+@pytest.mark.parametrize("hashes", [False, True])
+def test_a_refused_chunk_never_counts_under_the_name_of_a_failed_write(tmp_path: Path, hashes: bool) -> None:
+    """The pending name outlives the write that failed; a checksummed retry of the same length
+    streams its part under that number, lands it, and is refused (460): it must not count. Without
+    an MD5 in the name, the next write takes the name away before any part goes up."""
+    fake = LosesFirstPart()
+    bad = bytes(reversed(DATA[:PART]))  # what a retry brings that does not match its checksum
+
+    async def landed() -> bool:
+        return 1 in fake.upload_of("up").parts
+
+    async def scenario() -> None:
+        async with unhashed(fake, tmp_path, hashes=hashes) as store:
+            await create(store, size=len(DATA))
+            with pytest.raises(StoreError):
+                await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
+            assert META_PENDING in metadata(fake)  # the name outlives its write
+            assert await fresh_offset(fake, tmp_path) == 0
+        async with unhashed(fake, tmp_path, hashes=hashes) as store:  # the client retries, checksummed
+            assert (await store.get_info_to_write("up")).offset == 0
+            with pytest.raises(Boom):
+                refused = body(bad, lambda: until(landed), Boom())
+                await store.write_chunk("up", 0, refused, all_or_nothing=True, length=PART)
+            assert await landed()
+            assert (await store.get_info("up")).offset == 0
+            assert await fresh_offset(fake, tmp_path) == 0
 
     run(scenario)

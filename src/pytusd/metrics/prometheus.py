@@ -110,9 +110,9 @@ class Metrics(Recorder):
             registry=registry,
         )
         self._store_durations = Histogram(
-            "pytusd_s3_request_duration_seconds",
-            "Duration of requests to S3, per operation.",
-            ["operation"],
+            "pytusd_store_request_duration_seconds",
+            "Duration of requests to the object store (S3, GCS, Azure), per store and operation.",
+            ["store", "operation"],
             buckets=STORE_BUCKETS,
             registry=registry,
         )
@@ -165,8 +165,8 @@ class Metrics(Recorder):
         children = self._by_hook.get(hook)
         (children[1] if children is not None else self._hook_errors.labels(hook)).inc()
 
-    def store_request(self, operation: str, seconds: float) -> None:
-        self._store_durations.labels(operation).observe(seconds)
+    def store_request(self, store: str, operation: str, seconds: float) -> None:
+        self._store_durations.labels(store, operation).observe(seconds)
 
     # -- answering a scrape --------------------------------------------------------------------
 

@@ -54,8 +54,8 @@ class Recorder:
 
     def hook_failed(self, hook: str) -> None: ...
 
-    def store_request(self, operation: str, seconds: float) -> None:
-        """A request to the store's service (S3) took ``seconds``."""
+    def store_request(self, store: str, operation: str, seconds: float) -> None:
+        """A request to the store's service (``store``: s3, gcs, azure) took ``seconds``."""
 
 
 NO_METRICS = Recorder()

@@ -84,7 +84,7 @@ class DataStore(abc.ABC):
         """Release what :meth:`start` opened."""
 
     def record_requests(self, metrics: Recorder) -> None:  # noqa: B027 - optional hook
-        """A store that calls a service (S3) reports each call's duration to ``metrics``."""
+        """A store that calls a service (S3, GCS, Azure) reports each call's duration to ``metrics``."""
 
     @abc.abstractmethod
     async def create(self, info: UploadInfo) -> UploadInfo:

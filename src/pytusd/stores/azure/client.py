@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pytusd.metrics.recorder import Recorder
 from pytusd.stores.base import StoreError, StoreUnavailable
 
 
@@ -70,6 +71,9 @@ class Listed:
 
 class BlobStorage(Protocol):
     """One container. Names are full blob names."""
+
+    #: Where the duration of each request to Azure is recorded.
+    metrics: Recorder
 
     async def open(self) -> None:
         """Get ready for requests; called by the store's start()."""

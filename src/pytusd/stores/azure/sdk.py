@@ -9,7 +9,9 @@ read-only SAS made from the account key.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import TypeVar
 
@@ -25,6 +27,7 @@ from azure.storage.blob import (
 )
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry
 
+from pytusd.metrics.recorder import NO_METRICS
 from pytusd.stores.azure.client import AzureError, BlobHead, Block, Listed, azure_error
 
 T = TypeVar("T")
@@ -43,13 +46,6 @@ def _error(operation: str, exc: Exception) -> AzureError:
         return azure_error(operation, code, exc.status_code, exc.reason or "")
     # ServiceRequestError, ServiceResponseError, timeouts, refused connections.
     return azure_error(operation, type(exc).__name__, None, str(exc), unreachable=True)
-
-
-async def _call(operation: str, call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except (az.AzureError, OSError, TimeoutError) as exc:
-        raise _error(operation, exc) from exc
 
 
 class AzureClient:
@@ -73,6 +69,24 @@ class AzureClient:
         self.access_tier = StandardBlobTier(access_tier.capitalize()) if access_tier else None
         self._service: BlobServiceClient | None = None
         self._container: ContainerClient | None = None
+        #: Where each request's duration is recorded (see AzureStore.record_requests).
+        self.metrics = NO_METRICS
+
+    @contextlib.asynccontextmanager
+    async def _timed(self, operation: str) -> AsyncIterator[None]:
+        """Record how long the SDK call (its retries included) took, as S3's and GCS's are."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics.store_request("azure", operation, time.perf_counter() - started)
+
+    async def _call(self, operation: str, call: Awaitable[T]) -> T:
+        async with self._timed(operation):
+            try:
+                return await call
+            except (az.AzureError, OSError, TimeoutError) as exc:
+                raise _error(operation, exc) from exc
 
     @property
     def _c(self) -> ContainerClient:
@@ -104,7 +118,7 @@ class AzureClient:
 
     async def ensure_container(self) -> None:
         try:
-            await _call("create_container", self._c.create_container(public_access=self.container_access))
+            await self._call("create_container", self._c.create_container(public_access=self.container_access))
         except AzureError as exc:
             if exc.status != 409:  # ContainerAlreadyExists
                 raise
@@ -112,8 +126,9 @@ class AzureClient:
     async def get_bytes(self, name: str) -> bytes | None:
         blob = self._c.get_blob_client(name)
         try:
-            downloader = await blob.download_blob()
-            return await downloader.readall()
+            async with self._timed("download_blob"):
+                downloader = await blob.download_blob()
+                return await downloader.readall()
         except az.ResourceNotFoundError:
             return None
         except (az.AzureError, OSError, TimeoutError) as exc:
@@ -123,7 +138,10 @@ class AzureClient:
         blob = self._c.get_blob_client(name)
         try:
             # overwrite=False sends If-None-Match: *, so exactly one creator wins.
-            await blob.upload_blob(data, overwrite=False, content_settings=ContentSettings(content_type=content_type))
+            async with self._timed("upload_blob"):
+                await blob.upload_blob(
+                    data, overwrite=False, content_settings=ContentSettings(content_type=content_type)
+                )
         except az.ResourceExistsError:
             return False
         except (az.AzureError, OSError, TimeoutError) as exc:
@@ -133,12 +151,13 @@ class AzureClient:
     async def replace_bytes(self, name: str, data: bytes, content_type: str) -> bool:
         blob = self._c.get_blob_client(name)
         try:
-            await blob.upload_blob(
-                data,
-                overwrite=True,
-                match_condition=MatchConditions.IfPresent,
-                content_settings=ContentSettings(content_type=content_type),
-            )
+            async with self._timed("upload_blob"):
+                await blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    match_condition=MatchConditions.IfPresent,
+                    content_settings=ContentSettings(content_type=content_type),
+                )
         except (az.ResourceNotFoundError, az.ResourceModifiedError):
             return False
         except (az.AzureError, OSError, TimeoutError) as exc:
@@ -148,7 +167,8 @@ class AzureClient:
     async def head(self, name: str) -> BlobHead | None:
         blob = self._c.get_blob_client(name)
         try:
-            props = await blob.get_blob_properties()
+            async with self._timed("get_blob_properties"):
+                props = await blob.get_blob_properties()
         except az.ResourceNotFoundError:
             return None
         except (az.AzureError, OSError, TimeoutError) as exc:
@@ -160,7 +180,8 @@ class AzureClient:
     async def committed_blocks(self, name: str) -> list[Block] | None:
         blob = self._c.get_blob_client(name)
         try:
-            committed, _ = await blob.get_block_list("committed")
+            async with self._timed("get_block_list"):
+                committed, _ = await blob.get_block_list("committed")
         except az.ResourceNotFoundError:
             return None
         except (az.AzureError, OSError, TimeoutError) as exc:
@@ -169,7 +190,7 @@ class AzureClient:
 
     async def stage_block(self, name: str, block_id: str, data: bytes) -> None:
         blob = self._c.get_blob_client(name)
-        await _call("stage_block", blob.stage_block(block_id, data, length=len(data)))
+        await self._call("stage_block", blob.stage_block(block_id, data, length=len(data)))
 
     async def stage_block_from_blob(self, name: str, block_id: str, source: str, start: int, length: int) -> None:
         now = datetime.datetime.now(datetime.UTC)
@@ -184,7 +205,7 @@ class AzureClient:
         )
         url = f"{self._c.get_blob_client(source).url}?{sas}"
         blob = self._c.get_blob_client(name)
-        await _call(
+        await self._call(
             "stage_block_from_url",
             blob.stage_block_from_url(block_id, url, source_offset=start, source_length=length),
         )
@@ -201,7 +222,7 @@ class AzureClient:
     ) -> None:
         blob = self._c.get_blob_client(name)
         settings = ContentSettings(content_type=content_type, content_disposition=content_disposition)
-        await _call(
+        await self._call(
             "commit_block_list",
             blob.commit_block_list(
                 [BlobBlock(block_id=i) for i in block_ids],
@@ -214,7 +235,8 @@ class AzureClient:
     async def open_range(self, name: str, start: int, end: int) -> AsyncIterator[bytes]:
         blob = self._c.get_blob_client(name)
         try:
-            downloader = await blob.download_blob(offset=start, length=end - start)
+            async with self._timed("download_blob"):  # its first GET; the later ones are its body
+                downloader = await blob.download_blob(offset=start, length=end - start)
             async for chunk in downloader.chunks():
                 yield chunk
         except (az.AzureError, OSError, TimeoutError) as exc:
@@ -222,7 +244,8 @@ class AzureClient:
 
     async def delete(self, name: str) -> None:
         try:
-            await self._c.delete_blob(name)
+            async with self._timed("delete_blob"):
+                await self._c.delete_blob(name)
         except az.ResourceNotFoundError:
             return
         except (az.AzureError, OSError, TimeoutError) as exc:
@@ -230,8 +253,14 @@ class AzureClient:
 
     async def list_blobs(self, prefix: str) -> AsyncIterator[Listed]:
         try:
-            async for item in self._c.list_blobs(name_starts_with=prefix):
-                created = item.creation_time.timestamp() if item.creation_time else 0.0
-                yield Listed(str(item.name), created)
+            pages = self._c.list_blobs(name_starts_with=prefix).by_page()
+            while True:
+                async with self._timed("list_blobs"):  # one request per page
+                    page = await anext(pages, None)
+                if page is None:
+                    return
+                async for item in page:
+                    created = item.creation_time.timestamp() if item.creation_time else 0.0
+                    yield Listed(str(item.name), created)
         except (az.AzureError, OSError, TimeoutError) as exc:
             raise _error("list_blobs", exc) from exc

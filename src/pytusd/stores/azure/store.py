@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
+from pytusd.metrics.recorder import Recorder
 from pytusd.protocol.urls import is_valid_upload_id
 from pytusd.stores.azure.client import AzureError, BlobStorage, Block
 from pytusd.stores.azure.layout import (
@@ -67,6 +68,9 @@ class AzureStore(DataStore):
 
     async def close(self) -> None:
         await self.client.close()
+
+    def record_requests(self, metrics: Recorder) -> None:
+        self.client.metrics = metrics
 
     # -- info ---------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from pytusd.metrics.recorder import Recorder
 from pytusd.stores.base import StoreError, StoreUnavailable
 
 #: GCS composes at most this many source objects per call.
@@ -63,6 +64,9 @@ class ObjectInfo:
 
 class Bucket(Protocol):
     """One bucket; names are full object names."""
+
+    #: Where the duration of each request to GCS is recorded.
+    metrics: Recorder
 
     async def open(self) -> None:
         """Get ready for requests (session, credentials); called by the store's start()."""

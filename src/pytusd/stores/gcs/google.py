@@ -14,10 +14,13 @@ on silence instead (``sock_read``), so a large object is never cut off for takin
 from __future__ import annotations
 
 import contextlib
+import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from pytusd.metrics.recorder import NO_METRICS
 from pytusd.stores.base import StoreError
 from pytusd.stores.gcs.client import GCSError, ObjectInfo, gcs_error
 
@@ -27,6 +30,9 @@ REQUEST_TIMEOUT = 30
 SILENCE_TIMEOUT = 60
 #: Bytes per read of a download.
 READ_BLOCK = 256 * 1024
+#: The JSON API's operation of each call, as the metrics label it (snake case, as S3's).
+_CALLS = "GetBucket GetObjectMetadata GetObject GetObjectRange PutObject ComposeObject DeleteObject ListObjects"
+_OPERATIONS = {name: re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in _CALLS.split()}
 
 
 def _error(operation: str, exc: BaseException) -> GCSError:
@@ -53,6 +59,8 @@ class GoogleBucket:
         self.bucket = bucket
         self.endpoint = endpoint
         self._storage: Any = None
+        #: Where each request's duration is recorded (see GCSStore.record_requests).
+        self.metrics = NO_METRICS
 
     @property
     def _client(self) -> Any:
@@ -71,14 +79,18 @@ class GoogleBucket:
             await storage.close()
 
     @contextlib.asynccontextmanager
-    async def _call(self, operation: str) -> AsyncIterator[None]:
-        """Turn a request's failure into a GCSError."""
+    async def _call(self, operation: str, *, timed: bool = True) -> AsyncIterator[None]:
+        """Turn a request's failure into a GCSError; time it (not the reads of a body it opened)."""
         import aiohttp
 
+        started = time.perf_counter()
         try:
             yield
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _error(operation, exc) from exc
+        finally:
+            if timed:
+                self.metrics.store_request("gcs", _OPERATIONS[operation], time.perf_counter() - started)
 
     def _transfer_timeout(self) -> Any:
         import aiohttp
@@ -120,7 +132,7 @@ class GoogleBucket:
         try:
             left = length
             while left > 0:
-                async with self._call("GetObjectRange"):
+                async with self._call("GetObjectRange", timed=False):
                     block = await stream.read(min(READ_BLOCK, left))
                 if not block:
                     raise GCSError("GetObjectRange", None, f"object ended {left} bytes early")

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
+from pytusd.metrics.recorder import Recorder
 from pytusd.stores.base import (
     DataStore,
     InvalidStorage,
@@ -87,6 +88,9 @@ class GCSStore(DataStore):
         except GCSError as exc:
             await self.close()
             raise StoreError(f"cannot use GCS bucket {self.bucket_name!r}: {exc}") from exc
+
+    def record_requests(self, metrics: Recorder) -> None:
+        self.client.metrics = metrics
 
     async def close(self) -> None:
         await self.client.close()

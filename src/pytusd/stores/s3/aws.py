@@ -141,7 +141,7 @@ class S3Client(ObjectStorage):
         except Exception as exc:
             raise _wrap(operation, exc) from exc
         finally:
-            self.metrics.store_request(operation, time.perf_counter() - started)
+            self.metrics.store_request("s3", operation, time.perf_counter() - started)
 
     # -- objects ------------------------------------------------------------------------------
 
@@ -313,7 +313,9 @@ class S3Client(ObjectStorage):
         if number:
             kwargs["PartNumberMarker"] = number
         r = await self._call("list_parts", **kwargs)
-        return any(int(item["PartNumber"]) > number for item in r.get("Parts") or [])
+        # Any part at all says yes: a service that ignored the marker (and listed part 1) must not
+        # make an upload look clean.
+        return bool(r.get("Parts") or r.get("IsTruncated"))
 
     async def complete(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
         layout = {"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]}
