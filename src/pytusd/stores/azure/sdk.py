@@ -79,7 +79,10 @@ class AzureClient:
         try:
             yield
         finally:
-            self.metrics.store_request("azure", operation, time.perf_counter() - started)
+            self._record(operation, started)
+
+    def _record(self, operation: str, started: float) -> None:
+        self.metrics.store_request("azure", operation, time.perf_counter() - started)
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         async with self._timed(operation):
@@ -255,10 +258,15 @@ class AzureClient:
         try:
             pages = self._c.list_blobs(name_starts_with=prefix).by_page()
             while True:
-                async with self._timed("list_blobs"):  # one request per page
+                started = time.perf_counter()
+                try:
                     page = await anext(pages, None)
+                except BaseException:
+                    self._record("list_blobs", started)
+                    raise
                 if page is None:
-                    return
+                    return  # no request: the last page had no continuation
+                self._record("list_blobs", started)  # one request per page
                 async for item in page:
                     created = item.creation_time.timestamp() if item.creation_time else 0.0
                     yield Listed(str(item.name), created)
