@@ -50,13 +50,15 @@ def _run(body: Body, receive: Any, *, after: int | None = None) -> list[dict[str
     return sent
 
 
-def _asgi_receive(gone: asyncio.Event) -> Any:
-    """As servers do: the (empty) body, then http.disconnect once the client has gone."""
-    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+def _asgi_receive(gone: asyncio.Event, *body: bytes) -> Any:
+    """As servers do: the request body (empty unless given), then http.disconnect once the
+    client has gone."""
+    pieces = list(body or [b""])
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(pieces) - 1} for i, p in enumerate(pieces)]
 
     async def receive() -> dict[str, Any]:
         if messages:
-            return messages.pop()
+            return messages.pop(0)
         await gone.wait()
         return {"type": "http.disconnect"}
 
@@ -97,19 +99,7 @@ def test_a_receive_that_never_waits_is_not_watched_and_not_spun_on() -> None:
 
 def test_an_unread_request_body_is_dropped_while_watching() -> None:
     def with_body(gone: asyncio.Event) -> Any:
-        messages = [
-            {"type": "http.request", "body": b"c", "more_body": False},
-            {"type": "http.request", "body": b"b", "more_body": True},
-            {"type": "http.request", "body": b"a", "more_body": True},
-        ]
-
-        async def receive() -> dict[str, Any]:
-            if messages:
-                return messages.pop()
-            await gone.wait()
-            return {"type": "http.disconnect"}
-
-        return receive
+        return _asgi_receive(gone, b"a", b"b", b"c")
 
     body = Body()
     _run(body, with_body, after=2)

@@ -200,7 +200,7 @@ class LosesFirstPart(FakeS3):
     async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
         if not self.lost:
             self.lost = True
-            async for _ in body:
+            async for _ in body:  # S3 takes the whole body...
                 pass
             await asyncio.sleep(0.05)  # the pending commit is in S3 by now
             raise StoreError("injected: UploadPart failed after its body")

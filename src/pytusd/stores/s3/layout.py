@@ -72,6 +72,14 @@ def pending_part(metadata: Mapping[str, str], count: int) -> tuple[int, str] | N
     return int(size), md5_hex
 
 
+def is_pending_part(size: int, etag: str, pending: tuple[int, str]) -> bool:
+    """Whether a part S3 lists (``size``, ``etag``) is the one a commit named (:func:`pending_part`):
+    the same size, and the same MD5 unless it was named without one. The one rule readers and the
+    writer share."""
+    named_size, md5_hex = pending
+    return size == named_size and (not md5_hex or etag_md5(etag) == md5_hex)
+
+
 class KeyLayout:
     """The keys of an upload's objects, under the object and info prefixes (see the package docs)."""
 

@@ -30,6 +30,8 @@ MAX_WRITTEN_PARTS = 200_000
 #: How long after a failed write here its uploads are not taken as clean (State.clean): a part
 #: upload it cancelled after sending the whole body may still land, S3 taking its time.
 UNSETTLED_FOR = 60.0
+#: Failed writes remembered before those older than UNSETTLED_FOR are swept.
+MAX_FAILED = 1000
 
 
 class Recall:
@@ -99,7 +101,7 @@ class Recall:
 
     def failed(self, upload_id: str, now: float) -> None:
         """A write failed: parts it started may land for a while yet (see :meth:`unsettled`)."""
-        if len(self._failed) > MAX_READS:
+        if len(self._failed) > MAX_FAILED:
             self._failed = {k: v for k, v in self._failed.items() if now - v < UNSETTLED_FOR}
         self._failed[upload_id] = now
 

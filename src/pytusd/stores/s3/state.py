@@ -28,7 +28,7 @@ from pytusd.stores.s3.layout import (
     META_PARTS,
     STORAGE_MULTIPART,
     KeyLayout,
-    etag_md5,
+    is_pending_part,
     pending_part,
 )
 
@@ -231,7 +231,7 @@ async def data_state(
     found = [p for p in parts if p is not None]
     if pending is not None:
         landed = by_number.get(count + 1)
-        if landed is None or landed.size != pending[0] or (pending[1] and etag_md5(landed.etag) != pending[1]):
+        if landed is None or not is_pending_part(landed.size, landed.etag, pending):
             # Not (yet) there, or something else under its number: the part does not count,
             # and no list is remembered (it may still land under this commit; nor is it clean).
             return await _unless_completed(client, key, State(info, multipart, None, found, tail))

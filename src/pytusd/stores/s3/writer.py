@@ -21,7 +21,7 @@ import os
 from pytusd.stores.base import DirectSource, StoreError
 from pytusd.stores.s3.client import ObjectHead, Part
 from pytusd.stores.s3.commit import Committer
-from pytusd.stores.s3.layout import META_COMMIT, etag_md5
+from pytusd.stores.s3.layout import META_COMMIT, is_pending_part
 from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
 from pytusd.stores.s3.spool import Spool, SpoolCut, catch_up_hashing
 from pytusd.stores.s3.state import State
@@ -463,7 +463,7 @@ class ChunkWriter:
                                self.state.info.id, number, marker.exception())  # fmt: skip
             return  # the ordinary commit follows
         landed = self.results.get(number)
-        if landed is None or (md5_hex and etag_md5(landed.etag) != md5_hex):
+        if landed is None or not is_pending_part(landed.size, landed.etag, (length, md5_hex)):
             return
         async with self.pointer_lock:
             if self.pointer == (number - 1, 0):
