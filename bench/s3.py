@@ -2,7 +2,7 @@
 """S3 side by side: boto3's own multipart upload, pytusd on S3 and @tus/s3-store, on one Swift.
 
     PYTHONPATH=$PWD/src:$PWD .venv/bin/python bench/s3.py [--rounds 5] [--size 512M]
-        [--contestants boto3,pytusd,tus-node-s3] [--pytusd-variant NAME=--flag,--flag ...]
+        [--contestants boto3,boto3-serial,pytusd,tus-node-s3] [--pytusd-variant NAME=--flag,--flag ...]
         [--workloads stream,chunked] [--memory | --no-memory] [--out docs/benchmarks.md]
 
 One Swift (tests/services/swift.py) serves every contestant, each in its own bucket. Every round
@@ -49,6 +49,9 @@ MiB = 2**20
 MB = 1e6
 WORKLOADS = ("stream", "chunked")
 BASELINE, PEER = "boto3", "tus-node-s3"
+#: boto3 with one part at a time: what the S3 server allows a client that waits for each part, as a
+#: chunked tus client waits for each PATCH (a reference, not a goal).
+SERIAL = "boto3-serial"
 S3_BEGIN, S3_END = "<!-- s3-bench:begin -->", "<!-- s3-bench:end -->"
 #: Goals (reported, not asserted) of every pytusd contestant: (workload, versus, at least).
 RATIO_GOALS = [("stream", BASELINE, 0.85), ("chunked", BASELINE, 0.6), ("stream", PEER, 1.5), ("chunked", PEER, 1.5)]
@@ -132,13 +135,15 @@ class Contestant(abc.ABC):
 
 
 class Boto3(Contestant):
-    """boto3's upload_file (8 MiB parts, 10 at a time) in its own long-lived process: bench/peers/boto3_upload.py."""
+    """boto3's upload_file (8 MiB parts, ``concurrency`` at a time) in its own long-lived process:
+    bench/peers/boto3_upload.py."""
 
     kind = "boto3"
     script = servers.BENCH / "peers" / "boto3_upload.py"
 
-    def __init__(self) -> None:
-        super().__init__(BASELINE)
+    def __init__(self, name: str = BASELINE, concurrency: int = 10) -> None:
+        super().__init__(name)
+        self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = servers.LOGS / f"{self.name}.log"
         self._buf = b""
@@ -149,7 +154,7 @@ class Boto3(Contestant):
         servers.LOGS.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(self.script), swift.endpoint_url, self.bucket],
+                [sys.executable, str(self.script), swift.endpoint_url, self.bucket, str(self.concurrency)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -221,11 +226,18 @@ class Boto3(Contestant):
         return self.proc is not None and self.proc.poll() is None
 
     def describe(self) -> str:
+        serial = (
+            " One part at a time: the S3 server's rate for a client that waits for each part, as a chunked tus "
+            "client waits for each PATCH (a reference; the goals are against ten at a time)."
+            if self.concurrency == 1
+            else ""
+        )
         return (
             "boto3 `upload_file` with `TransferConfig(multipart_threshold=8 MiB, multipart_chunksize=8 MiB, "
-            "max_concurrency=10)`, the client configured as the tests configure theirs for Swift "
+            f"max_concurrency={self.concurrency})`, the client configured as the tests configure theirs for Swift "
             "(`S3_CONFIG_KWARGS`: path-style, checksums only when required); a long-lived process of its own "
             "(`bench/peers/boto3_upload.py`), MB/s over the `upload_file` call. The same call in both workloads."
+            + serial
         )
 
     def versions(self) -> dict[str, str]:
@@ -332,6 +344,8 @@ def make_contestants(names: list[str], variants: dict[str, tuple[str, ...]]) -> 
     for name in names:
         if name == BASELINE:
             out.append(Boto3())
+        elif name == SERIAL:
+            out.append(Boto3(SERIAL, concurrency=1))
         elif name == PEER:
             out.append(
                 TusServer(servers.TusNodeS3(name, f"s3bench-{name}"), "")
@@ -602,7 +616,17 @@ def workload_table(raw: dict[str, Any], wl: str) -> list[str]:
         "connection (`sendfile`); MB/s over the PATCHes.",
     }[wl]
     meds = medians(raw["records"], wl)
-    cols = ["MB/s median", "min", "max", f"vs {BASELINE}", f"vs {PEER}", "CPU s", "Swift CPU s", "client CPU s"]
+    cols = [
+        "MB/s median",
+        "min",
+        "max",
+        f"vs {BASELINE}",
+        f"vs {SERIAL}",
+        f"vs {PEER}",
+        "CPU s",
+        "Swift CPU s",
+        "client CPU s",
+    ]
     cols += ["other cores", "spool files left", "verified", "errors"]
     out = [f"### {wl}", "", what, "", "| contestant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name in raw["contestants"]:
@@ -614,7 +638,7 @@ def workload_table(raw: dict[str, Any], wl: str) -> list[str]:
         other = median(r["other_cpu"] / r["wall"] for r in rows if r["wall"]) if any(r["wall"] for r in rows) else 0.0
         spools = [r["spool_files"] for r in rows if r["spool_files"] is not None]
         cells = [_fmt(med), _fmt(min(vals)) if vals else "—", _fmt(max(vals)) if vals else "—"]
-        cells += [ratio(med, meds.get(BASELINE)), ratio(med, meds.get(PEER))]
+        cells += [ratio(med, meds.get(BASELINE)), ratio(med, meds.get(SERIAL)), ratio(med, meds.get(PEER))]
         cells += [_fmt(median(r[k] for r in rows)) for k in ("contestant_cpu", "swift_cpu", "client_cpu")]
         cells += [f"{other:.2f}" + (" ⚠" if other > raw["noise_cores"] else "")]
         cells += [str(max(spools)) if spools else "—", f"{sum(r['verified'] for r in rows)}/{len(rows)}"]
@@ -761,8 +785,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--chunk", type=parse_size, default=8 * MiB, help="PATCH size of chunked (default 8M)")
     ap.add_argument(
         "--contestants",
-        default=f"{BASELINE},pytusd,{PEER}",
-        help=f"comma list of {BASELINE}, pytusd, {PEER} (default all three); --pytusd-variant names are added",
+        default=f"{BASELINE},{SERIAL},pytusd,{PEER}",
+        help=f"comma list of {BASELINE}, {SERIAL}, pytusd, {PEER} (default all); --pytusd-variant names are added",
     )
     ap.add_argument(
         "--pytusd-variant",
@@ -792,12 +816,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.variants = {}
     for v in args.pytusd_variant:
         name, eq, flags = v.partition("=")
-        if not eq or not NAME.fullmatch(name) or name in (BASELINE, "pytusd", PEER):
+        if not eq or not NAME.fullmatch(name) or name in (BASELINE, SERIAL, "pytusd", PEER):
             ap.error(f"--pytusd-variant {v!r}: want NAME=--flag,--flag with a new lower-case NAME")
         args.variants[name] = tuple(f for f in flags.split(",") if f)
     args.contestants = [c for c in args.contestants.split(",") if c]
     args.contestants += [v for v in args.variants if v not in args.contestants]
-    unknown = [c for c in args.contestants if c not in (BASELINE, "pytusd", PEER, *args.variants)]
+    unknown = [c for c in args.contestants if c not in (BASELINE, SERIAL, "pytusd", PEER, *args.variants)]
     args.workloads = [w for w in args.workloads.split(",") if w]
     unknown += [w for w in args.workloads if w not in WORKLOADS]
     if unknown:
