@@ -691,6 +691,12 @@ def goals(raw: dict[str, Any]) -> list[str]:
                 continue
             verdict = "PASS" if a / b >= least else "MISS"
             out.append(f"- {name} {wl} ≥ {least:g} x {versus}: {a / b:.2f} ({_fmt(a)} / {_fmt(b)} MB/s) — {verdict}")
+        a, b = meds["chunked"].get(name), meds["chunked"].get(SERIAL)
+        if a is not None and b:
+            out.append(
+                f"- {name} chunked against {SERIAL} (one part at a time; a reference, not a goal): {a / b:.2f} "
+                f"({_fmt(a)} / {_fmt(b)} MB/s)"
+            )
         hwm = mem.get(name)
         if hwm is None:
             out.append(f"- {name} peak RSS < {RSS_GOAL_MIB:.0f} MiB: not measured")
