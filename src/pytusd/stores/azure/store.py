@@ -28,6 +28,7 @@ from pytusd.stores.azure.layout import (
 )
 from pytusd.stores.azure.writer import BlockWriter
 from pytusd.stores.base import DataStore, StoreError, UploadExists, UploadNotFound, UploadTooLarge
+from pytusd.stores.handoff import Handoff
 
 __all__ = ["AzureStore"]
 
@@ -57,6 +58,8 @@ class AzureStore(DataStore):
         self.client = client
         self.block_size = block_size
         self.copy_size = min(copy_size, MAX_COPY_SIZE)
+        #: The info and committed blocks a PATCH's handler read, for its write (pytusd.stores.handoff).
+        self._handoff: Handoff[tuple[UploadInfo, list[Block]]] = Handoff()
 
     async def start(self) -> None:
         await self.client.open()
@@ -106,6 +109,7 @@ class AzureStore(DataStore):
         info.storage = self.layout.storage(info)
         info.offset = 0
         info_name = self.layout.info_name(info.id)
+        self._handoff.forget(info.id)
         if await self.client.get_bytes(info_name) is not None:
             raise UploadExists(info.id)
         # What a terminate that crashed half-way left under this ID goes before the ID is taken.
@@ -119,11 +123,28 @@ class AzureStore(DataStore):
             self._load_info(upload_id), self.client.head(self.layout.data_name(upload_id))
         )
         info.offset = head.size if head is not None else 0
+        return await self._with_finals(info)
+
+    async def _with_finals(self, info: UploadInfo) -> UploadInfo:
         if info.is_partial:
-            info.pending_finals += [f for f in await self._pending_finals(upload_id) if f not in info.pending_finals]
+            info.pending_finals += [f for f in await self._pending_finals(info.id) if f not in info.pending_finals]
         return info
 
+    async def get_info_to_write(self, upload_id: str, *, held_here_last: bool = False) -> UploadInfo:
+        """:meth:`get_info` from the committed block list instead of the blob's properties, both
+        kept for the write that follows under the same lock, which needs them: a PATCH reads the
+        info blob and the block list once, not twice (pytusd.stores.handoff)."""
+        started = self._handoff.now()
+        info, blocks = await asyncio.gather(
+            self._load_info(upload_id), self.client.committed_blocks(self.layout.data_name(upload_id))
+        )
+        committed = blocks or []
+        self._handoff.keep(upload_id, started, (info.copy(), committed))
+        info.offset = sum(b.size for b in committed)
+        return await self._with_finals(info)
+
     async def update_info(self, info: UploadInfo) -> None:
+        self._handoff.forget(info.id)
         info = info.copy()
         if not info.storage:
             info.storage = self.layout.storage(info)
@@ -148,9 +169,13 @@ class AzureStore(DataStore):
         all_or_nothing: bool = False,
         length: int | None = None,
     ) -> int:
-        info = await self._load_info(upload_id)
         name = self.layout.data_name(upload_id)
-        blocks: list[Block] = await self.client.committed_blocks(name) or []
+        kept = self._handoff.take(upload_id)
+        if kept is not None and sum(b.size for b in kept[1]) == offset:
+            info, blocks = kept
+        else:
+            info = await self._load_info(upload_id)
+            blocks = await self.client.committed_blocks(name) or []
         held = sum(b.size for b in blocks)
         if held != offset:
             raise StoreError(f"upload {upload_id}: write at {offset}, but Azure holds {held} bytes")
@@ -195,6 +220,7 @@ class AzureStore(DataStore):
             yield block
 
     async def terminate(self, upload_id: str) -> None:
+        self._handoff.forget(upload_id)
         info_name = self.layout.info_name(upload_id)
         if await self.client.get_bytes(info_name) is None:
             raise UploadNotFound(upload_id)
@@ -213,6 +239,7 @@ class AzureStore(DataStore):
     async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
         """Put Block From URL copies each partial into blocks of the final blob inside Azure (in
         ranges of at most 4000 MiB); one Put Block List then commits them all, or nothing."""
+        self._handoff.forget(final.id)
         ranges: list[tuple[str, int, int]] = []
         for partial in partials:
             size = (await self.get_info(partial.id)).offset

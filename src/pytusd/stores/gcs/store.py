@@ -38,6 +38,7 @@ from pytusd.stores.gcs.layout import (
 from pytusd.stores.gcs.spool import Spool, open_spool_dir
 from pytusd.stores.gcs.state import State, load_info, own_objects, put_info, read_state
 from pytusd.stores.gcs.writer import ChunkWriter
+from pytusd.stores.handoff import Handoff
 
 __all__ = ["GCSStore"]
 
@@ -73,6 +74,8 @@ class GCSStore(DataStore):
         self.commit_size = commit_size
         self._spool_parent = spool_dir
         self._spool_dir: str | None = None
+        #: The state a PATCH's handler read, for its write (see pytusd.stores.handoff).
+        self._handoff: Handoff[State] = Handoff()
 
     @property
     def object_prefix(self) -> str:
@@ -115,6 +118,7 @@ class GCSStore(DataStore):
             raise InvalidStorage("the GCS store cannot keep an upload whose ID has ';'")
         check_storage(info, self.bucket_name, self.names)
         data_name = self.names.data(info.id)
+        self._handoff.forget(info.id)
         if await self.client.stat(self.names.info(info.id)) is not None:
             raise UploadExists(info.id)
         # What an earlier upload of this ID may have left (a crash in terminate) must not count.
@@ -139,7 +143,18 @@ class GCSStore(DataStore):
         state.info.offset = state.offset
         return state.info
 
+    async def get_info_to_write(self, upload_id: str, *, held_here_last: bool = False) -> UploadInfo:
+        """:meth:`get_info`, the state kept for the write that follows under the same lock: a
+        PATCH reads its upload's three objects once, not twice (pytusd.stores.handoff)."""
+        started = self._handoff.now()
+        state = await self._state(upload_id)
+        self._handoff.keep(upload_id, started, state)
+        info = state.info.copy()  # the caller may change it; the kept state stays as read
+        info.offset = state.offset
+        return info
+
     async def update_info(self, info: UploadInfo) -> None:
+        self._handoff.forget(info.id)
         stored = await load_info(self.client, self.names, info.id)
         if stored is None:
             raise UploadNotFound(info.id)
@@ -149,6 +164,7 @@ class GCSStore(DataStore):
         await put_info(self.client, self.names, info)
 
     async def declare_length(self, upload_id: str, length: int) -> None:
+        self._handoff.forget(upload_id)
         info = await load_info(self.client, self.names, upload_id)
         if info is None:
             raise UploadNotFound(upload_id)
@@ -178,7 +194,8 @@ class GCSStore(DataStore):
         all_or_nothing: bool = False,
         length: int | None = None,
     ) -> int:
-        state = await self._state(upload_id)
+        kept = self._handoff.take(upload_id)
+        state = kept if kept is not None and kept.offset == offset else await self._state(upload_id)
         if offset != state.offset:
             raise StoreError(f"upload {upload_id}: write at {offset}, but GCS holds {state.offset} bytes")
         if state.stale:
@@ -233,6 +250,7 @@ class GCSStore(DataStore):
                 await body.aclose()
 
     async def terminate(self, upload_id: str) -> None:
+        self._handoff.forget(upload_id)
         if await self.client.stat(self.names.info(upload_id)) is None:
             raise UploadNotFound(upload_id)
         # The info object first: once it is gone the upload is gone for every reader; whatever a
@@ -242,6 +260,7 @@ class GCSStore(DataStore):
         await delete_all(self.client, [self.names.data(upload_id), *rest])
 
     async def concatenate(self, final: UploadInfo, partials: Sequence[UploadInfo]) -> None:
+        self._handoff.forget(final.id)
         target = await self._state(final.id)
         if target.offset > 0:
             return  # done before (a retry after a crash)

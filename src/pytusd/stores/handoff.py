@@ -1,0 +1,63 @@
+"""The state a store read for a PATCH's handler, passed on to the write that follows.
+
+The upload service reads an upload under its lock (``get_info_to_write``) and then, still under
+that lock, writes it (``write_chunk``). A store whose write needs the same state (the GCS store's
+objects, the Azure store's block list) would read it twice: one to three requests per PATCH,
+each a round trip to the cloud. Nobody else writes while the lock is held, so the first read
+may stand in for the second, if it is recent (a slow hook in between: read again) and at the
+write's offset; it is used once. Every other change the store makes to the upload forgets it.
+
+The S3 store has the same rule, and a memory of its own last write besides
+(:mod:`pytusd.stores.s3.recall`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Generic, TypeVar
+
+#: How old a read may be to stand in for the write's own (seconds).
+HANDOFF_FOR = 1.0
+#: Reads kept at most; beyond, those older than HANDOFF_FOR are swept first.
+MAX_KEPT = 1000
+
+_S = TypeVar("_S")
+
+
+class Handoff(Generic[_S]):
+    """Per upload, the state of the read that started last, kept for one write."""
+
+    def __init__(self, fresh_for: float = HANDOFF_FOR) -> None:
+        self.fresh_for = fresh_for
+        self._kept: dict[str, tuple[float, _S]] = {}
+
+    @staticmethod
+    def now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def keep(self, upload_id: str, started: float, state: _S) -> None:
+        """Keep ``state``, read from a start at ``started`` (:meth:`now`), unless a read that
+        started later is kept already (a HEAD beside the PATCH never replaces the PATCH's own)."""
+        kept = self._kept.get(upload_id)
+        if kept is not None and kept[0] > started:
+            return
+        if len(self._kept) >= MAX_KEPT:
+            cutoff = self.now() - self.fresh_for
+            self._kept = {k: v for k, v in self._kept.items() if v[0] >= cutoff}
+            if len(self._kept) >= MAX_KEPT:
+                return
+        self._kept[upload_id] = (started, state)
+
+    def take(self, upload_id: str) -> _S | None:
+        """The kept state, if recent enough; either way it is gone after this."""
+        kept = self._kept.pop(upload_id, None)
+        if kept is None or self.now() - kept[0] > self.fresh_for:
+            return None
+        return kept[1]
+
+    def forget(self, upload_id: str) -> None:
+        """The upload changes (or goes): what was read of it must not be used."""
+        self._kept.pop(upload_id, None)
+
+
+__all__ = ["HANDOFF_FOR", "Handoff"]
