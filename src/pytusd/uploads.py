@@ -213,6 +213,7 @@ class UploadService:
             await self.check_expired(info)
             yield info
         finally:
+            self.store.forget_read_to_write(upload_id)
             await lock.release()
 
     # -- creation -----------------------------------------------------------------------------

@@ -104,6 +104,14 @@ class DataStore(abc.ABC):
         """
         return await self.get_info(upload_id)
 
+    def forget_read_to_write(self, upload_id: str) -> None:  # noqa: B027 - optional hook
+        """The lock :meth:`get_info_to_write` was called under is about to be released.
+
+        A store that keeps that read for the write that follows must drop it here: once the lock
+        is gone another process may write, and a later write of this process (one that reads
+        nothing first, as after a creation) must not start from it.
+        """
+
     @abc.abstractmethod
     async def write_chunk(
         self,

@@ -4,8 +4,10 @@ The upload service reads an upload under its lock (``get_info_to_write``) and th
 that lock, writes it (``write_chunk``). A store whose write needs the same state (the GCS store's
 objects, the Azure store's block list) would read it twice: one to three requests per PATCH,
 each a round trip to the cloud. Nobody else writes while the lock is held, so the first read
-may stand in for the second, if it is recent (a slow hook in between: read again) and at the
-write's offset; it is used once. Every other change the store makes to the upload forgets it.
+may stand in for the second. It is used once, only at the write's offset and if recent (a slow
+hook in between: read again), and never after the lock: the service calls
+``forget_read_to_write`` before it releases it. Every other change the store makes to the upload
+forgets it too.
 
 The S3 store has the same rule, and a memory of its own last write besides
 (:mod:`pytusd.stores.s3.recall`).
@@ -35,18 +37,16 @@ class Handoff(Generic[_S]):
     def now() -> float:
         return asyncio.get_running_loop().time()
 
-    def keep(self, upload_id: str, started: float, state: _S) -> None:
-        """Keep ``state``, read from a start at ``started`` (:meth:`now`), unless a read that
-        started later is kept already (a HEAD beside the PATCH never replaces the PATCH's own)."""
-        kept = self._kept.get(upload_id)
-        if kept is not None and kept[0] > started:
-            return
+    def keep(self, upload_id: str, state: _S) -> None:
+        """Keep ``state``, just read under the upload's lock, for the write that follows."""
+        self._kept.pop(upload_id, None)  # whatever happens below, an older read is no stand-in
+        now = self.now()
         if len(self._kept) >= MAX_KEPT:
-            cutoff = self.now() - self.fresh_for
+            cutoff = now - self.fresh_for
             self._kept = {k: v for k, v in self._kept.items() if v[0] >= cutoff}
             if len(self._kept) >= MAX_KEPT:
                 return
-        self._kept[upload_id] = (started, state)
+        self._kept[upload_id] = (now, state)
 
     def take(self, upload_id: str) -> _S | None:
         """The kept state, if recent enough; either way it is gone after this."""

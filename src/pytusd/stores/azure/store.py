@@ -133,15 +133,26 @@ class AzureStore(DataStore):
     async def get_info_to_write(self, upload_id: str, *, held_here_last: bool = False) -> UploadInfo:
         """:meth:`get_info` from the committed block list instead of the blob's properties, both
         kept for the write that follows under the same lock, which needs them: a PATCH reads the
-        info blob and the block list once, not twice (pytusd.stores.handoff)."""
-        started = self._handoff.now()
-        info, blocks = await asyncio.gather(
-            self._load_info(upload_id), self.client.committed_blocks(self.layout.data_name(upload_id))
-        )
+        info blob and the block list once, not twice (pytusd.stores.handoff).
+
+        A blob that exists without committed blocks (written whole by Put Blob, not by this
+        store) or whose block list cannot be had (the archive tier) is measured by its
+        properties, as :meth:`get_info` does, and nothing is kept: the write reads again."""
+        try:
+            info, blocks = await asyncio.gather(
+                self._load_info(upload_id), self.client.committed_blocks(self.layout.data_name(upload_id))
+            )
+        except AzureError:
+            return await self.get_info(upload_id)
+        if blocks is not None and not blocks:
+            return await self.get_info(upload_id)
         committed = blocks or []
-        self._handoff.keep(upload_id, started, (info.copy(), committed))
+        self._handoff.keep(upload_id, (info.copy(), committed))
         info.offset = sum(b.size for b in committed)
         return await self._with_finals(info)
+
+    def forget_read_to_write(self, upload_id: str) -> None:
+        self._handoff.forget(upload_id)
 
     async def update_info(self, info: UploadInfo) -> None:
         self._handoff.forget(info.id)

@@ -146,12 +146,14 @@ class GCSStore(DataStore):
     async def get_info_to_write(self, upload_id: str, *, held_here_last: bool = False) -> UploadInfo:
         """:meth:`get_info`, the state kept for the write that follows under the same lock: a
         PATCH reads its upload's three objects once, not twice (pytusd.stores.handoff)."""
-        started = self._handoff.now()
         state = await self._state(upload_id)
-        self._handoff.keep(upload_id, started, state)
+        self._handoff.keep(upload_id, state)
         info = state.info.copy()  # the caller may change it; the kept state stays as read
         info.offset = state.offset
         return info
+
+    def forget_read_to_write(self, upload_id: str) -> None:
+        self._handoff.forget(upload_id)
 
     async def update_info(self, info: UploadInfo) -> None:
         self._handoff.forget(info.id)

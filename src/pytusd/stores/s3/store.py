@@ -265,6 +265,11 @@ class S3Store(DataStore):
         )
         return info
 
+    def forget_read_to_write(self, upload_id: str) -> None:
+        """The read kept for a write (Recall.handoff) does not outlive the lock; what this
+        process's last write left (Recall.last_write) does: the lock says when it is still true."""
+        self._recall.forget_read(upload_id)
+
     async def update_info(self, info: UploadInfo) -> None:
         self._recall.forget(info.id)
         stored = await self._load_info(info.id)
