@@ -27,7 +27,7 @@ _S = TypeVar("_S")
 
 
 class Handoff(Generic[_S]):
-    """Per upload, the state of the read that started last, kept for one write."""
+    """Per upload, the state its handler read under the lock, kept for one write."""
 
     def __init__(self, fresh_for: float = HANDOFF_FOR) -> None:
         self.fresh_for = fresh_for

@@ -138,14 +138,18 @@ class AzureStore(DataStore):
         A blob that exists without committed blocks (written whole by Put Blob, not by this
         store) or whose block list cannot be had (the archive tier) is measured by its
         properties, as :meth:`get_info` does, and nothing is kept: the write reads again."""
-        try:
-            info, blocks = await asyncio.gather(
-                self._load_info(upload_id), self.client.committed_blocks(self.layout.data_name(upload_id))
-            )
-        except AzureError:
+        loaded, listed = await asyncio.gather(
+            self._load_info(upload_id),
+            self.client.committed_blocks(self.layout.data_name(upload_id)),
+            return_exceptions=True,  # both end here: neither is left running unawaited
+        )
+        if isinstance(loaded, BaseException):
+            raise loaded
+        info, blocks = loaded, listed
+        if isinstance(blocks, AzureError) or (blocks is not None and not blocks):
             return await self.get_info(upload_id)
-        if blocks is not None and not blocks:
-            return await self.get_info(upload_id)
+        if isinstance(blocks, BaseException):
+            raise blocks
         committed = blocks or []
         self._handoff.keep(upload_id, (info.copy(), committed))
         info.offset = sum(b.size for b in committed)
