@@ -213,8 +213,10 @@ class UploadService:
             await self.check_expired(info)
             yield info
         finally:
-            self.store.forget_read_to_write(upload_id)
-            await lock.release()
+            try:
+                self.store.forget_read_to_write(upload_id)
+            finally:
+                await lock.release()
 
     # -- creation -----------------------------------------------------------------------------
 

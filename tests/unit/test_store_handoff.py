@@ -15,7 +15,7 @@ import pytest
 from pytusd.info import UploadInfo
 from pytusd.locks.memory import MemoryLocker
 from pytusd.stores.azure.store import AzureStore
-from pytusd.stores.base import DataStore, StoreError
+from pytusd.stores.base import DataStore, StoreError, StoreUnavailable
 from pytusd.stores.gcs import GCSStore
 from pytusd.stores.handoff import MAX_KEPT, Handoff
 from pytusd.stores.memory import MemoryStore
@@ -306,3 +306,16 @@ def test_the_service_forgets_the_read_before_it_releases_the_lock() -> None:
         assert events == ["read", f"forget {upload_id} held"] * 2
 
     run_async(main)
+
+
+def test_an_unavailable_azure_is_answered_as_such_not_asked_again(tmp_path: Path) -> None:
+    async def scenario(store: DataStore, fake: Any) -> None:
+        await store.create(UploadInfo("u1", size=6000))
+        fake.fail("get_block_list", unavailable=True)
+        before = dict(fake.calls)
+        with pytest.raises(StoreUnavailable):
+            await store.get_info_to_write("u1")
+        asked = {op: n - before.get(op, 0) for op, n in fake.calls.items() if n != before.get(op, 0)}
+        assert asked == {"download_blob": 1, "get_block_list": 1}
+
+    on_store("azure", tmp_path, scenario)

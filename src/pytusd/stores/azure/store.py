@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pytusd.info import UploadInfo
 from pytusd.metrics.recorder import Recorder
 from pytusd.protocol.urls import is_valid_upload_id
-from pytusd.stores.azure.client import AzureError, BlobStorage, Block
+from pytusd.stores.azure.client import AzureError, AzureUnavailable, BlobStorage, Block
 from pytusd.stores.azure.layout import (
     MAX_BLOB_SIZE,
     MAX_BLOCKS,
@@ -135,9 +135,10 @@ class AzureStore(DataStore):
         kept for the write that follows under the same lock, which needs them: a PATCH reads the
         info blob and the block list once, not twice (pytusd.stores.handoff).
 
-        A blob that exists without committed blocks (written whole by Put Blob, not by this
-        store) or whose block list cannot be had (the archive tier) is measured by its
-        properties, as :meth:`get_info` does, and nothing is kept: the write reads again."""
+        An empty committed list (blocks staged by a write whose commit failed, or a blob written
+        whole by Put Blob, not by this store) or a list refused (the archive tier) is checked
+        against the blob's properties, as :meth:`get_info` measures, and nothing is kept: the
+        write reads again. Azure unavailable or throttling is answered as such, not asked more."""
         loaded, listed = await asyncio.gather(
             self._load_info(upload_id),
             self.client.committed_blocks(self.layout.data_name(upload_id)),
@@ -146,10 +147,14 @@ class AzureStore(DataStore):
         if isinstance(loaded, BaseException):
             raise loaded
         info, blocks = loaded, listed
-        if isinstance(blocks, AzureError) or (blocks is not None and not blocks):
-            return await self.get_info(upload_id)
-        if isinstance(blocks, BaseException):
+        if isinstance(blocks, AzureUnavailable) or (
+            isinstance(blocks, BaseException) and not isinstance(blocks, AzureError)
+        ):
             raise blocks
+        if isinstance(blocks, AzureError) or (blocks is not None and not blocks):
+            head = await self.client.head(self.layout.data_name(upload_id))
+            info.offset = head.size if head is not None else 0
+            return await self._with_finals(info)
         committed = blocks or []
         self._handoff.keep(upload_id, (info.copy(), committed))
         info.offset = sum(b.size for b in committed)

@@ -266,8 +266,11 @@ class S3Store(DataStore):
         return info
 
     def forget_read_to_write(self, upload_id: str) -> None:
-        """The read kept for a write (Recall.handoff) does not outlive the lock; what this
-        process's last write left (Recall.last_write) does: the lock says when it is still true."""
+        """The handler's read kept for the write (Recall.handoff) does not outlive the lock. (Reads
+        without the lock, a HEAD's, are kept too; a write never starts from one because every
+        write path reads, or creates, under its lock first, and the later read wins.) What this
+        process's last write left (Recall.last_write) does outlive it: the lock says when it is
+        still true."""
         self._recall.forget_read(upload_id)
 
     async def update_info(self, info: UploadInfo) -> None:
