@@ -133,32 +133,31 @@ class AzureStore(DataStore):
     async def get_info_to_write(self, upload_id: str, *, held_here_last: bool = False) -> UploadInfo:
         """:meth:`get_info` from the committed block list instead of the blob's properties, both
         kept for the write that follows under the same lock, which needs them: a PATCH reads the
-        info blob and the block list once, not twice (pytusd.stores.handoff).
-
-        An empty committed list (blocks staged by a write whose commit failed, or a blob written
-        whole by Put Blob, not by this store) or a list refused (the archive tier) is checked
-        against the blob's properties, as :meth:`get_info` measures, and nothing is kept: the
-        write reads again. Azure unavailable or throttling is answered as such, not asked more."""
-        loaded, listed = await asyncio.gather(
-            self._load_info(upload_id),
-            self.client.committed_blocks(self.layout.data_name(upload_id)),
-            return_exceptions=True,  # both end here: neither is left running unawaited
-        )
-        if isinstance(loaded, BaseException):
-            raise loaded
-        info, blocks = loaded, listed
-        if isinstance(blocks, AzureUnavailable) or (
-            isinstance(blocks, BaseException) and not isinstance(blocks, AzureError)
-        ):
-            raise blocks
-        if isinstance(blocks, AzureError) or (blocks is not None and not blocks):
-            head = await self.client.head(self.layout.data_name(upload_id))
+        info blob and the block list once, not twice (pytusd.stores.handoff)."""
+        name = self.layout.data_name(upload_id)
+        info, blocks = await asyncio.gather(self._load_info(upload_id), self._committed(name))
+        if blocks is None:
+            head = await self.client.head(name)
             info.offset = head.size if head is not None else 0
-            return await self._with_finals(info)
-        committed = blocks or []
-        self._handoff.keep(upload_id, (info.copy(), committed))
-        info.offset = sum(b.size for b in committed)
+        else:
+            self._handoff.keep(upload_id, (info.copy(), blocks))
+            info.offset = sum(b.size for b in blocks)
         return await self._with_finals(info)
+
+    async def _committed(self, name: str) -> list[Block] | None:
+        """The committed blocks (none for a blob not written yet), or None where only the blob's
+        properties tell its size: an empty list (blocks staged by a write whose commit failed, or
+        a blob written whole by Put Blob, not by this store) or a list refused (the archive tier).
+        Azure unavailable or throttling is answered as such, not asked more."""
+        try:
+            blocks = await self.client.committed_blocks(name)
+        except AzureUnavailable:
+            raise
+        except AzureError:
+            return None
+        if blocks is None:
+            return []
+        return blocks or None
 
     def forget_read_to_write(self, upload_id: str) -> None:
         self._handoff.forget(upload_id)
