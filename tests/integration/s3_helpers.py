@@ -27,7 +27,7 @@ from tests.services import ServiceError
 from tests.services.swift import SwiftS3Server
 from tests.support.server import answers, free_port, kill_tree, launch, read_tail, track, untrack
 
-from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, META_PENDING
+from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, META_PENDING, META_RUN
 
 MiB = 1024 * 1024
 BUCKET = "pytusd-s3-tests"
@@ -264,7 +264,8 @@ def stored_upload(server_args: Sequence[str], upload_id: str) -> tuple[bytes, di
 
     Read after the layout in the S3 store's package docs, not through the store, so a test checks
     the store against the bucket itself: the parts the incomplete part (``<id>.part``) counts
-    (``tus-parts``, and the ``tus-pending`` one if S3 lists it with that size and MD5), then the
+    (``tus-parts``, and the ``tus-pending`` one if S3 lists it with that size and MD5, or the
+    parts of the ``tus-run`` S3 lists one after another at its size), then the
     incomplete part's own bytes; or the finished object. S3 cannot read the parts of an unfinished
     multipart upload, so they are read through Swift's API from the container s3api keeps them in.
     """
@@ -302,7 +303,13 @@ def stored_upload(server_args: Sequence[str], upload_id: str) -> tuple[bytes, di
         size, _, md5 = rest.partition(":")
         named = number.isdigit() and size.isdigit() and int(number) == count + 1
         pending = (int(size), md5.lower()) if named else None
-        if count == 0 and pending is None:
+        # tus-run = <first>:<size>: from the part after the committed ones, every part S3 lists one
+        # after another at that size counts (beside an empty incomplete part only).
+        first, _, run_size = metadata.get(META_RUN, "").partition(":")
+        run = int(run_size) if first.isdigit() and run_size.isdigit() and int(first) == count + 1 else None
+        if data or pending is not None:
+            run = None
+        if count == 0 and pending is None and run is None:
             return data, info
         listed = _listed_parts(client, key, multipart)
         if listed is None:
@@ -326,6 +333,8 @@ def stored_upload(server_args: Sequence[str], upload_id: str) -> tuple[bytes, di
         ):
             numbers.append(count + 1)
             assert not data, f"upload {upload_id}: a pending part beside a non-empty incomplete part ({metadata})"
+        while run is not None and (after := listed.get(len(numbers) + 1)) is not None and int(after["Size"]) == run:
+            numbers.append(len(numbers) + 1)
         return _read_parts(swift, key, multipart, numbers, listed) + data, info
     finally:
         client.close()

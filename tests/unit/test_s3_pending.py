@@ -1,7 +1,8 @@
 """A write of one part commits it as *pending* while it uploads (writer._commit_while_landing).
 
-The incomplete part names the part's number, size and MD5 before the part lands; readers count
-it once S3 lists it so. These tests hold the part's upload until the commit is in S3 (a commit
+On an upload that is not clean (here a leftover part far above the others: see test_s3_runs for
+clean ones), the incomplete part names the part's number, size and MD5 before the part lands;
+readers count it once S3 lists it so. These tests hold the part's upload until the commit is in S3 (a commit
 that waited for the part would hang them, bounded by ``run``), and check what readers beside the
 writer, after it, and after failures count.
 """
@@ -15,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from pytusd.stores.base import StoreError
+from pytusd.stores.s3 import S3Store
 from pytusd.stores.s3.client import Body
 from pytusd.stores.s3.layout import META_PARTS, META_PENDING
+from pytusd.stores.s3.parts import MAX_PARTS
 from tests.support.fake_s3 import FakeS3
 from tests.unit.test_s3_streaming import Spliced
 from tests.unit.test_s3_writer import (
@@ -58,6 +61,13 @@ class OpaqueEtags(FakeS3):
         return f'"opaque-{number}"'
 
 
+async def leave_a_leftover(fake: FakeS3, store: S3Store) -> None:
+    """A part far above the others, left by some earlier try: the upload is never clean (and
+    the write that follows starts from the handler's read, which saw it)."""
+    fake.upload_of("up").parts[MAX_PARTS] = (b"leftover", '"leftover"')
+    await store.get_info_to_write("up")
+
+
 async def names_a_pending_part(fake: FakeS3) -> bool:
     return "up.part" in fake.objects and META_PENDING in fake.objects["up.part"].metadata
 
@@ -72,6 +82,7 @@ def test_a_lone_part_is_committed_while_it_uploads(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
+            await leave_a_leftover(fake, store)
             fake.release.clear()
             write = asyncio.create_task(store.write_chunk("up", 0, body(DATA[:PART]), length=PART))
             # The commit names the part before it lands: readers still count none of it.
@@ -99,6 +110,7 @@ def test_the_writer_remembers_the_landed_part(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
+            await leave_a_leftover(fake, store)
             await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
             listed = fake.calls.get("list_parts", 0)
             assert (await store.get_info("up")).offset == PART
@@ -137,6 +149,7 @@ def test_another_part_under_the_pending_number_does_not_count(tmp_path: Path) ->
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
+            await leave_a_leftover(fake, store)
             await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
         parts = fake.upload_of("up").parts
         data, etag = parts[1]
@@ -157,6 +170,7 @@ def test_a_part_whose_etag_is_no_md5_gets_an_ordinary_commit(tmp_path: Path) -> 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
+            await leave_a_leftover(fake, store)
             await store.write_chunk("up", 0, body(DATA[:PART]), length=PART)
         metadata = fake.objects["up.part"].metadata
         assert metadata[META_PARTS] == "1" and META_PENDING not in metadata

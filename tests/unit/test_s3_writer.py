@@ -21,7 +21,7 @@ import pytest
 from pytusd.info import UploadInfo
 from pytusd.stores.base import StoreError
 from pytusd.stores.s3 import S3Error, S3Store
-from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, STORAGE_MULTIPART, pending_part
+from pytusd.stores.s3.layout import META_COMPLETE, META_MULTIPART, META_PARTS, STORAGE_MULTIPART, pending_part, run_of
 from tests.support.fake_s3 import FakeS3
 
 MiB = 1024 * 1024
@@ -86,12 +86,17 @@ async def fresh_offset(fake: FakeS3, tmp_path: Path, upload_id: str = "up") -> i
 
 def incomplete_part(fake: FakeS3, upload_id: str = "up") -> tuple[int, int]:
     """(parts that count, bytes of the incomplete part), as the incomplete-part object says: the
-    committed parts, and the pending part it names once that has landed with its size and MD5."""
+    committed parts, and the pending part it names once that has landed with its size and MD5,
+    or the parts of the run it names that landed one after another at the run's size."""
     obj = fake.objects[f"{upload_id}.part"]
     count = int(obj.metadata[META_PARTS])
     pending = pending_part(obj.metadata, count)
-    landed = fake.upload_of(upload_id).parts.get(count + 1)
+    parts = fake.upload_of(upload_id).parts
+    landed = parts.get(count + 1)
     if pending is not None and landed is not None and (len(landed[0]), md5_hex(landed[0])) == pending:
+        count += 1
+    run = run_of(obj.metadata) if not obj.data else None
+    while run is not None and count + 1 in parts and len(parts[count + 1][0]) == run[1]:
         count += 1
     return count, len(obj.data)
 

@@ -301,7 +301,9 @@ class S3Client(ObjectStorage):
             for item in batch:
                 number = int(item["PartNumber"])
                 if number <= up_to:
-                    parts.append(Part(number, int(item["Size"]), str(item.get("ETag") or "")))
+                    modified = item.get("LastModified")
+                    when = modified.timestamp() if hasattr(modified, "timestamp") else 0.0
+                    parts.append(Part(number, int(item["Size"]), str(item.get("ETag") or ""), when))
             next_marker = int(r.get("NextPartNumberMarker") or 0)
             if not r.get("IsTruncated") or not batch or next_marker <= marker:
                 break

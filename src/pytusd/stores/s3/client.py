@@ -15,7 +15,7 @@ out, overloaded or failing inside) is an :class:`S3Unavailable`, which the handl
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pytusd.stores.base import StoreError, StoreUnavailable
@@ -73,6 +73,8 @@ class Part:
     number: int
     size: int
     etag: str
+    #: Unix time S3 lists for the part (0 where unknown): a run of parts is written by its parts.
+    modified: float = field(default=0.0, compare=False)
 
 
 class ObjectStorage(Protocol):

@@ -28,11 +28,13 @@ from pytusd.stores.s3.layout import (
     META_MULTIPART,
     META_PARTS,
     META_PENDING,
+    META_RUN,
     META_WRITTEN,
     KeyLayout,
     etag_md5,
     object_headers,
     pending_value,
+    run_value,
 )
 from pytusd.stores.s3.parts import PartLimitError, plan_concatenation
 from pytusd.stores.s3.spool import Spool, TailCache, unlink
@@ -170,6 +172,7 @@ class Committer:
         md5: str | None = None,
         *,
         pending: Part | None = None,
+        run: int | None = None,
     ) -> ObjectHead:
         """Commit a write: the incomplete part (the first ``size`` bytes of ``spool``, of MD5
         ``md5``; or empty), with the committed parts counted beside it. A spool committed whole
@@ -177,7 +180,10 @@ class Committer:
 
         ``pending`` (its ``etag`` the MD5 in hex) names the next part before it lands, beside an
         empty incomplete part: readers count it once S3 lists it with that size and MD5, so the
-        commit may run while the part still uploads. Returns the commit's name.
+        commit may run while the part still uploads. ``run`` (a size) names a run of such parts
+        instead, each of that size: readers count them as S3 lists them, one after another, so
+        the writes that follow need no commit of their own (see ChunkWriter). Returns the
+        commit's name.
         """
         upload_id = state.info.id
         commit = uuid.uuid4().hex
@@ -191,6 +197,10 @@ class Committer:
             if pending.number != len(parts) + 1 or (spool is not None and size):
                 raise ValueError("a pending part follows the committed ones, beside an empty incomplete part")
             metadata[META_PENDING] = pending_value(pending.number, pending.size, pending.etag)
+        if run is not None:
+            if pending is not None or (spool is not None and size) or run <= 0:
+                raise ValueError("a run follows the committed parts, beside an empty incomplete part")
+            metadata[META_RUN] = run_value(len(parts) + 1, run)
         key = self.keys.part_key(upload_id)
         self.cache.drop(upload_id)
         self.known.drop(upload_id)
@@ -201,8 +211,9 @@ class Committer:
             etag = await self.client.put(key, spool.stream(size), size, md5, metadata=metadata)
             if spool.closed and size == spool.size:
                 self.cache.keep(upload_id, spool, etag)
-        if pending is None:
-            # A pending part's list is remembered once it has landed (see state.data_state).
+        if pending is None and run is None:
+            # A pending part's list is remembered once it has landed (see state.data_state); a
+            # run's grows under the same commit, so it is never remembered.
             self.known.put(upload_id, commit, parts)
         return ObjectHead(size, etag, metadata, time.time())
 

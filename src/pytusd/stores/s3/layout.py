@@ -32,6 +32,10 @@ META_COMMIT = "tus-commit"  # a random name of the commit: its part list may be 
 #: counts once S3 lists it with that size and MD5 (see pending_part and the package docs). The MD5
 #: is empty without content hashes.
 META_PENDING = "tus-pending"
+#: ``<number>:<size>``: a *run* of parts from the one after the committed ones, each of that size,
+#: named before any of them lands: a part counts once S3 lists it, and every part of the run before
+#: it, at that size (see run_of and the package docs). Beside an empty incomplete part only.
+META_RUN = "tus-run"
 
 #: Keys of UploadInfo.storage that this store owns.
 STORAGE_TYPE = "s3store"
@@ -70,6 +74,26 @@ def pending_part(metadata: Mapping[str, str], count: int) -> tuple[int, str] | N
     if md5_hex and etag_md5(md5_hex) != md5_hex:
         return None
     return int(size), md5_hex
+
+
+def run_value(first: int, size: int) -> str:
+    return f"{first}:{size}"
+
+
+def run_of(metadata: Mapping[str, str]) -> tuple[int, int] | None:
+    """The first part and the size of the run an incomplete part's metadata names, or None.
+
+    A run starts right after the committed parts (``tus-parts``); anything unreadable, or naming
+    another start, is no run: the commit then counts only its committed parts, always a state the
+    upload was in.
+    """
+    first, _, size = metadata.get(META_RUN, "").partition(":")
+    count = metadata.get(META_PARTS, "")
+    if not (first.isdigit() and size.isdigit() and count.isdigit()):
+        return None
+    if int(first) != int(count) + 1 or int(size) == 0:
+        return None
+    return int(first), int(size)
 
 
 def is_pending_part(size: int, etag: str, pending: tuple[int, str]) -> bool:

@@ -30,7 +30,9 @@ from pytusd.stores.s3.layout import (
     KeyLayout,
     is_pending_part,
     pending_part,
+    run_of,
 )
+from pytusd.stores.s3.parts import MAX_PARTS
 
 logger = logging.getLogger("pytusd.s3")
 
@@ -185,6 +187,7 @@ async def data_state(
     known: KnownParts | None = None,
     *,
     look_above: bool = False,
+    tries: int = 3,
 ) -> State:
     upload_id, key = info.id, keys.data_key(info)
     multipart = info.storage.get(STORAGE_MULTIPART, "")
@@ -197,25 +200,31 @@ async def data_state(
         tail = None  # left over from something else under the same key
     count = parse_count(tail, upload_id)
     pending = pending_part(tail.metadata, count) if tail is not None else None
+    # A run grows without new commits: its parts are listed whole, never remembered.
+    run = run_of(tail.metadata) if tail is not None and tail.size == 0 and pending is None else None
     # Parts above these were never counted: a look finds out whether there are any.
     above = count + 1 if pending is not None else count
     try:
         if not multipart:
             return await _unless_completed(client, key, State(info, multipart, None, [], tail))
-        if count == 0 and pending is None:
+        if count == 0 and pending is None and run is None:
             clean = look_above and not await client.part_after(key, multipart, 0)
             return await _unless_completed(client, key, State(info, multipart, None, [], tail, clean))
         commit = tail.metadata.get(META_COMMIT, "") if tail is not None else ""
-        remembered = known.get(upload_id, commit, above) if known is not None else None
+        remembered = known.get(upload_id, commit, above) if known is not None and run is None else None
         if remembered is not None:
             # A pending part is remembered only once it has landed: then the list is one longer.
             clean = look_above and not await client.part_after(key, multipart, above)
             return await _unless_completed(client, key, State(info, multipart, None, remembered, tail, clean))
-        listing = client.list_parts(key, multipart, above)
-        if look_above:
-            listed, beyond = await asyncio.gather(listing, client.part_after(key, multipart, above))
+        if run is not None:
+            # Every part is listed, so what lies beyond the run is known without a look.
+            listed, beyond = await client.list_parts(key, multipart, MAX_PARTS), False
         else:
-            listed, beyond = await listing, True
+            listing = client.list_parts(key, multipart, above)
+            if look_above:
+                listed, beyond = await asyncio.gather(listing, client.part_after(key, multipart, above))
+            else:
+                listed, beyond = await listing, True
     except S3Error as exc:
         if not exc.not_found:
             raise
@@ -229,6 +238,24 @@ async def data_state(
             return State(info, multipart, finished, [], None)
         raise StoreError(f"upload {upload_id}: committed parts are missing from its multipart upload")
     found = [p for p in parts if p is not None]
+    if run is not None:
+        # Parts 1..count are all found: the run goes on from count + 1 while S3 lists its parts.
+        while (landed := by_number.get(len(found) + 1)) is not None and landed.size == run[1]:
+            found.append(landed)
+        if len(found) > count:
+            # Only while the run stands are the parts after it the client's bytes at their place
+            # (a write that may land others ends it first): it must still stand after the listing.
+            again = await client.head(keys.part_key(upload_id))
+            if again is None or again.metadata.get(META_COMMIT) != commit:
+                if tries <= 1:
+                    del found[count:]  # the run's start: a state the upload was in
+                else:
+                    return await data_state(
+                        client, keys, info, again, None, known, look_above=look_above, tries=tries - 1
+                    )
+        # Clean only if nothing is listed beyond the parts counted (a leftover of a failed try).
+        clean = not any(number > len(found) for number in by_number)
+        return await _unless_completed(client, key, State(info, multipart, None, found, tail, clean))
     if pending is not None:
         landed = by_number.get(count + 1)
         if landed is None or not is_pending_part(landed.size, landed.etag, pending):

@@ -30,8 +30,9 @@ from pytusd.stores.s3.layout import (
     acceptable_id,
     object_headers,
     pending_part,
+    run_of,
 )
-from pytusd.stores.s3.parts import MAX_OBJECT_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, MiB
+from pytusd.stores.s3.parts import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MiB
 from pytusd.stores.s3.recall import Recall
 from pytusd.stores.s3.state import State, check_free, load_info, put_info, read_state
 from pytusd.stores.s3.writer import ChunkWriter
@@ -167,11 +168,11 @@ class S3Store(DataStore):
         await put_info(self.client, self.keys, info)
 
     async def _state(self, upload_id: str, *, finals: bool = False, to_write: bool = False) -> State:
-        """``to_write``: a write follows; without content hashes it may need State.clean."""
+        """``to_write``: a write follows, which may need State.clean (to start or go on with a run of
+        parts, see ChunkWriter; without content hashes, to name a pending part)."""
         started = asyncio.get_running_loop().time()
-        look_above = to_write and not self._io.content_hashes
         state = await read_state(
-            self.client, self.keys, upload_id, finals=finals, known=self._io.known, look_above=look_above
+            self.client, self.keys, upload_id, finals=finals, known=self._io.known, look_above=to_write
         )
         if state.clean and self._recall.unsettled(upload_id, started):
             state.clean = False  # a part of a write that failed here may still land
@@ -468,10 +469,16 @@ class S3Store(DataStore):
         info, tail = await asyncio.gather(self._load_info(upload_id), self.client.head(self.part_key(upload_id)))
         if info is None:
             raise UploadNotFound(upload_id)
-        if tail is not None and tail.metadata.get(META_MULTIPART) == info.storage.get(STORAGE_MULTIPART, ""):
+        multipart = info.storage.get(STORAGE_MULTIPART, "")
+        if tail is not None and tail.metadata.get(META_MULTIPART) == multipart:
+            written = tail.last_modified
             with contextlib.suppress(ValueError):
-                return float(tail.metadata.get(META_WRITTEN, ""))
-            return tail.last_modified
+                written = float(tail.metadata.get(META_WRITTEN, ""))
+            if tail.size == 0 and run_of(tail.metadata) is not None:
+                # The writes of a run commit nothing: its newest part says when it was written.
+                parts = await self.client.list_parts(self.keys.data_key(info), multipart, MAX_PARTS)
+                written = max([written, *(p.modified for p in parts)])
+            return written
         finished = await self.client.head(self.keys.data_key(info))
         if finished is not None:
             return finished.last_modified

@@ -21,7 +21,7 @@ import os
 from pytusd.stores.base import DirectSource, StoreError
 from pytusd.stores.s3.client import ObjectHead, Part
 from pytusd.stores.s3.commit import Committer
-from pytusd.stores.s3.layout import META_COMMIT, is_pending_part
+from pytusd.stores.s3.layout import META_COMMIT, is_pending_part, run_of
 from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
 from pytusd.stores.s3.spool import Spool, SpoolCut, catch_up_hashing
 from pytusd.stores.s3.state import State
@@ -78,6 +78,8 @@ class ChunkWriter:
         self.streaming = False
         self.target = io.preferred_part_size
         self.tail_loaded = False
+        #: Whether a run the incomplete part names was looked at (see _keep_run_only_if_continued).
+        self.run_checked = False
         self.active: dict[int, asyncio.Task[Part]] = {}
         self.spools: dict[int, Spool] = {}
         #: Spools of failed parts the body was still moving into: discarded at the end.
@@ -177,6 +179,9 @@ class ChunkWriter:
             self.target = part_size(self.size, self.stored, self.count, self.io.preferred_part_size)
         except PartLimitError as exc:
             raise StoreError(str(exc)) from exc
+        if not self.run_checked:
+            self.run_checked = True
+            await self._keep_run_only_if_continued()
         if not self.tail_loaded:
             self.tail_loaded = True
             self.piece = await self.io.load_tail(self.state)
@@ -188,6 +193,38 @@ class ChunkWriter:
         if self.plan is not None and self.plan >= MIN_PART_SIZE and self._is_part(self.plan):
             self._start_part(self.piece, self.plan)
             self.streaming = True
+
+    def _standing_run(self) -> tuple[int, int] | None:
+        """The run the incomplete part names now (first part, size), if any."""
+        head = self.tail_head
+        return run_of(head.metadata) if head is not None and head.size == 0 else None
+
+    async def _keep_run_only_if_continued(self) -> None:
+        """Before any part of this write starts: end a standing run unless this write may go on with it.
+
+        Readers count every part S3 lists after a run's start at the run's size, so while a run
+        stands, only parts that are the client's bytes at their place, whatever happens next, may
+        go up: a lone part of a clean upload (nothing listed above the counted parts, no failed
+        write here of late), whose body is its part. Any other write (a checksummed chunk that may
+        yet be refused, parts that may land out of order and some not at all, an upload with a
+        leftover) first commits the counted parts without the run, one request before its first.
+        """
+        if self._standing_run() is None:
+            return
+        plan = self._plan(0)
+        if (
+            self.progressive
+            and self.state.clean
+            and self.received == 0
+            and self.pointer[1] == 0
+            and plan is not None
+            and plan == self.length
+            and self._is_part(plan)  # the minimum part size, or the last part of the upload
+        ):
+            return
+        async with self.pointer_lock:
+            self.tail_head = await self.io.commit_tail(self.state, self._parts(self.pointer[0]), None)
+            self.last_commit = asyncio.get_running_loop().time()
 
     def _plan(self, start: int) -> int | None:
         """The length of a piece that starts with ``start`` bytes, if the body's length tells it.
@@ -280,6 +317,8 @@ class ChunkWriter:
         return list(self.state.parts) + [self.results[n] for n in range(first, count + 1)]
 
     async def _commit_parts(self) -> None:
+        if self._standing_run() is not None:
+            return  # the run counts this write's part as it lands (see _keep_run_only_if_continued)
         while not self.closing.is_set() and self.failure is None and self.done_run > self.pointer[0]:
             try:
                 await self._advance(self.done_run, None, early=True)
@@ -380,7 +419,9 @@ class ChunkWriter:
         rest = self._end_piece()
         try:
             lone = self._lone_part() if rest is None else None
-            if lone is not None:
+            if lone is not None and self._continues_run(*lone):
+                await self._land_in_run(lone[0])
+            elif lone is not None:
                 await self._commit_while_landing(*lone)
             else:
                 await self._settle()
@@ -433,22 +474,45 @@ class ChunkWriter:
             return None
         return number, length, spool
 
+    def _continues_run(self, number: int, length: int, spool: Spool) -> bool:
+        """Whether the lone part ``number`` is the next of the standing run: then it needs no commit."""
+        run = self._standing_run()
+        return (
+            run is not None
+            and run[0] <= number
+            and run[1] == length
+            and self.pointer == (number - 1, 0)
+            and self.state.clean
+        )
+
+    async def _land_in_run(self, number: int) -> None:
+        """Wait for the run's next part to land: S3 listing it is what makes readers count it."""
+        await self._settle()
+        async with self.pointer_lock:
+            if number in self.results and self.pointer == (number - 1, 0):
+                self.pointer = (number, 0)
+                self.last_commit = asyncio.get_running_loop().time()
+
     async def _commit_while_landing(self, number: int, length: int, spool: Spool) -> None:
         """Commit part ``number`` as pending while it uploads, and let it count once it has landed.
 
-        The incomplete part names the part's number, size and MD5; readers count it once S3 lists
-        it so (state.data_state). Both orders are states the upload was in: before the part
-        lands, the offset is the committed parts'; after, theirs and this part's. The answer still
-        waits for both. If the part's ETag is not its MD5 (some S3 encryption settings), readers
-        could never count it, so an ordinary commit follows.
+        On a clean upload (nothing listed above the counted parts) the incomplete part names a run
+        of parts of this one's size from its number on (so the writes after it need no commit:
+        :meth:`_continues_run`); else the part's number, size and MD5. Readers count the part once
+        S3 lists it so (state.data_state). Both orders are states the upload was in: before the
+        part lands, the offset is the committed parts'; after, theirs and this part's. The answer
+        still waits for both. If a pending part's ETag is not its MD5 (some S3 encryption
+        settings), readers could never count it, so an ordinary commit follows.
         """
-        md5_hex = await spool.md5_hex() or ""  # none without content hashes: see _lone_part
+        run = length if self.state.clean else None
+        md5_hex = "" if run is not None else await spool.md5_hex() or ""  # none: see _lone_part
         marker: asyncio.Task[ObjectHead] | None = None
         async with self.pointer_lock:
             if self.pointer == (number - 1, 0):
                 before = self._parts(number - 1)
+                pending = None if run is not None else Part(number, length, md5_hex)
                 marker = asyncio.get_running_loop().create_task(
-                    self.io.commit_tail(self.state, before, None, pending=Part(number, length, md5_hex))
+                    self.io.commit_tail(self.state, before, None, pending=pending, run=run)
                 )
         try:
             await self._settle()
@@ -468,7 +532,8 @@ class ChunkWriter:
         async with self.pointer_lock:
             if self.pointer == (number - 1, 0):
                 self.tail_head = marker.result()
-                self.io.known.put(self.state.info.id, self.tail_head.metadata[META_COMMIT], self._parts(number))
+                if run is None:
+                    self.io.known.put(self.state.info.id, self.tail_head.metadata[META_COMMIT], self._parts(number))
                 self.pointer = (number, 0)
                 self.last_commit = asyncio.get_running_loop().time()
 

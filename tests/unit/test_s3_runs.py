@@ -1,0 +1,214 @@
+"""A *run* of parts: chunked PATCHes of one size cost one S3 request each (writer._continues_run).
+
+On a clean upload, the first lone part names a run (``tus-run = <first>:<size>``) while it
+uploads; readers count every part S3 lists after the committed ones, one after another, at that
+size. The writes after it in this process (the lock vouching that nobody else wrote) go on with
+the run and commit nothing. Any write that might put anything else there (a checksummed chunk
+that may yet be refused, several parts that may land out of order, an upload with a leftover)
+ends the run first. These tests check what readers count, when the run ends, and what a reader
+does if the run ends while it lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from pytusd.stores.s3.client import Body, Part
+from pytusd.stores.s3.layout import META_COMMIT, META_PARTS, META_RUN, META_WRITTEN
+from tests.support.fake_s3 import FakeS3
+from tests.unit.test_s3_pending import DATA, HeldParts, part_object_puts
+from tests.unit.test_s3_writer import PART, Boom, body, content, create, fresh_offset, opened, run, until
+
+
+def record(fake: FakeS3) -> dict[str, str]:
+    return dict(fake.objects["up.part"].metadata)
+
+
+async def write(fake: FakeS3, store: object, offset: int, end: int, *, held_here_last: bool = True) -> int:
+    """A PATCH as the upload service makes it: the state to write from, then the chunk."""
+    from pytusd.stores.s3 import S3Store
+
+    assert isinstance(store, S3Store)
+    info = await store.get_info_to_write("up", held_here_last=held_here_last)
+    assert info.offset == offset
+    return await store.write_chunk("up", offset, body(DATA[offset:end]), length=end - offset)
+
+
+class CountedHeldParts(HeldParts):
+    entered = 0
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        self.entered += 1
+        return await super().upload_part(key, upload_id, number, body, size, md5)
+
+
+def test_parts_of_a_run_count_as_they_land_and_commit_nothing(tmp_path: Path) -> None:
+    fake = CountedHeldParts()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+            assert record(fake)[META_PARTS] == "0" and record(fake)[META_RUN] == f"1:{PART}"
+            puts = part_object_puts(fake)
+            fake.release.clear()
+            second = asyncio.create_task(write(fake, store, PART, 2 * PART))
+            await until(lambda: _uploading(fake))
+            assert await fresh_offset(fake, tmp_path) == PART  # not landed: not counted
+            fake.release.set()
+            assert await second == PART
+            assert part_object_puts(fake) == puts  # no commit: the run counts it
+            assert await fresh_offset(fake, tmp_path) == 2 * PART
+            assert (await store.get_info("up")).offset == 2 * PART
+            await write(fake, store, 2 * PART, len(DATA))  # completes it
+            assert await content(store) == DATA
+
+    run(scenario)
+
+
+async def _uploading(fake: CountedHeldParts) -> bool:
+    return fake.entered >= 2
+
+
+def test_a_reader_counts_a_run_in_order_and_at_its_size(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+            await write(fake, store, PART, 2 * PART)
+        parts = fake.upload_of("up").parts
+        assert await fresh_offset(fake, tmp_path) == 2 * PART
+        second = parts.pop(2)
+        parts[3] = second  # a gap: nothing after it counts
+        assert await fresh_offset(fake, tmp_path) == PART
+        parts[2] = (second[0][:-1], second[1])  # another size: the run ends before it
+        assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+class RecordAtUpload(FakeS3):
+    """Notes what the incomplete part names whenever a part upload starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, str]] = []
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        self.seen.append(dict(self.objects["up.part"].metadata) if "up.part" in self.objects else {})
+        return await super().upload_part(key, upload_id, number, body, size, md5)
+
+
+def test_a_checksummed_chunk_ends_the_run_before_its_part_goes_up(tmp_path: Path) -> None:
+    """Its part lands before the checksum is known; under the run a reader would count it."""
+    fake = RecordAtUpload()
+    bad = bytes(reversed(DATA[PART : 2 * PART]))
+
+    async def landed() -> bool:
+        return 2 in fake.upload_of("up").parts
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+            assert META_RUN in record(fake)
+            await store.get_info_to_write("up", held_here_last=True)
+            try:
+                refused = body(bad, lambda: until(landed), Boom())
+                await store.write_chunk("up", PART, refused, all_or_nothing=True, length=PART)
+            except Boom:
+                pass
+            else:  # pragma: no cover - the body breaks
+                raise AssertionError("the chunk was taken")
+            assert META_RUN not in fake.seen[-1] and fake.seen[-1][META_PARTS] == "1"
+            assert await landed()
+            assert (await store.get_info("up")).offset == PART
+            assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+def test_a_write_beside_a_leftover_ends_the_run_first(tmp_path: Path) -> None:
+    fake = RecordAtUpload()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+        fake.upload_of("up").parts[4] = (b"leftover", '"leftover"')
+        async with opened(fake, tmp_path) as store:  # another server: reads, finds it unclean
+            await write(fake, store, PART, 2 * PART, held_here_last=False)
+            assert META_RUN not in fake.seen[-1] and fake.seen[-1][META_PARTS] == "1"
+            assert await fresh_offset(fake, tmp_path) == 2 * PART
+            await write(fake, store, 2 * PART, len(DATA))
+            assert await content(store) == DATA
+
+    run(scenario)
+
+
+class EndsRunWhileListed(FakeS3):
+    """On the first listing after :attr:`armed`, a writer ends the run (a plain commit of one part)
+    and a part it then uploads lands, at the run's size: what a checksummed write does before it
+    is refused."""
+
+    armed = False
+
+    async def list_parts(self, key: str, upload_id: str, up_to: int) -> list[Part]:
+        if self.armed:
+            self.armed = False
+            head = self.objects["up.part"]
+            plain = {k: v for k, v in head.metadata.items() if k != META_RUN}
+            head.metadata = plain | {META_COMMIT: "other", META_PARTS: "1"}
+            data, _ = self.upload_of("up").parts[1]
+            self.upload_of("up").parts[2] = (bytes(len(data)), '"refused"')
+        return await super().list_parts(key, upload_id, up_to)
+
+
+def test_a_reader_reads_again_if_the_run_ended_while_it_listed(tmp_path: Path) -> None:
+    fake = EndsRunWhileListed()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+        fake.armed = True
+        # The listing shows part 2 at the run's size, but the run no longer stands: not counted.
+        assert await fresh_offset(fake, tmp_path) == PART
+
+    run(scenario)
+
+
+class TimedParts(FakeS3):
+    """Lists parts with the time they were uploaded, as S3 does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: dict[int, float] = {}
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
+        etag = await super().upload_part(key, upload_id, number, body, size, md5)
+        self.times[number] = time.time()
+        return etag
+
+    async def list_parts(self, key: str, upload_id: str, up_to: int) -> list[Part]:
+        listed = await super().list_parts(key, upload_id, up_to)
+        return [Part(p.number, p.size, p.etag, self.times.get(p.number, 0.0)) for p in listed]
+
+
+def test_an_upload_written_in_a_run_was_written_when_its_last_part_landed(tmp_path: Path) -> None:
+    """Expiry asks when an upload was last written: a run's writes commit nothing to tell it."""
+    fake = TimedParts()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+            fake.objects["up.part"].metadata[META_WRITTEN] = f"{time.time() - 3600:.6f}"  # an hour ago
+            await write(fake, store, PART, 2 * PART)
+            assert await store.last_write_time("up") >= fake.times[2] > time.time() - 60
+
+    run(scenario)
