@@ -212,3 +212,22 @@ def test_an_upload_written_in_a_run_was_written_when_its_last_part_landed(tmp_pa
             assert await store.last_write_time("up") >= fake.times[2] > time.time() - 60
 
     run(scenario)
+
+
+def test_the_last_part_ends_the_run_before_it_goes_up(tmp_path: Path) -> None:
+    """Else a reader could find every byte there before the writer completed the upload, and
+    complete it too (a GET of an unfinished upload does)."""
+    fake = RecordAtUpload()
+    size = 3 * PART
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=size)
+            await write(fake, store, 0, PART, held_here_last=False)
+            await write(fake, store, PART, 2 * PART)
+            assert record(fake)[META_RUN] == f"1:{PART}" and META_RUN in fake.seen[-1]
+            await write(fake, store, 2 * PART, size)
+            assert META_RUN not in fake.seen[-1] and fake.seen[-1][META_PARTS] == "2"
+            assert await content(store) == DATA[:size]
+
+    run(scenario)

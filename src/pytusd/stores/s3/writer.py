@@ -208,6 +208,8 @@ class ChunkWriter:
         write here of late), whose body is its part. Any other write (a checksummed chunk that may
         yet be refused, parts that may land out of order and some not at all, an upload with a
         leftover) first commits the counted parts without the run, one request before its first.
+        So does the write of the last part: readers must not find every byte there before it has
+        completed the upload (a reader would complete it too, see S3Store._read_unfinished).
         """
         if self._standing_run() is None:
             return
@@ -219,7 +221,8 @@ class ChunkWriter:
             and self.pointer[1] == 0
             and plan is not None
             and plan == self.length
-            and self._is_part(plan)  # the minimum part size, or the last part of the upload
+            and (self.size is None or self.stored + plan < self.size)
+            and self._is_part(plan)
         ):
             return
         async with self.pointer_lock:
