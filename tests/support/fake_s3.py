@@ -279,10 +279,10 @@ class FakeS3(ObjectStorage):
             raise fault.error
         return upload.parts[number][1]
 
-    async def list_parts(self, key: str, upload_id: str, up_to: int) -> list[Part]:
+    async def list_parts(self, key: str, upload_id: str, up_to: int, after: int = 0) -> list[Part]:
         await self._enter("list_parts", key)
         upload = self._upload("list_parts", key, upload_id)
-        return [Part(n, len(data), etag) for n, (data, etag) in sorted(upload.parts.items()) if n <= up_to]
+        return [Part(n, len(data), etag) for n, (data, etag) in sorted(upload.parts.items()) if after < n <= up_to]
 
     async def part_after(self, key: str, upload_id: str, number: int) -> bool:
         await self._enter("list_parts", key)

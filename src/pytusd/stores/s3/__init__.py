@@ -39,7 +39,11 @@ copy of any data:
   so a chunk that fails is never counted, however many of its parts already went up;
 * a request of one part commits it as *pending* (its number, size and MD5) while it uploads,
   and readers count it once S3 lists it so: the commit's round trip is off the request's path,
-  and a part left over from an earlier try under that number, whose MD5 differs, never counts.
+  and a part left over from an earlier try under that number, whose MD5 differs, never counts;
+* on a clean upload (S3 lists nothing above the counted parts) it names a *run* instead: every
+  part listed from its number on, in order and at its size, counts, so the requests of one part
+  of that size that follow commit nothing. While a run stands only such parts go up (each the
+  client's bytes for exactly its place); any other write ends the run first (docs/s3.md).
 
 A reader running beside a writer (HEAD needs no lock) reads the info, the incomplete part and
 the finished object at once, then the part list; whatever order S3 answers in, it sees a state

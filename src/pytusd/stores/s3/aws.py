@@ -283,11 +283,11 @@ class S3Client(ObjectStorage):
         )
         return str(r["CopyPartResult"]["ETag"])
 
-    async def list_parts(self, key: str, upload_id: str, up_to: int) -> list[Part]:
-        """Parts numbered 1..``up_to`` (fewer if some are missing). Raises S3Error if the
+    async def list_parts(self, key: str, upload_id: str, up_to: int, after: int = 0) -> list[Part]:
+        """Parts numbered ``after + 1``..``up_to`` (fewer if some are missing). Raises S3Error if the
         multipart upload does not exist (``not_found``)."""
         parts: list[Part] = []
-        marker = 0
+        marker = after
         while marker < up_to:
             kwargs: dict[str, Any] = {
                 "Key": key,

@@ -140,8 +140,8 @@ class ObjectStorage(Protocol):
     ) -> str:
         """Copy bytes ``[start, end)`` of ``source_key`` into part ``number``, inside S3."""
 
-    async def list_parts(self, key: str, upload_id: str, up_to: int) -> list[Part]:
-        """Parts numbered 1..``up_to`` (fewer if some are missing). Raises S3Error if the
+    async def list_parts(self, key: str, upload_id: str, up_to: int, after: int = 0) -> list[Part]:
+        """Parts numbered ``after + 1``..``up_to`` (fewer if some are missing). Raises S3Error if the
         multipart upload does not exist (``not_found``)."""
 
     async def part_after(self, key: str, upload_id: str, number: int) -> bool:

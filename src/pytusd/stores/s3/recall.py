@@ -45,6 +45,8 @@ class Recall:
         self._parts_held = 0
         #: upload ID -> when a write of it last failed here
         self._failed: dict[str, float] = {}
+        #: upload ID -> (Unix time its last write here ended, loop time the lock last vouched for it)
+        self._ended: dict[str, tuple[float, float | None]] = {}
 
     def read(self, upload_id: str, started: float, state: State) -> None:
         """Keep the state of the read that started last (a HEAD that started earlier and ends
@@ -88,16 +90,33 @@ class Recall:
             self._writes.move_to_end(upload_id)
         return state
 
-    def wrote(self, upload_id: str, state: State | None) -> None:
-        """A write ended: remember what it left (None: nothing worth remembering)."""
+    def wrote(self, upload_id: str, state: State | None, ended: float = 0.0) -> None:
+        """A write ended (at Unix time ``ended``): remember what it left (None: nothing worth
+        remembering)."""
         self.forget_write(upload_id)
         if state is None or state.info.is_partial:
             return
         self._writes[upload_id] = _copy(state)
+        self._ended[upload_id] = (ended, None)
         self._parts_held += len(state.parts)
         while len(self._writes) > MAX_WRITES or self._parts_held > MAX_WRITTEN_PARTS:
-            _, old = self._writes.popitem(last=False)
+            old_id, old = self._writes.popitem(last=False)
             self._parts_held -= len(old.parts)
+            self._ended.pop(old_id, None)
+
+    def vouched(self, upload_id: str, now: float) -> None:
+        """The lock said no other process wrote since this process's last write (a write follows)."""
+        if upload_id in self._ended:
+            self._ended[upload_id] = (self._ended[upload_id][0], now)
+
+    def last_written(self, upload_id: str, now: float) -> float | None:
+        """When the upload was last written, if the lock vouched for this process's last write just
+        now (expiry asks right after the handler's read): its end, without asking S3. Used once."""
+        ended, when = self._ended.get(upload_id, (0.0, None))
+        if when is None or now - when > HANDOFF_FOR or not ended:
+            return None
+        self._ended[upload_id] = (ended, None)
+        return ended
 
     def failed(self, upload_id: str, now: float) -> None:
         """A write failed: parts it started may land for a while yet (see :meth:`unsettled`)."""
@@ -119,6 +138,7 @@ class Recall:
         self._reads.pop(upload_id, None)
 
     def forget_write(self, upload_id: str) -> None:
+        self._ended.pop(upload_id, None)
         old = self._writes.pop(upload_id, None)
         if old is not None:
             self._parts_held -= len(old.parts)

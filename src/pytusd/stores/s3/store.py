@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 
 from pytusd.info import UploadInfo
@@ -260,7 +261,9 @@ class S3Store(DataStore):
             state = await self._state(upload_id, finals=True, to_write=True)
             state.info.offset = state.offset
             return state.info
-        self._recall.read(upload_id, asyncio.get_running_loop().time(), left)
+        now = asyncio.get_running_loop().time()
+        self._recall.read(upload_id, now, left)
+        self._recall.vouched(upload_id, now)
         info = dataclasses.replace(
             left.info, metadata=dict(left.info.metadata), storage=dict(left.info.storage), offset=left.offset
         )
@@ -341,7 +344,7 @@ class S3Store(DataStore):
             try:
                 await writer.pour(source)
                 written = await writer.commit()
-                self._recall.wrote(upload_id, writer.left_behind())
+                self._recall.wrote(upload_id, writer.left_behind(), time.time())
                 done = True
                 return written
             finally:
@@ -363,7 +366,7 @@ class S3Store(DataStore):
                 if chunk:
                     await writer.feed(chunk)
             written = await writer.commit()
-            self._recall.wrote(upload_id, writer.left_behind())
+            self._recall.wrote(upload_id, writer.left_behind(), time.time())
             done = True
             return written
         finally:
@@ -466,6 +469,9 @@ class S3Store(DataStore):
                 yield upload_id
 
     async def last_write_time(self, upload_id: str) -> float:
+        ended = self._recall.last_written(upload_id, asyncio.get_running_loop().time())
+        if ended is not None:
+            return ended  # the lock vouched that the last write was this process's (see Recall)
         info, tail = await asyncio.gather(self._load_info(upload_id), self.client.head(self.part_key(upload_id)))
         if info is None:
             raise UploadNotFound(upload_id)
@@ -476,8 +482,18 @@ class S3Store(DataStore):
                 written = float(tail.metadata.get(META_WRITTEN, ""))
             if tail.size == 0 and run_of(tail.metadata) is not None:
                 # The writes of a run commit nothing: its newest part says when it was written.
-                parts = await self.client.list_parts(self.keys.data_key(info), multipart, MAX_PARTS)
-                written = max([written, *(p.modified for p in parts)])
+                # Parts before the last one this process wrote are older: not listed again.
+                left = self._recall.last_write(upload_id)
+                after = len(left.parts) - 1 if left is not None and left.parts else 0
+                try:
+                    parts = await self.client.list_parts(self.keys.data_key(info), multipart, MAX_PARTS, after=after)
+                except S3Error as exc:
+                    if not exc.not_found:
+                        raise
+                    # Completed (or being terminated) meanwhile: the object's time, else the commit's.
+                    finished = await self.client.head(self.keys.data_key(info))
+                    return finished.last_modified if finished is not None else written
+                return max([written, *(p.modified for p in parts)])
             return written
         finished = await self.client.head(self.keys.data_key(info))
         if finished is not None:

@@ -35,6 +35,8 @@ EAGER_COMMIT_LIMIT = 1024 * 1024
 #: ...and as long as all such commits of the request re-upload at most twice what it received,
 #: plus this much (see ChunkWriter).
 COMMIT_SLACK = 256 * 1024
+#: How long a failed write waits for its parts whose body S3 has whole (see ChunkWriter.discard).
+SETTLE_WHOLE_FOR = 10.0
 
 
 class ChunkWriter:
@@ -541,8 +543,26 @@ class ChunkWriter:
                 self.last_commit = asyncio.get_running_loop().time()
 
     async def discard(self) -> None:
-        """Drop what was not committed: cancel uploads in flight, delete spool files."""
+        """Drop what was not committed: let land the parts whose body is whole, cancel the others,
+        delete spool files.
+
+        A part upload cancelled after S3 had its whole body could still land later, when another
+        write (of another server, that does not know of this failure) may have put the client's
+        bytes under its number: a refused checksummed chunk's part would then replace them. Let
+        land now (for at most :data:`SETTLE_WHOLE_FOR`), it is only a part above the counted ones,
+        which the next write finds. A part still waiting for its body cannot land: cancelled at once.
+        """
         self.closing.set()
+        whole = [task for n, task in self.active.items() if (s := self.spools.get(n)) is not None and s.closed]
+        for task in list(self.active.values()):
+            if task not in whole:
+                task.cancel()
+        cancelled = False
+        if whole:
+            try:
+                await asyncio.wait(whole, timeout=SETTLE_WHOLE_FOR)
+            except asyncio.CancelledError:
+                cancelled = True  # the spool files still go
         for task in list(self.active.values()):
             task.cancel()
         await self._settle()
@@ -553,6 +573,8 @@ class ChunkWriter:
         if self.piece is not None:
             self.piece.discard()
             self.piece = None
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 async def _outlast(task: asyncio.Task[ObjectHead]) -> None:
