@@ -21,7 +21,7 @@ from tests.integration.s3_helpers import (
 )
 from tests.services.swift import SwiftS3Server
 
-from pytusd.stores.s3.layout import META_MULTIPART, META_PARTS, META_PENDING
+from pytusd.stores.s3.layout import META_MULTIPART, META_PARTS, META_PENDING, META_RUN
 
 pytestmark = pytest.mark.services
 #: S3 only (see tests/conftest.py).
@@ -93,6 +93,12 @@ def test_stored_upload_follows_the_layout(swift: SwiftS3Server, tmp_path: Path) 
     for wrong in (f"2:{two - one}:{'0' * 32}", f"2:{two - one - 1}:{md5}", f"3:{two - one}:{md5}", "garbage"):
         _rewrite_part_metadata(swift, part_key, {**base, META_PENDING: wrong})
         assert stored_upload(args, uid)[0] == data[:one], wrong
+    # A run: every part from its first on, in order, at its size (here the two parts differ in size).
+    assert one != two - one
+    runs = (("1", f"2:{two - one}", two), ("0", f"1:{one}", one), ("1", f"3:{two - one}", one), ("1", f"2:{one}", one))
+    for count, run, counted in runs:
+        _rewrite_part_metadata(swift, part_key, {**base, META_PARTS: count, META_RUN: run})
+        assert stored_upload(args, uid)[0] == data[:counted], run
     # An incomplete part of another multipart upload is stale: nothing counts.
     _rewrite_part_metadata(swift, part_key, {**base, META_MULTIPART: "other"})
     assert stored_upload(args, uid)[0] == b""
