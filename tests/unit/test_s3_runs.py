@@ -251,10 +251,17 @@ def test_the_time_of_a_run_whose_multipart_upload_is_gone_is_no_error(tmp_path: 
 class SlowToLand(FakeS3):
     """A part upload takes its whole body, then S3 takes a moment to store it."""
 
+    taken = 0
+
     async def upload_part(self, key: str, upload_id: str, number: int, body: Body, size: int, md5: str | None) -> str:
         chunks = [chunk async for chunk in body]
+        self.taken += 1
         await asyncio.sleep(0.2)
         return await super().upload_part(key, upload_id, number, _replay(chunks), size, md5)
+
+
+async def _taken(fake: SlowToLand) -> bool:
+    return fake.taken > 0
 
 
 async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
@@ -272,7 +279,8 @@ def test_a_refused_chunk_lets_its_whole_part_land_before_it_answers(tmp_path: Pa
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
             try:
-                refused = body(bad, Boom())  # the whole part, then the checksum fails
+                # The whole part, all of it handed to S3, then the checksum fails.
+                refused = body(bad, lambda: until(lambda: _taken(fake)), Boom())
                 await store.write_chunk("up", 0, refused, all_or_nothing=True, length=PART)
             except Boom:
                 pass
@@ -309,5 +317,59 @@ def test_expiry_right_after_the_lock_vouched_asks_s3_nothing(tmp_path: Path) -> 
             mark = len(fake.log)
             await store.last_write_time("up")
             assert fake.log[mark:]
+
+    run(scenario)
+
+
+def test_a_refused_chunk_cancels_at_once_a_part_s3_has_not_taken(tmp_path: Path) -> None:
+    """Only a part whose body was all handed to S3 is let land; one still waiting is cancelled."""
+    fake = HeldParts()
+    bad = bytes(reversed(DATA[:PART]))
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            fake.release.clear()  # S3 takes no body at all
+            refused = body(bad, Boom())
+            write = asyncio.create_task(store.write_chunk("up", 0, refused, all_or_nothing=True, length=PART))
+            done, _ = await asyncio.wait([write], timeout=5)  # not SETTLE_WHOLE_FOR
+            assert done and isinstance(write.exception(), Boom)
+            fake.release.set()
+            await asyncio.sleep(0.05)
+            assert 1 not in fake.upload_of("up").parts
+
+    run(scenario)
+
+
+def test_an_empty_patch_is_no_write_for_expiry(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+            await store.get_info_to_write("up", held_here_last=True)
+            ended = await store.last_write_time("up")
+            await asyncio.sleep(0.01)
+            await store.get_info_to_write("up", held_here_last=True)
+            assert await store.write_chunk("up", PART, body(b""), length=0) == 0
+            await store.get_info_to_write("up", held_here_last=True)
+            assert await store.last_write_time("up") == ended
+
+    run(scenario)
+
+
+def test_the_locks_word_does_not_outlive_it(tmp_path: Path) -> None:
+    fake = FakeS3()
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            await create(store, size=len(DATA))
+            await write(fake, store, 0, PART, held_here_last=False)
+            await store.get_info_to_write("up", held_here_last=True)
+            store.forget_read_to_write("up")  # the lock is released (a hook refused, say)
+            mark = len(fake.log)
+            await store.last_write_time("up")
+            assert fake.log[mark:]  # asked S3
 
     run(scenario)

@@ -45,7 +45,8 @@ class Recall:
         self._parts_held = 0
         #: upload ID -> when a write of it last failed here
         self._failed: dict[str, float] = {}
-        #: upload ID -> (Unix time its last write here ended, loop time the lock last vouched for it)
+        #: upload ID -> (Unix time its last write here that wrote anything ended, loop time the lock
+        #: last vouched that no other process wrote since)
         self._ended: dict[str, tuple[float, float | None]] = {}
 
     def read(self, upload_id: str, started: float, state: State) -> None:
@@ -90,24 +91,36 @@ class Recall:
             self._writes.move_to_end(upload_id)
         return state
 
-    def wrote(self, upload_id: str, state: State | None, ended: float = 0.0) -> None:
-        """A write ended (at Unix time ``ended``): remember what it left (None: nothing worth
-        remembering)."""
+    def wrote(self, upload_id: str, state: State | None, ended: float | None = None) -> None:
+        """A write ended: remember what it left (None: nothing worth remembering), and the Unix
+        time it ended if it wrote anything (``ended``; None: the last write's time stays)."""
         self.forget_write(upload_id)
+        if ended is not None:
+            self._ended.pop(upload_id, None)  # re-inserted last: the oldest go first
+            self._ended[upload_id] = (ended, None)
+            while len(self._ended) > MAX_WRITES:
+                del self._ended[next(iter(self._ended))]
         if state is None or state.info.is_partial:
             return
         self._writes[upload_id] = _copy(state)
-        self._ended[upload_id] = (ended, None)
         self._parts_held += len(state.parts)
         while len(self._writes) > MAX_WRITES or self._parts_held > MAX_WRITTEN_PARTS:
-            old_id, old = self._writes.popitem(last=False)
+            _, old = self._writes.popitem(last=False)
             self._parts_held -= len(old.parts)
-            self._ended.pop(old_id, None)
 
     def vouched(self, upload_id: str, now: float) -> None:
         """The lock said no other process wrote since this process's last write (a write follows)."""
-        if upload_id in self._ended:
+        if upload_id in self._ended and upload_id in self._writes:
             self._ended[upload_id] = (self._ended[upload_id][0], now)
+
+    def ended(self, upload_id: str) -> float:
+        """When this process's last write of the upload that it remembers ended (0: unknown)."""
+        return self._ended.get(upload_id, (0.0, None))[0]
+
+    def unvouch(self, upload_id: str) -> None:
+        """The lock that vouched is released: its word does not outlive it."""
+        if upload_id in self._ended:
+            self._ended[upload_id] = (self._ended[upload_id][0], None)
 
     def last_written(self, upload_id: str, now: float) -> float | None:
         """When the upload was last written, if the lock vouched for this process's last write just
@@ -133,12 +146,14 @@ class Recall:
         """The upload is about to change: both memories of it go."""
         self._reads.pop(upload_id, None)
         self.forget_write(upload_id)
+        self._ended.pop(upload_id, None)
 
     def forget_read(self, upload_id: str) -> None:
         self._reads.pop(upload_id, None)
 
     def forget_write(self, upload_id: str) -> None:
-        self._ended.pop(upload_id, None)
+        """What the last write left is no longer known to be true (when it ended still is)."""
+        self.unvouch(upload_id)
         old = self._writes.pop(upload_id, None)
         if old is not None:
             self._parts_held -= len(old.parts)

@@ -84,11 +84,13 @@ class Spool:
     may run while it grows; :meth:`discard` deletes the file once the last reader is done.
     """
 
-    __slots__ = ("_grown", "closed", "doomed", "fd", "md5", "path", "readers", "size")
+    __slots__ = ("_grown", "closed", "doomed", "fd", "md5", "path", "readers", "sent", "size")
 
     def __init__(self, path: str, fd: int, size: int, md5: Any) -> None:
         self.path, self.fd, self.size, self.md5 = path, fd, size, md5
         self.closed = False
+        #: The most bytes an upload has taken from the file (see ChunkWriter.discard).
+        self.sent = 0
         self.doomed = False
         self.readers = 0
         self._grown: asyncio.Event | None = None
@@ -161,6 +163,7 @@ class Spool:
                     if not block:
                         raise StoreError("spool file shorter than expected")
                     position += len(block)
+                    self.sent = max(self.sent, position)
                     yield block
                     continue
                 if self.closed:

@@ -276,6 +276,7 @@ class S3Store(DataStore):
         process's last write left (Recall.last_write) does outlive it: the lock says when it is
         still true."""
         self._recall.forget_read(upload_id)
+        self._recall.unvouch(upload_id)
 
     async def update_info(self, info: UploadInfo) -> None:
         self._recall.forget(info.id)
@@ -344,7 +345,7 @@ class S3Store(DataStore):
             try:
                 await writer.pour(source)
                 written = await writer.commit()
-                self._recall.wrote(upload_id, writer.left_behind(), time.time())
+                self._recall.wrote(upload_id, writer.left_behind(), time.time() if written else None)
                 done = True
                 return written
             finally:
@@ -366,7 +367,7 @@ class S3Store(DataStore):
                 if chunk:
                     await writer.feed(chunk)
             written = await writer.commit()
-            self._recall.wrote(upload_id, writer.left_behind(), time.time())
+            self._recall.wrote(upload_id, writer.left_behind(), time.time() if written else None)
             done = True
             return written
         finally:
@@ -493,7 +494,9 @@ class S3Store(DataStore):
                     # Completed (or being terminated) meanwhile: the object's time, else the commit's.
                     finished = await self.client.head(self.keys.data_key(info))
                     return finished.last_modified if finished is not None else written
-                return max([written, *(p.modified for p in parts)])
+                # A listing that lags behind a part this process wrote must not date the upload
+                # back to the run's start: when that write ended is known here.
+                return max([written, self._recall.ended(upload_id), *(p.modified for p in parts)])
             return written
         finished = await self.client.head(self.keys.data_key(info))
         if finished is not None:

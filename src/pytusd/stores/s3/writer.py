@@ -550,10 +550,15 @@ class ChunkWriter:
         write (of another server, that does not know of this failure) may have put the client's
         bytes under its number: a refused checksummed chunk's part would then replace them. Let
         land now (for at most :data:`SETTLE_WHOLE_FOR`), it is only a part above the counted ones,
-        which the next write finds. A part still waiting for its body cannot land: cancelled at once.
+        which the next write finds. A part whose body has not all been handed to S3 yet (waiting
+        for the body or for its turn) cannot land if cancelled: cancelled at once.
         """
         self.closing.set()
-        whole = [task for n, task in self.active.items() if (s := self.spools.get(n)) is not None and s.closed]
+        whole = [
+            task
+            for n, task in self.active.items()
+            if (s := self.spools.get(n)) is not None and s.closed and s.sent >= s.size > 0
+        ]
         for task in list(self.active.values()):
             if task not in whole:
                 task.cancel()
