@@ -16,8 +16,19 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
+from pytusd.stores.s3 import S3Store
 from pytusd.stores.s3.client import Body, Part
-from pytusd.stores.s3.layout import META_COMMIT, META_PARTS, META_RUN, META_WRITTEN
+from pytusd.stores.s3.layout import (
+    EMPTY_MD5,
+    META_COMMIT,
+    META_MULTIPART,
+    META_PARTS,
+    META_PENDING,
+    META_RUN,
+    META_WRITTEN,
+)
 from tests.support.fake_s3 import FakeS3
 from tests.unit.test_s3_pending import DATA, HeldParts, part_object_puts
 from tests.unit.test_s3_writer import PART, Boom, body, content, create, fresh_offset, opened, run, until
@@ -27,11 +38,8 @@ def record(fake: FakeS3) -> dict[str, str]:
     return dict(fake.objects["up.part"].metadata)
 
 
-async def write(fake: FakeS3, store: object, offset: int, end: int, *, held_here_last: bool = True) -> int:
+async def write(store: S3Store, offset: int, end: int, *, held_here_last: bool = True) -> int:
     """A PATCH as the upload service makes it: the state to write from, then the chunk."""
-    from pytusd.stores.s3 import S3Store
-
-    assert isinstance(store, S3Store)
     info = await store.get_info_to_write("up", held_here_last=held_here_last)
     assert info.offset == offset
     return await store.write_chunk("up", offset, body(DATA[offset:end]), length=end - offset)
@@ -45,17 +53,22 @@ class CountedHeldParts(HeldParts):
         return await super().upload_part(key, upload_id, number, body, size, md5)
 
 
+async def begin(store: S3Store, size: int = len(DATA)) -> None:
+    """A new upload, and its first part, which names the run."""
+    await create(store, size=size)
+    await write(store, 0, PART, held_here_last=False)
+
+
 def test_parts_of_a_run_count_as_they_land_and_commit_nothing(tmp_path: Path) -> None:
     fake = CountedHeldParts()
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
             assert record(fake)[META_PARTS] == "0" and record(fake)[META_RUN] == f"1:{PART}"
             puts = part_object_puts(fake)
             fake.release.clear()
-            second = asyncio.create_task(write(fake, store, PART, 2 * PART))
+            second = asyncio.create_task(write(store, PART, 2 * PART))
             await until(lambda: _uploading(fake))
             assert await fresh_offset(fake, tmp_path) == PART  # not landed: not counted
             fake.release.set()
@@ -63,7 +76,7 @@ def test_parts_of_a_run_count_as_they_land_and_commit_nothing(tmp_path: Path) ->
             assert part_object_puts(fake) == puts  # no commit: the run counts it
             assert await fresh_offset(fake, tmp_path) == 2 * PART
             assert (await store.get_info("up")).offset == 2 * PART
-            await write(fake, store, 2 * PART, len(DATA))  # completes it
+            await write(store, 2 * PART, len(DATA))  # completes it
             assert await content(store) == DATA
 
     run(scenario)
@@ -78,9 +91,8 @@ def test_a_reader_counts_a_run_in_order_and_at_its_size(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
-            await write(fake, store, PART, 2 * PART)
+            await begin(store)
+            await write(store, PART, 2 * PART)
         parts = fake.upload_of("up").parts
         assert await fresh_offset(fake, tmp_path) == 2 * PART
         second = parts.pop(2)
@@ -114,17 +126,12 @@ def test_a_checksummed_chunk_ends_the_run_before_its_part_goes_up(tmp_path: Path
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
             assert META_RUN in record(fake)
             await store.get_info_to_write("up", held_here_last=True)
-            try:
+            with pytest.raises(Boom):
                 refused = body(bad, lambda: until(landed), Boom())
                 await store.write_chunk("up", PART, refused, all_or_nothing=True, length=PART)
-            except Boom:
-                pass
-            else:  # pragma: no cover - the body breaks
-                raise AssertionError("the chunk was taken")
             assert META_RUN not in fake.seen[-1] and fake.seen[-1][META_PARTS] == "1"
             assert await landed()
             assert (await store.get_info("up")).offset == PART
@@ -138,14 +145,13 @@ def test_a_write_beside_a_leftover_ends_the_run_first(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
         fake.upload_of("up").parts[4] = (b"leftover", '"leftover"')
         async with opened(fake, tmp_path) as store:  # another server: reads, finds it unclean
-            await write(fake, store, PART, 2 * PART, held_here_last=False)
+            await write(store, PART, 2 * PART, held_here_last=False)
             assert META_RUN not in fake.seen[-1] and fake.seen[-1][META_PARTS] == "1"
             assert await fresh_offset(fake, tmp_path) == 2 * PART
-            await write(fake, store, 2 * PART, len(DATA))
+            await write(store, 2 * PART, len(DATA))
             assert await content(store) == DATA
 
     run(scenario)
@@ -174,8 +180,7 @@ def test_a_reader_reads_again_if_the_run_ended_while_it_listed(tmp_path: Path) -
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
         fake.armed = True
         # The listing shows part 2 at the run's size, but the run no longer stands: not counted.
         assert await fresh_offset(fake, tmp_path) == PART
@@ -206,10 +211,9 @@ def test_an_upload_written_in_a_run_was_written_when_its_last_part_landed(tmp_pa
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
             fake.objects["up.part"].metadata[META_WRITTEN] = f"{time.time() - 3600:.6f}"  # an hour ago
-            await write(fake, store, PART, 2 * PART)
+            await write(store, PART, 2 * PART)
             assert await store.last_write_time("up") >= fake.times[2] > time.time() - 60
 
     run(scenario)
@@ -223,11 +227,10 @@ def test_the_last_part_ends_the_run_before_it_goes_up(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=size)
-            await write(fake, store, 0, PART, held_here_last=False)
-            await write(fake, store, PART, 2 * PART)
+            await begin(store, size)
+            await write(store, PART, 2 * PART)
             assert record(fake)[META_RUN] == f"1:{PART}" and META_RUN in fake.seen[-1]
-            await write(fake, store, 2 * PART, size)
+            await write(store, 2 * PART, size)
             assert META_RUN not in fake.seen[-1] and fake.seen[-1][META_PARTS] == "2"
             assert await content(store) == DATA[:size]
 
@@ -240,8 +243,8 @@ def test_the_time_of_a_run_whose_multipart_upload_is_gone_is_no_error(tmp_path: 
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            info = await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
+            info = await store.get_info("up")
             await fake.abort("up", info.storage["MultipartUploadId"])
             assert await store.last_write_time("up") > time.time() - 60
 
@@ -278,18 +281,14 @@ def test_a_refused_chunk_lets_its_whole_part_land_before_it_answers(tmp_path: Pa
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
-            try:
+            with pytest.raises(Boom):
                 # The whole part, all of it handed to S3, then the checksum fails.
                 refused = body(bad, lambda: until(lambda: _taken(fake)), Boom())
                 await store.write_chunk("up", 0, refused, all_or_nothing=True, length=PART)
-            except Boom:
-                pass
-            else:  # pragma: no cover - the body breaks
-                raise AssertionError("the chunk was taken")
             assert 1 in fake.upload_of("up").parts  # landed before the answer
             assert await fresh_offset(fake, tmp_path) == 0
             assert (await store.get_info_to_write("up")).offset == 0
-            await write(fake, store, 0, PART, held_here_last=False)  # the retry replaces it
+            await write(store, 0, PART, held_here_last=False)  # the retry replaces it
             assert fake.upload_of("up").parts[1][0] == DATA[:PART]
             assert await fresh_offset(fake, tmp_path) == PART
 
@@ -305,7 +304,7 @@ def test_expiry_right_after_the_lock_vouched_asks_s3_nothing(tmp_path: Path) -> 
         async with opened(fake, tmp_path) as store:
             await create(store, size=len(DATA))
             before = time.time()
-            await write(fake, store, 0, PART, held_here_last=False)
+            await write(store, 0, PART, held_here_last=False)
             after = time.time()
             await store.get_info_to_write("up", held_here_last=True)
             mark = len(fake.log)
@@ -346,8 +345,7 @@ def test_an_empty_patch_is_no_write_for_expiry(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
             await store.get_info_to_write("up", held_here_last=True)
             ended = await store.last_write_time("up")
             await asyncio.sleep(0.01)
@@ -364,12 +362,37 @@ def test_the_locks_word_does_not_outlive_it(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with opened(fake, tmp_path) as store:
-            await create(store, size=len(DATA))
-            await write(fake, store, 0, PART, held_here_last=False)
+            await begin(store)
             await store.get_info_to_write("up", held_here_last=True)
             store.forget_read_to_write("up")  # the lock is released (a hook refused, say)
             mark = len(fake.log)
             await store.last_write_time("up")
             assert fake.log[mark:]  # asked S3
+
+    run(scenario)
+
+
+def test_a_part_named_by_size_that_never_landed_goes_before_any_part(tmp_path: Path) -> None:
+    """An earlier version named a lone part pending by its size alone, and it never landed: a
+    refused checksummed chunk's part of that size must not count under that name."""
+    fake = RecordAtUpload()
+    bad = bytes(reversed(DATA[:PART]))
+
+    async def landed() -> bool:
+        return 1 in fake.upload_of("up").parts
+
+    async def scenario() -> None:
+        async with opened(fake, tmp_path) as store:
+            info = await create(store, size=len(DATA))
+        named = {META_PARTS: "0", META_MULTIPART: info.storage["MultipartUploadId"], META_PENDING: f"1:{PART}:"}
+        await fake.put("up.part", b"", 0, EMPTY_MD5, metadata=named)
+        async with opened(fake, tmp_path) as store:
+            assert (await store.get_info_to_write("up")).offset == 0
+            with pytest.raises(Boom):
+                refused = body(bad, lambda: until(landed), Boom())
+                await store.write_chunk("up", 0, refused, all_or_nothing=True, length=PART)
+            assert META_PENDING not in fake.seen[-1]
+            assert await landed()
+            assert await fresh_offset(fake, tmp_path) == 0
 
     run(scenario)

@@ -45,9 +45,10 @@ class Recall:
         self._parts_held = 0
         #: upload ID -> when a write of it last failed here
         self._failed: dict[str, float] = {}
-        #: upload ID -> (Unix time its last write here that wrote anything ended, loop time the lock
-        #: last vouched that no other process wrote since)
-        self._ended: dict[str, tuple[float, float | None]] = {}
+        #: upload ID -> Unix time its last write here that wrote anything ended
+        self._ended: dict[str, float] = {}
+        #: upload ID -> loop time the lock said no other process wrote since (until it is released)
+        self._vouched: dict[str, float] = {}
 
     def read(self, upload_id: str, started: float, state: State) -> None:
         """Keep the state of the read that started last (a HEAD that started earlier and ends
@@ -97,7 +98,7 @@ class Recall:
         self.forget_write(upload_id)
         if ended is not None:
             self._ended.pop(upload_id, None)  # re-inserted last: the oldest go first
-            self._ended[upload_id] = (ended, None)
+            self._ended[upload_id] = ended
             while len(self._ended) > MAX_WRITES:
                 del self._ended[next(iter(self._ended))]
         if state is None or state.info.is_partial:
@@ -111,25 +112,23 @@ class Recall:
     def vouched(self, upload_id: str, now: float) -> None:
         """The lock said no other process wrote since this process's last write (a write follows)."""
         if upload_id in self._ended and upload_id in self._writes:
-            self._ended[upload_id] = (self._ended[upload_id][0], now)
+            self._vouched[upload_id] = now
 
     def ended(self, upload_id: str) -> float:
         """When this process's last write of the upload that it remembers ended (0: unknown)."""
-        return self._ended.get(upload_id, (0.0, None))[0]
+        return self._ended.get(upload_id, 0.0)
 
     def unvouch(self, upload_id: str) -> None:
         """The lock that vouched is released: its word does not outlive it."""
-        if upload_id in self._ended:
-            self._ended[upload_id] = (self._ended[upload_id][0], None)
+        self._vouched.pop(upload_id, None)
 
     def last_written(self, upload_id: str, now: float) -> float | None:
         """When the upload was last written, if the lock vouched for this process's last write just
         now (expiry asks right after the handler's read): its end, without asking S3. Used once."""
-        ended, when = self._ended.get(upload_id, (0.0, None))
-        if when is None or now - when > HANDOFF_FOR or not ended:
+        when = self._vouched.pop(upload_id, None)
+        if when is None or now - when > HANDOFF_FOR:
             return None
-        self._ended[upload_id] = (ended, None)
-        return ended
+        return self._ended.get(upload_id)
 
     def failed(self, upload_id: str, now: float) -> None:
         """A write failed: parts it started may land for a while yet (see :meth:`unsettled`)."""

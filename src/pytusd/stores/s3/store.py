@@ -30,7 +30,6 @@ from pytusd.stores.s3.layout import (
     KeyLayout,
     acceptable_id,
     object_headers,
-    pending_part,
     run_of,
 )
 from pytusd.stores.s3.parts import MAX_OBJECT_SIZE, MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, MiB
@@ -333,12 +332,6 @@ class S3Store(DataStore):
             return 0
         if offset != state.offset:
             raise StoreError(f"upload {upload_id}: write at {offset}, but S3 holds {state.offset} bytes")
-        named = pending_part(state.tail.metadata, len(state.parts)) if state.tail is not None else None
-        if named is not None and not named[1]:
-            # A write that failed named its part by size alone. Before any part goes up under that
-            # number, the name goes: a part of this write that lands but is refused (a checksum
-            # mismatch) would otherwise count.
-            state.tail = await self._io.commit_tail(state, state.parts, None)
         writer = ChunkWriter(self._io, state, progressive=not all_or_nothing, length=length)
         done = False
         if isinstance(source, DirectSource) and not all_or_nothing:

@@ -21,7 +21,7 @@ import os
 from pytusd.stores.base import DirectSource, StoreError
 from pytusd.stores.s3.client import ObjectHead, Part
 from pytusd.stores.s3.commit import Committer
-from pytusd.stores.s3.layout import META_COMMIT, is_pending_part, run_of
+from pytusd.stores.s3.layout import META_COMMIT, is_pending_part, pending_part, run_of
 from pytusd.stores.s3.parts import MAX_PART_SIZE, MIN_PART_SIZE, PartLimitError, part_size, tail_becomes_part
 from pytusd.stores.s3.spool import Spool, SpoolCut, catch_up_hashing
 from pytusd.stores.s3.state import State
@@ -80,8 +80,8 @@ class ChunkWriter:
         self.streaming = False
         self.target = io.preferred_part_size
         self.tail_loaded = False
-        #: Whether a run the incomplete part names was looked at (see _keep_run_only_if_continued).
-        self.run_checked = False
+        #: Whether a name by size the incomplete part holds was looked at (_end_size_name_unless_continued).
+        self.name_checked = False
         self.active: dict[int, asyncio.Task[Part]] = {}
         self.spools: dict[int, Spool] = {}
         #: Spools of failed parts the body was still moving into: discarded at the end.
@@ -181,9 +181,9 @@ class ChunkWriter:
             self.target = part_size(self.size, self.stored, self.count, self.io.preferred_part_size)
         except PartLimitError as exc:
             raise StoreError(str(exc)) from exc
-        if not self.run_checked:
-            self.run_checked = True
-            await self._keep_run_only_if_continued()
+        if not self.name_checked:
+            self.name_checked = True
+            await self._end_size_name_unless_continued()
         if not self.tail_loaded:
             self.tail_loaded = True
             self.piece = await self.io.load_tail(self.state)
@@ -201,19 +201,29 @@ class ChunkWriter:
         head = self.tail_head
         return run_of(head.metadata) if head is not None and head.size == 0 else None
 
-    async def _keep_run_only_if_continued(self) -> None:
-        """Before any part of this write starts: end a standing run unless this write may go on with it.
+    def _named_by_size(self) -> bool:
+        """Whether the incomplete part names parts by their size alone: a run, or a pending part
+        named without an MD5 that has not landed (a try that failed, or an earlier version's)."""
+        head = self.tail_head
+        if head is None or head.size:
+            return False
+        named = pending_part(head.metadata, len(self.state.parts))
+        return run_of(head.metadata) is not None or (named is not None and not named[1])
 
-        Readers count every part S3 lists after a run's start at the run's size, so while a run
-        stands, only parts that are the client's bytes at their place, whatever happens next, may
-        go up: a lone part of a clean upload (nothing listed above the counted parts, no failed
-        write here of late), whose body is its part. Any other write (a checksummed chunk that may
-        yet be refused, parts that may land out of order and some not at all, an upload with a
-        leftover) first commits the counted parts without the run, one request before its first.
-        So does the write of the last part: readers must not find every byte there before it has
-        completed the upload (a reader would complete it too, see S3Store._read_unfinished).
+    async def _end_size_name_unless_continued(self) -> None:
+        """Before any part of this write starts: end a name by size unless this write may go on with it.
+
+        Readers count a part S3 lists under such a name at that size, so while it stands, only
+        parts that are the client's bytes at their place, whatever happens next, may go up: a lone
+        part of a clean upload (nothing listed above the counted parts, no failed write here of
+        late), whose body is its part, goes on with a run. Any other write (a checksummed chunk
+        that may yet be refused, parts that may land out of order and some not at all, an upload
+        with a leftover or a named part that never landed) first commits the counted parts without
+        the name, one request before its first. So does the write of the last part: readers must
+        not find every byte there before it has completed the upload (a reader would complete it
+        too, see S3Store._read_unfinished).
         """
-        if self._standing_run() is None:
+        if not self._named_by_size():
             return
         plan = self._plan(0)
         if (
@@ -323,7 +333,7 @@ class ChunkWriter:
 
     async def _commit_parts(self) -> None:
         if self._standing_run() is not None:
-            return  # the run counts this write's part as it lands (see _keep_run_only_if_continued)
+            return  # the run counts this write's part as it lands (see _end_size_name_unless_continued)
         while not self.closing.is_set() and self.failure is None and self.done_run > self.pointer[0]:
             try:
                 await self._advance(self.done_run, None, early=True)
